@@ -39,7 +39,7 @@ class HistoryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.process = process
         self._clock = clock
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")
         # The nemesis records from worker threads (toxiproxy-python is synchronous).
         self._lock = threading.Lock()
 
@@ -117,11 +117,7 @@ class Run:
         return [r for r in self.history if r.get("process") == process]
 
     def client_ids(self) -> list[str]:
-        ids = {
-            str(r["process"])
-            for r in self.history
-            if r.get("process") not in ("nemesis", "monitor", None)
-        }
+        ids = {str(r["process"]) for r in self.history if r.get("process") not in ("nemesis", "monitor", None)}
         return sorted(ids)
 
     def nemesis(self) -> list[Record]:

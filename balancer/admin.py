@@ -1,0 +1,157 @@
+"""Admin HTTP endpoint: /status (the contract's shape), /metrics, /healthz.
+
+A deliberately tiny HTTP/1.1 server on asyncio streams: one request per
+connection, GET only, bounded reads, so a slow or hostile admin client can't
+hold anything for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from balancer.session import Context
+
+log = logging.getLogger("balancer.admin")
+
+_READ_TIMEOUT_S = 5.0
+
+
+def status_snapshot(ctx: Context) -> dict[str, Any]:
+    counts = ctx.table.counts()
+    return {
+        "sessions": counts["active_connections"],
+        "tables": counts,
+        "backends": [
+            {"name": b.name, "connection_count": b.connection_count, "healthy": b.healthy}
+            for b in ctx.pool.backends.values()
+        ],
+        "errors": {"concurrent_recv": ctx.stats.concurrent_recv},
+        "states": ctx.table.by_state(),
+        "failovers": {
+            "allowed": ctx.stats.failover_allowed,
+            "refused": ctx.stats.failover_refused,
+            "resent_messages": ctx.stats.resent_messages,
+        },
+        "sessions_total": ctx.stats.sessions_total,
+    }
+
+
+class _LiveCollector(Collector):
+    """Reads the live tables at scrape time, so metrics can't drift from /status."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        counts = ctx.table.counts()
+        yield GaugeMetricFamily("wschaos_balancer_sessions", "Live client sessions", value=counts["active_connections"])
+        tables = GaugeMetricFamily("wschaos_balancer_table_entries", "Entries per internal table", labels=["table"])
+        for name, n in counts.items():
+            tables.add_metric([name], n)
+        yield tables
+        states = GaugeMetricFamily("wschaos_balancer_connection_state", "Sessions per state", labels=["state"])
+        for name, n in ctx.table.by_state().items():
+            states.add_metric([name], n)
+        yield states
+        conns = GaugeMetricFamily("wschaos_balancer_backend_connections", "Open upstreams", labels=["backend"])
+        healthy = GaugeMetricFamily("wschaos_balancer_backend_healthy", "1 if healthy", labels=["backend"])
+        for b in ctx.pool.backends.values():
+            conns.add_metric([b.name], b.connection_count)
+            healthy.add_metric([b.name], 1 if b.healthy else 0)
+        yield conns
+        yield healthy
+        s = ctx.stats
+        yield CounterMetricFamily("wschaos_balancer_sessions_opened", "Client sessions opened", value=s.sessions_total)
+        yield CounterMetricFamily(
+            "wschaos_balancer_concurrent_recv_errors",
+            "ConcurrencyError seen (must stay 0)",
+            value=s.concurrent_recv,
+        )
+        fo = CounterMetricFamily("wschaos_balancer_failover_attempts", "Failover decisions", labels=["allowed"])
+        fo.add_metric(["true"], s.failover_allowed)
+        fo.add_metric(["false"], s.failover_refused)
+        yield fo
+        yield CounterMetricFamily(
+            "wschaos_balancer_resent_messages",
+            "Client messages re-sent on a new upstream",
+            value=s.resent_messages,
+        )
+        yield CounterMetricFamily("wschaos_balancer_upstreams_lost", "Upstreams lost", value=s.upstreams_lost)
+
+
+class AdminServer:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        # Per instance, so tests can run several balancers in one process.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_LiveCollector(ctx))
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                pass
+
+    def route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        path = path.split("?", 1)[0]
+        if path == "/status":
+            body = json.dumps(status_snapshot(self.ctx)).encode()
+            return 200, "application/json", body
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path == "/healthz":
+            return 200, "text/plain; charset=utf-8", b"ok\n"
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                request_line = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+            parts = request_line.decode("latin-1").split()
+            if len(parts) < 2:
+                status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
+                method = "GET"
+            else:
+                method = parts[0]
+                status, ctype, body = self.route(method, parts[1])
+            head = (
+                f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head if method == "HEAD" else head + body)
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        except Exception:
+            log.exception("admin request failed")
+        finally:
+            writer.close()

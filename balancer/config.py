@@ -1,0 +1,281 @@
+"""The balancer build contract's JSON config, as frozen dataclasses.
+
+Pure: no sockets, no clock. Every problem is reported as a ``ConfigError`` whose
+message is one line naming the field, so ``__main__`` can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_ADMIN_HOST = "127.0.0.1"
+
+
+class ConfigError(ValueError):
+    """A config problem; ``str(err)`` is a single line meant for stderr."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class FailoverConfig:
+    max_attempts: int = 3
+    window_s: float = 60.0
+    min_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: Address
+    backends: tuple[BackendSpec, ...]
+    admin: Address | None = None
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    # Short on purpose: a blackholed upstream is only noticed after
+    # ping_interval + ping_timeout + close_timeout (websockets waits for the
+    # closing handshake even after the keepalive has failed).
+    close_timeout_s: float = 1.0
+    open_timeout_s: float = 10.0
+    max_size: int = 2**20
+    max_connections: int = 1024
+    health_interval_s: float = 1.0
+    health_probe: str = "ws"
+
+
+# Keys of the JSON object that map onto plain numeric Config fields.
+_FLOAT_FIELDS = (
+    "ping_interval_s",
+    "ping_timeout_s",
+    "close_timeout_s",
+    "open_timeout_s",
+    "health_interval_s",
+)
+_INT_FIELDS = ("max_size", "max_connections")
+
+
+def parse_address(value: Any, field_name: str, default_host: str | None = None) -> Address:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f'{field_name}: expected "HOST:PORT", got {value!r}')
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        if default_host is None:
+            raise ConfigError(f'{field_name}: expected "HOST:PORT", got {value!r}')
+        host, port_text = default_host, text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        if default_host is None:
+            raise ConfigError(f"{field_name}: missing host in {value!r}")
+        host = default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{field_name}: invalid port in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{field_name}: port out of range in {value!r}")
+    return Address(host, port)
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float, path: str) -> float:
+    value = raw.get(key, default)
+    # bool is an int subclass; "true" as a timeout is a mistake worth naming.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}: must be finite, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{path}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _integer(raw: Mapping[str, Any], key: str, default: int, path: str, minimum: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{path}: must not be negative, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{path}: must be at least {minimum}, got {value!r}")
+    return value
+
+
+def _backend(raw: Any, index: int) -> BackendSpec:
+    where = f"backends[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f'{where}: expected an object with "name" and "url"')
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}.name: expected a non-empty string, got {name!r}")
+    url = raw.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}.url: expected a ws:// or wss:// URL, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{where}.url: bad URL {url!r}") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"{where}.url: expected a ws:// or wss:// URL, got {url!r}")
+    if port == 0:
+        raise ConfigError(f"{where}.url: port 0 in {url!r}")
+    return BackendSpec(name=name, url=url)
+
+
+def from_dict(raw: Any) -> Config:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config: expected a JSON object at the top level")
+    if "listen" not in raw:
+        raise ConfigError('listen: missing (expected "HOST:PORT")')
+    listen = parse_address(raw["listen"], "listen")
+    admin_raw = raw.get("admin")
+    admin = None if admin_raw is None else parse_address(admin_raw, "admin", DEFAULT_ADMIN_HOST)
+
+    backends_raw = raw.get("backends")
+    if backends_raw is None:
+        raise ConfigError("backends: missing (expected a list of {name, url})")
+    if not isinstance(backends_raw, Sequence) or isinstance(backends_raw, str | bytes):
+        raise ConfigError("backends: expected a list of {name, url}")
+    if not backends_raw:
+        raise ConfigError("backends: no backends configured")
+    backends = tuple(_backend(b, i) for i, b in enumerate(backends_raw))
+    seen: set[str] = set()
+    for b in backends:
+        if b.name in seen:
+            raise ConfigError(f"backends: duplicate backend name {b.name!r}")
+        seen.add(b.name)
+
+    fo_raw = raw.get("failover", {})
+    if not isinstance(fo_raw, Mapping):
+        raise ConfigError("failover: expected an object")
+    defaults = FailoverConfig()
+    failover = FailoverConfig(
+        max_attempts=_integer(fo_raw, "max_attempts", defaults.max_attempts, "failover.max_attempts", 0),
+        window_s=_number(fo_raw, "window_s", defaults.window_s, "failover.window_s"),
+        min_interval_s=_number(fo_raw, "min_interval_s", defaults.min_interval_s, "failover.min_interval_s"),
+    )
+
+    base = Config(listen=listen, backends=backends)
+    floats = {k: _number(raw, k, getattr(base, k), k) for k in _FLOAT_FIELDS}
+    if floats["health_interval_s"] == 0:
+        raise ConfigError("health_interval_s: must be positive")
+    ints = {
+        "max_size": _integer(raw, "max_size", base.max_size, "max_size", 1),
+        "max_connections": _integer(raw, "max_connections", base.max_connections, "max_connections", 1),
+    }
+    probe = raw.get("health_probe", base.health_probe)
+    if probe not in ("ws", "tcp"):
+        raise ConfigError(f'health_probe: expected "ws" or "tcp", got {probe!r}')
+    return Config(
+        listen=listen,
+        admin=admin,
+        backends=backends,
+        failover=failover,
+        health_probe=probe,
+        **floats,  # type: ignore[arg-type]
+        **ints,
+    )
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    return raw
+
+
+def load_config(path: str | Path) -> Config:
+    return from_dict(read_json(path))
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; the contract wants one line and exit 2."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError(f"usage: {message}")
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog="python -m balancer",
+        description="wschaos reference WebSocket balancer with in-place failover.",
+    )
+    p.add_argument("config", nargs="?", help="JSON config (the build contract); optional")
+    p.add_argument("--listen", help="HOST:PORT for client WebSocket connections")
+    p.add_argument("--admin", help="HOST:PORT for /status, /metrics, /healthz")
+    p.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME=URL",
+        help="backend in priority order; repeat; replaces the config's list",
+    )
+    p.add_argument("--max-attempts", type=int, help="failovers allowed per window")
+    p.add_argument("--window-s", type=float, help="failover window (seconds)")
+    p.add_argument("--min-interval-s", type=float, help="minimum gap between failovers")
+    p.add_argument("--ping-interval-s", type=float)
+    p.add_argument("--ping-timeout-s", type=float)
+    p.add_argument("--close-timeout-s", type=float)
+    p.add_argument("--open-timeout-s", type=float)
+    p.add_argument("--max-size", type=int, help="largest client message (bytes); else 1009")
+    p.add_argument("--max-connections", type=int, help="more client connections get HTTP 503")
+    p.add_argument("--health-interval-s", type=float, help="active probe period")
+    p.add_argument("--health-probe", choices=("ws", "tcp"), help="active probe kind")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> Config:
+    """Config file (if given) first, then each flag given overrides its key."""
+    args = build_arg_parser().parse_args(argv)
+    raw: dict[str, Any] = read_json(args.config) if args.config else {}
+    for key in ("listen", "admin", "health_probe", *_FLOAT_FIELDS, *_INT_FIELDS):
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = value
+    if args.backend:
+        backends = []
+        for item in args.backend:
+            name, sep, url = item.partition("=")
+            if not sep or not name:
+                raise ConfigError(f"--backend: expected NAME=URL, got {item!r}")
+            backends.append({"name": name, "url": url})
+        raw["backends"] = backends
+    overrides = {
+        key: getattr(args, key)
+        for key in ("max_attempts", "window_s", "min_interval_s")
+        if getattr(args, key) is not None
+    }
+    failover = raw.get("failover")
+    # A non-object "failover" is left in place so from_dict names it.
+    if overrides and (failover is None or isinstance(failover, Mapping)):
+        raw["failover"] = {**(failover or {}), **overrides}
+    return from_dict(raw)

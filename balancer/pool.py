@@ -1,0 +1,127 @@
+"""Backends, their health and their connection counts.
+
+Health is passive (a failed connect or an abnormal close marks a backend down)
+and active (a periodic probe of the backends that are down marks them up), so
+new sessions fail back to the primary once it recovers. Probing only the
+backends that are down keeps probe connections out of healthy backends' logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from balancer.config import Config
+from balancer.events import EventLog
+from balancer.policy import failover_order
+
+log = logging.getLogger("balancer.pool")
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    healthy: bool = True
+    connection_count: int = 0
+
+    def target(self, path: str) -> str:
+        # The client's path and query are forwarded unchanged; only the
+        # backend URL's scheme and authority are used.
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}{path or '/'}"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        return parts.hostname or "127.0.0.1", port
+
+
+class Pool:
+    def __init__(self, config: Config, events: EventLog) -> None:
+        self.config = config
+        self.events = events
+        self.backends: dict[str, Backend] = {spec.name: Backend(spec.name, spec.url) for spec in config.backends}
+
+    def health(self) -> dict[str, bool]:
+        return {name: b.healthy for name, b in self.backends.items()}
+
+    def candidates(self, exclude: frozenset[str] = frozenset()) -> list[str]:
+        return failover_order(self.backends, self.health(), exclude)
+
+    def _set_health(self, name: str, healthy: bool, why: str) -> None:
+        b = self.backends[name]
+        if b.healthy != healthy:
+            b.healthy = healthy
+            log.info("backend %s is %s (%s)", name, "up" if healthy else "down", why)
+            self.events.emit("backend_health", backend=name, healthy=healthy, reason=why)
+
+    def mark_down(self, name: str, why: str) -> None:
+        self._set_health(name, False, why)
+
+    def mark_up(self, name: str, why: str) -> None:
+        self._set_health(name, True, why)
+
+    def acquire(self, name: str) -> None:
+        self.backends[name].connection_count += 1
+
+    def release(self, name: str) -> None:
+        b = self.backends[name]
+        b.connection_count = max(0, b.connection_count - 1)
+
+    async def connect(self, name: str, path: str) -> ClientConnection:
+        """Open an upstream; a failure marks the backend down and re-raises."""
+        cfg = self.config
+        try:
+            return await connect(
+                self.backends[name].target(path),
+                proxy=None,  # proxy env vars would route around the fault proxies
+                open_timeout=cfg.open_timeout_s or None,
+                ping_interval=cfg.ping_interval_s or None,
+                ping_timeout=cfg.ping_timeout_s or None,
+                close_timeout=cfg.close_timeout_s,
+                # max_size guards against clients; backends are trusted and
+                # their replies may legitimately outgrow a client's request.
+                max_size=None,
+            )
+        except Exception as exc:
+            self.mark_down(name, f"connect failed: {type(exc).__name__}: {exc}")
+            raise
+
+    async def probe(self, name: str) -> bool:
+        b = self.backends[name]
+        timeout = max(0.2, min(self.config.open_timeout_s or 5.0, 5.0))
+        try:
+            async with asyncio.timeout(timeout):
+                if self.config.health_probe == "tcp":
+                    host, port = b.host_port
+                    _, writer = await asyncio.open_connection(host, port)
+                    writer.close()
+                    await writer.wait_closed()
+                else:
+                    # A TCP probe is fooled by a stopped process (the kernel
+                    # still completes the handshake); a WS handshake is not.
+                    ws = await connect(b.target("/"), proxy=None, open_timeout=None, close_timeout=timeout)
+                    await ws.close()
+            return True
+        except InvalidStatus:
+            return True  # it answered HTTP, so it is alive; it just dislikes "/"
+        except (OSError, TimeoutError, Exception):
+            return False
+
+    async def run_health_checks(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            down = [name for name, b in self.backends.items() if not b.healthy]
+            if not down:
+                continue
+            results = await asyncio.gather(*(self.probe(name) for name in down))
+            for name, ok in zip(down, results, strict=True):
+                if ok:
+                    self.mark_up(name, "probe succeeded")

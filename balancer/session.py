@@ -1,0 +1,342 @@
+"""The relay: one client connection, one upstream at a time, failover in place.
+
+Reader discipline: each socket has exactly one reader at any moment. A "leg"
+is one upstream connection's lifetime; it runs the two pumps in a TaskGroup
+under ``asyncio.wait(FIRST_COMPLETED)`` and cancels the other, and the group
+only exits once both pumps have finished. The next leg (and so the next
+reader of the client socket and of the new upstream) starts only after that.
+Cancelling ``recv()`` is safe in websockets' asyncio implementation: the next
+``recv()`` returns the message that was pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.protocol import State
+from websockets.typing import Data
+
+from balancer.config import Config
+from balancer.events import EventLog, Stats
+from balancer.policy import FailoverLimiter
+from balancer.pool import Pool
+from balancer.state import ConnState, SessionTable
+
+log = logging.getLogger("balancer.session")
+
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_GOING_AWAY = 1001
+CLOSE_NORMAL = 1000
+CLOSE_ABNORMAL = 1006
+
+
+def ends_session(code: int) -> bool:
+    """A backend close that is a decision, not a failure: pass it on, no failover."""
+    return code == CLOSE_NORMAL or 4000 <= code <= 4999
+
+
+def is_concurrent_recv(exc: BaseException) -> bool:
+    # The legacy implementation raises a plain RuntimeError with this text.
+    return isinstance(exc, ConcurrencyError) or (
+        isinstance(exc, RuntimeError) and "cannot call recv while another coroutine" in str(exc)
+    )
+
+
+def sendable(code: int | None) -> int:
+    """A close code we may put on the wire to the other leg."""
+    if code is not None and (code in (1000, 1001) or 3000 <= code <= 4999):
+        return code
+    return CLOSE_GOING_AWAY
+
+
+class Outcome(enum.Enum):
+    CLIENT_GONE = "client_gone"
+    UPSTREAM_GONE = "upstream_gone"
+
+
+@dataclass
+class Context:
+    """What every session shares; owned by the Balancer."""
+
+    config: Config
+    pool: Pool
+    table: SessionTable
+    events: EventLog
+    stats: Stats = field(default_factory=Stats)
+    clock: Callable[[], float] = time.monotonic
+    stopping: bool = False
+
+
+@dataclass
+class _Inflight:
+    data: Data
+    resent: bool
+
+
+class Session:
+    def __init__(self, sid: str, client: ServerConnection, ctx: Context) -> None:
+        self.sid = sid
+        self.client = client
+        self.ctx = ctx
+        self.path = client.request.path if client.request is not None else "/"
+        self.backend: str | None = None
+        # The client message currently being handed to the upstream; if the
+        # leg ends with it set, it was not delivered.
+        self._inflight: _Inflight | None = None
+        # The message to re-send first on the next upstream.
+        self._retry: _Inflight | None = None
+        self._close_code: int | None = None
+        cfg = ctx.config
+        self._send_deadline: float | None = (
+            cfg.ping_interval_s + cfg.ping_timeout_s if cfg.ping_interval_s and cfg.ping_timeout_s else None
+        )
+
+    # -- plumbing -------------------------------------------------------
+
+    def _emit(self, event: str, **fields: object) -> None:
+        self.ctx.events.emit(event, session=self.sid, **fields)
+
+    def _state(self, new: ConnState) -> None:
+        self.ctx.table.transition(self.sid, new)
+
+    def _note_concurrency(self, exc: BaseException) -> None:
+        self.ctx.stats.concurrent_recv += 1
+        log.error("session %s: concurrent recv detected: %s", self.sid, exc)
+        self._emit("concurrent_recv", error=str(exc))
+
+    async def _open_upstream(self, exclude: frozenset[str]) -> ClientConnection | None:
+        """Try backends best-first; attach the session to the first that opens."""
+        for name in self.ctx.pool.candidates(exclude):
+            if self.client.state is not State.OPEN or self.ctx.stopping:
+                return None
+            try:
+                upstream = await self.ctx.pool.connect(name, self.path)
+            except Exception as exc:
+                log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
+                self._emit("upstream_connect_failed", backend=name, error=str(exc))
+                continue
+            self.ctx.table.attach(self.sid, name)
+            self.ctx.pool.acquire(name)
+            self.backend = name
+            self._emit("upstream_open", backend=name)
+            return upstream
+        return None
+
+    def _drop_upstream(self) -> None:
+        name = self.ctx.table.detach(self.sid)
+        if name is not None:
+            self.ctx.pool.release(name)
+        self.backend = None
+
+    async def _finish(self, conn: ClientConnection | ServerConnection) -> None:
+        """Wait for a closing connection to be closed, aborting it past the deadline."""
+        try:
+            async with asyncio.timeout(self.ctx.config.close_timeout_s + 0.5):
+                await conn.wait_closed()
+        except TimeoutError:
+            conn.transport.abort()
+
+    async def _close(self, conn: ClientConnection | ServerConnection, code: int, reason: str = "") -> None:
+        try:
+            async with asyncio.timeout(self.ctx.config.close_timeout_s + 0.5):
+                await conn.close(code, reason[:120])
+        except TimeoutError:
+            conn.transport.abort()
+
+    async def _close_client(self, code: int, reason: str) -> None:
+        if self._close_code is None and self.client.state is State.OPEN:
+            self._close_code = code
+        await self._close(self.client, code, reason)
+
+    async def _deliver(self, conn: ClientConnection | ServerConnection, data: Data) -> bool:
+        """Send ``data``; False if ``conn`` is closed or stopped reading.
+
+        websockets' keepalive ping goes through the same flow control as
+        ``send()``: once the peer stops reading and the buffers fill, ``ping()``
+        itself blocks in ``drain()`` and the ping timeout never starts. So a
+        send that outlasts ping_interval + ping_timeout is treated as a dead
+        peer here, or a blackholed upstream would hang the session forever.
+        """
+        deadline = self._send_deadline
+        try:
+            if deadline is None:
+                await conn.send(data)
+            else:
+                async with asyncio.timeout(deadline):
+                    await conn.send(data)
+        except ConnectionClosed:
+            return False
+        except TimeoutError:
+            leg = "client" if conn is self.client else "upstream"
+            log.warning("session %s: %s stopped reading; aborting it", self.sid, leg)
+            self._emit("send_stalled", leg=leg, backend=self.backend)
+            conn.transport.abort()
+            return False
+        return True
+
+    # -- the two directions ---------------------------------------------
+
+    async def _pump_client(self, upstream: ClientConnection) -> Outcome:
+        if self._retry is not None:
+            self._inflight, self._retry = self._retry, None
+            if not await self._deliver(upstream, self._inflight.data):
+                return Outcome.UPSTREAM_GONE
+            self._inflight = None
+            self.ctx.stats.resent_messages += 1
+            self._emit("message_resent", backend=self.backend)
+        while True:
+            try:
+                data = await self.client.recv()
+            except ConnectionClosed:
+                return Outcome.CLIENT_GONE
+            except RuntimeError as exc:
+                if is_concurrent_recv(exc):
+                    self._note_concurrency(exc)
+                raise
+            self._inflight = _Inflight(data, resent=False)
+            if not await self._deliver(upstream, data):
+                return Outcome.UPSTREAM_GONE
+            self._inflight = None
+
+    async def _pump_upstream(self, upstream: ClientConnection) -> Outcome:
+        while True:
+            try:
+                data = await upstream.recv()
+            except ConnectionClosed:
+                return Outcome.UPSTREAM_GONE
+            except RuntimeError as exc:
+                if is_concurrent_recv(exc):
+                    self._note_concurrency(exc)
+                raise
+            if not await self._deliver(self.client, data):
+                return Outcome.CLIENT_GONE
+
+    async def _leg(self, upstream: ClientConnection) -> Outcome:
+        async with asyncio.TaskGroup() as tg:
+            c2u = tg.create_task(self._pump_client(upstream), name=f"{self.sid}:c2u")
+            u2c = tg.create_task(self._pump_upstream(upstream), name=f"{self.sid}:u2c")
+            done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        outcomes = {t.result() for t in done}
+        if Outcome.CLIENT_GONE in outcomes or self.client.state is not State.OPEN:
+            return Outcome.CLIENT_GONE
+        return Outcome.UPSTREAM_GONE
+
+    # -- the session ----------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        ctx.table.register(self.sid, self.path)
+        ctx.stats.sessions_total += 1
+        self._emit("session_open", path=self.path)
+        upstream: ClientConnection | None = None
+        try:
+            upstream = await self._open_upstream(frozenset())
+            if upstream is None:
+                await self._close_client(CLOSE_TRY_AGAIN_LATER, "no backend available")
+                return
+            self._state(ConnState.CONNECTED)
+            while True:
+                outcome = await self._leg(upstream)
+                if outcome is Outcome.CLIENT_GONE:
+                    code = self.client.close_code
+                    await self._close(upstream, sendable(code), "client closed")
+                    return
+                upstream = await self._after_upstream_loss(upstream)
+                if upstream is None:
+                    return
+        except Exception:
+            log.exception("session %s failed", self.sid)
+            if self.client.state is State.OPEN:
+                await self._close_client(CLOSE_INTERNAL_ERROR, "balancer error")
+        finally:
+            await self._cleanup(upstream)
+
+    async def _after_upstream_loss(self, upstream: ClientConnection) -> ClientConnection | None:
+        """Decide between passthrough, failover and 1013; returns the next upstream."""
+        ctx = self.ctx
+        await self._finish(upstream)
+        code = upstream.close_code or CLOSE_ABNORMAL
+        reason = upstream.close_reason or ""
+        failed = self.backend
+        assert failed is not None
+        self._drop_upstream()
+        ctx.stats.upstreams_lost += 1
+        self._emit("upstream_lost", backend=failed, code=code)
+        if self._inflight is not None:
+            if self._inflight.resent:
+                ctx.stats.dropped_inflight += 1
+            else:
+                self._retry = _Inflight(self._inflight.data, resent=True)
+            self._inflight = None
+
+        if ends_session(code):
+            self._retry = None
+            await self._close_client(code, reason)
+            return None
+
+        ctx.pool.mark_down(failed, f"upstream closed with {code}")
+        self._state(ConnState.FAILING_OVER)
+        if self.client.state is not State.OPEN:
+            return None
+        fo = ctx.config.failover
+        limiter = ctx.table.limiter(
+            self.sid,
+            lambda: FailoverLimiter(fo.max_attempts, fo.window_s, fo.min_interval_s),
+        )
+        decision = limiter.try_acquire(ctx.clock())
+        if ctx.stopping:
+            decision = type(decision)(False, "shutting_down")
+        self._emit("failover_attempt", allowed=decision.allowed, reason=decision.reason)
+        if not decision.allowed:
+            ctx.stats.failover_refused += 1
+            await self._close_client(CLOSE_TRY_AGAIN_LATER, f"failover refused: {decision.reason}")
+            return None
+        ctx.stats.failover_allowed += 1
+        nxt = await self._open_upstream(frozenset({failed}))
+        if nxt is None:
+            await self._close_client(CLOSE_TRY_AGAIN_LATER, "no backend reachable")
+            return None
+        # If the client left while we were connecting, the next leg sees it
+        # at once and closes nxt.
+        self._state(ConnState.CONNECTED)
+        return nxt
+
+    async def _cleanup(self, upstream: ClientConnection | None) -> None:
+        """Runs on every exit path; each step is bounded and must not raise."""
+        ctx = self.ctx
+        try:
+            st = ctx.table.states.get(self.sid)
+            if st is not None and st.state not in (ConnState.CLOSING, ConnState.CLOSED):
+                st.transition(ConnState.CLOSING)
+            if upstream is not None and upstream.state is not State.CLOSED:
+                await self._close(upstream, CLOSE_GOING_AWAY, "session ended")
+            if self.client.state is State.OPEN:
+                await self._close_client(CLOSE_GOING_AWAY, "session ended")
+            elif self.client.state is not State.CLOSED:
+                await self._finish(self.client)
+        except Exception:
+            log.exception("session %s: cleanup error", self.sid)
+        finally:
+            self._drop_upstream_quietly()
+            ctx.table.remove(self.sid)
+            code = self._close_code
+            if code is None:
+                code = self.client.close_code or CLOSE_ABNORMAL
+            self._emit("session_close", code=code)
+
+    def _drop_upstream_quietly(self) -> None:
+        try:
+            self._drop_upstream()
+        except Exception:
+            log.exception("session %s: detach failed", self.sid)

@@ -1,0 +1,118 @@
+"""``python -m harness``: demo, certify, replay, judge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.procs import install_signal_handlers
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--balancer-cmd", default=None, help="the build to test: a command with {config}")
+    p.add_argument("--toxiproxy-url", default=None, help="a real Toxiproxy server (default: the embedded one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness", description="wschaos: chaos harness for WebSocket balancers"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="kill the primary under 4 playing clients and summarise")
+    _common(demo)
+    demo.add_argument("--runs-dir", default="runs", help="where the run directory goes (default: runs/)")
+
+    cert = sub.add_parser("certify", help="run the chaos suite against a build and issue a verdict")
+    _common(cert)
+    cert.add_argument("--profile", choices=("quick", "ci", "nightly"), default="quick")
+    cert.add_argument("--report", default=None, metavar="DIR", help="report directory")
+    cert.add_argument("--scenario", action="append", metavar="NAME", help="run only this named scenario (repeatable)")
+    cert.add_argument(
+        "--scenario-file", action="append", metavar="FILE", help="also run a scenario from a .json or .py file"
+    )
+    cert.add_argument("--hypothesis-examples", type=int, default=None, metavar="N", help="override the profile")
+
+    replay = sub.add_parser("replay", help="replay a saved scenario (JSON) and judge it")
+    _common(replay)
+    replay.add_argument("file", help="scenario.json, as printed by a failing run")
+    replay.add_argument("--runs-dir", default="runs")
+
+    judge = sub.add_parser("judge", help="re-judge a stored run directory without running anything")
+    judge.add_argument("run_dir")
+    return parser
+
+
+def _run_scenario_cli(scenario_path: str | None, args: argparse.Namespace, demo: bool = False) -> int:
+    from harness.catalog import load_scenario_file, named_scenarios
+    from harness.cluster import BuildFailed, Cluster, ClusterSpec, default_balancer_cmd, default_toxiproxy_url
+    from harness.procs import ProcessFailed
+    from harness.runner import ScenarioRunner
+    from harness.scenario import ScenarioError
+
+    try:
+        scenario = named_scenarios()["kill_primary"] if demo else load_scenario_file(scenario_path or "")
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    spec = ClusterSpec(
+        balancer_cmd=args.balancer_cmd or default_balancer_cmd(),
+        toxiproxy_url=args.toxiproxy_url or default_toxiproxy_url(),
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = Path(args.runs_dir) / f"{'demo' if demo else 'replay'}-{scenario.name}-{stamp}"
+    cluster = Cluster(root / "cluster", spec)
+    try:
+        cluster.start()
+        judged = ScenarioRunner(cluster).run(scenario, root / "run")
+    except (BuildFailed, ProcessFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cluster.close()
+    if demo:
+        from harness.demo import demo_summary
+
+        ok, text = demo_summary(judged)
+        print(text)
+        return 0 if ok else 1
+    print(judged.summary())
+    return 0 if judged.passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    install_signal_handlers()
+    try:
+        if args.command == "demo":
+            return _run_scenario_cli(None, args, demo=True)
+        if args.command == "replay":
+            return _run_scenario_cli(args.file, args)
+        if args.command == "certify":
+            from harness.certify import certify_main
+
+            return certify_main(args)
+        if args.command == "judge":
+            from harness.checkers import judge
+            from harness.history import load_run
+
+            path = Path(args.run_dir)
+            if not (path / "run.json").is_file():
+                print(f"error: {path} is not a run directory (no run.json)", file=sys.stderr)
+                return 2
+            results = judge(load_run(path))
+            for r in results:
+                print(f"{r.status:<11} {r.invariant}  {r.note}")
+                for v in r.violations[:5]:
+                    print(f"    - {v.message}")
+            return 1 if any(r.status == "fail" for r in results) else 0
+    except KeyboardInterrupt:
+        print("interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The game backend: a small multiplayer game server that journals everything it does.
+
+    python -m harness.backend --port 8765 --instance-name primary [--host 127.0.0.1] [--journal PATH]
+
+Players connect to ``/play?client=ID``. The protocol and the journal format are specified in
+docs/architecture.md. The journal is what lets a checker judge a run from the backend's side,
+so every line is flushed as it is written: the process may be SIGKILLed at any moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from harness import game
+
+EXIT_BIND_FAILED = 2
+# Bounds the wait for handlers after Server.close(): a client that never answers the close
+# frame must not keep a SIGTERMed backend alive.
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class Journal:
+    """JSONL journal, appended to across restarts, flushed per line."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None, server: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.server = server
+        self._clock = clock
+        self._file: IO[str] | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        rec: dict[str, Any] = {"t": self._clock(), "server": self.server, "event": event}
+        rec.update(fields)
+        self._file.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+
+def client_id_of(path: str) -> str | None:
+    """The client id from a request path such as ``/play?client=c03``; None when absent or empty."""
+    values = parse_qs(urlsplit(path).query).get("client", [])
+    return values[0] if values and values[0] else None
+
+
+class GameServer:
+    """Per-process game state and the connection handler. One instance per backend process."""
+
+    def __init__(self, name: str, journal: Journal, verbose: bool = False) -> None:
+        self.name = name
+        self.journal = journal
+        self.verbose = verbose
+        self.states: dict[str, game.GameState] = {}
+        self.open_connections = 0
+        # Connection ids must be unique per process *and* across restarts of the same instance
+        # (journals are appended to), hence the per-process token.
+        self._token = os.urandom(2).hex()
+        self._next_conn = 0
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path == "/healthz" and "Upgrade" not in request.headers:
+            # Lets an HTTP health probe check the backend without joining the game.
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if client_id_of(request.path) is None:
+            return connection.respond(HTTPStatus.BAD_REQUEST, "missing client id: connect to /play?client=ID\n")
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handshake has completed
+        path = ws.request.path
+        client = client_id_of(path)
+        assert client is not None  # process_request rejected the others
+        self._next_conn += 1
+        conn = f"{self.name}-{self._token}-{self._next_conn}"
+        peer = ws.remote_address
+        self.open_connections += 1
+        self.journal.write("open", conn=conn, client=client, path=path, peer=f"{peer[0]}:{peer[1]}" if peer else None)
+        self._log(f"open {conn} client={client}")
+        try:
+            state = self.states.get(client, game.INITIAL_STATE)
+            await self._send(ws, conn, client, game.welcome(self.name, client, conn, state))
+            # The only reader of this connection.
+            while True:
+                frame = await ws.recv()
+                await self._on_frame(ws, conn, client, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.open_connections -= 1
+            self.journal.write("close", conn=conn, client=client, code=ws.close_code, reason=ws.close_reason or "")
+            self._log(f"close {conn} client={client} code={ws.close_code}")
+
+    async def _on_frame(self, ws: ServerConnection, conn: str, client: str, frame: str | bytes) -> None:
+        try:
+            msg = game.parse_client_message(frame)
+        except game.ProtocolError as exc:
+            self.journal.write("recv", conn=conn, client=client, kind="other", applied=False, error=str(exc))
+            await self._send(ws, conn, client, game.error(self.name, str(exc)))
+            return
+        if msg.client != client:
+            # A frame for another player must not touch this player's game, nor that one's.
+            text = f"message for client {msg.client!r} on the connection of client {client!r}"
+            kind = "move" if isinstance(msg, game.Move) else "resume"
+            extra = {"seq": msg.seq} if isinstance(msg, game.Move) else {}
+            self.journal.write("recv", conn=conn, client=client, kind=kind, applied=False, error=text, **extra)
+            await self._send(ws, conn, client, game.error(self.name, text))
+            return
+        state = self.states.get(client, game.INITIAL_STATE)
+        if isinstance(msg, game.Move):
+            outcome = game.apply_move(state, msg)
+            self.states[client] = outcome.state
+            self.journal.write(
+                "recv",
+                conn=conn,
+                client=client,
+                kind="move",
+                seq=msg.seq,
+                applied=outcome.applied,
+                result=outcome.result,
+            )
+            if outcome.result == "gap":
+                reply = game.gap(self.name, client, msg.seq, outcome.expected)
+            else:
+                reply = game.ack(self.name, client, msg.seq, outcome.result == "dup", outcome.state)
+        else:
+            new_state, adopted = game.adopt_resume(state, msg.state)
+            self.states[client] = new_state
+            self.journal.write(
+                "recv", conn=conn, client=client, kind="resume", applied=adopted, state_seq=msg.state.seq
+            )
+            reply = game.resumed(self.name, client, new_state)
+        await self._send(ws, conn, client, reply)
+
+    async def _send(self, ws: ServerConnection, conn: str, client: str, msg: game.Message) -> None:
+        fields: dict[str, Any] = {"conn": conn, "client": client, "kind": msg["type"]}
+        if "seq" in msg:
+            fields["seq"] = msg["seq"]
+        if msg["type"] == "ack":
+            fields["dup"] = msg["dup"]
+        await ws.send(game.encode(msg))
+        # Only after send() returned: a frame the connection refused was never sent.
+        self.journal.write("send", **fields)
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            print(f"backend {self.name}: {line}", flush=True)
+
+
+async def run(
+    host: str,
+    port: int,
+    name: str,
+    journal_path: str | None,
+    verbose: bool = False,
+    ready: Callable[[Server], None] | None = None,
+) -> int:
+    journal = Journal(journal_path, name)
+    app = GameServer(name, journal, verbose)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            server = await serve(app.handler, host, port, process_request=app.process_request, ping_interval=None)
+        except OSError as exc:
+            print(f"backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+            return EXIT_BIND_FAILED
+        bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
+        journal.write("start", pid=os.getpid(), port=bound_port, host=host)
+        print(f"backend {name} listening on {host}:{bound_port}", flush=True)
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+        server.close()  # closes every open connection with 1001
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await server.wait_closed()
+        except TimeoutError:
+            print(
+                f"backend {name}: connections still open after {SHUTDOWN_TIMEOUT_S}s; exiting anyway",
+                file=sys.stderr,
+                flush=True,
+            )
+        journal.write("stop", pid=os.getpid(), port=bound_port)
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        journal.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.backend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
+    parser.add_argument("--instance-name", required=True, help="server name in replies/journal")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--journal", default=None, help="JSONL journal, appended to")
+    parser.add_argument("--verbose", action="store_true", help="print a line per connection")
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args.host, args.port, args.instance_name, args.journal, args.verbose))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Certification: runs the chaos suite against a balancer build and issues a verdict.
+
+Exit codes: 0 certified, 1 rejected (an invariant was violated), 2 the build did not start or
+never became ready (or the command line was wrong).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+import harness
+from harness.catalog import named_scenarios
+from harness.cluster import BuildFailed, Cluster, ClusterSpec
+from harness.procs import ProcessFailed
+from harness.runner import JudgedRun, ScenarioRunner
+from harness.scenario import INVARIANTS, Scenario
+
+EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    #: Named scenarios to run (None = all).
+    scenarios: tuple[str, ...] | None
+    hypothesis_examples: int
+    shrink: bool
+
+
+PROFILES = {
+    # Within 3 minutes on 2 cores: every named scenario but the 200-client storm, 2 generated plans.
+    "quick": Profile(
+        "quick",
+        (
+            "kill_primary",
+            "terminate_primary",
+            "pause_primary",
+            "partition_primary",
+            "latency_spike",
+            "flapping_primary",
+            "both_down",
+            "rolling_restart",
+            "slow_consumer",
+            "balancer_restart",
+            "reset_peer",
+            "slicer",
+            "limit_data",
+        ),
+        hypothesis_examples=2,
+        shrink=False,
+    ),
+    # Within 10 minutes: everything, and a handful of generated plans, shrunk on failure.
+    "ci": Profile("ci", None, hypothesis_examples=8, shrink=True),
+    "nightly": Profile("nightly", None, hypothesis_examples=100, shrink=True),
+}
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def harness_facts() -> dict[str, Any]:
+    import websockets
+
+    return {"version": harness.__version__, "python": platform.python_version(), "websockets": websockets.__version__}
+
+
+def scenario_entry(judged: JudgedRun, kind: str, duration_s: float) -> dict[str, Any]:
+    return {
+        "name": judged.scenario.name,
+        "description": judged.scenario.description,
+        "kind": kind,
+        "run_dir": str(judged.run_dir.resolve()),
+        "duration_s": round(duration_s, 2),
+        "passed": judged.passed,
+        "results": {
+            r.invariant: {
+                "status": r.status,
+                "note": r.note,
+                "violations": [{"message": v.message, "evidence": v.evidence[:10]} for v in r.violations[:20]],
+            }
+            for r in judged.results
+        },
+        "notes": judged.notes,
+        "replay": judged.replay_command(),
+    }
+
+
+class Certifier:
+    def __init__(
+        self,
+        *,
+        balancer_cmd: str,
+        profile: Profile,
+        report_dir: Path,
+        toxiproxy_url: str | None = None,
+        only: list[str] | None = None,
+        extra: list[Scenario] | None = None,
+        hypothesis_examples: int | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.balancer_cmd = balancer_cmd
+        self.profile = profile
+        self.report_dir = Path(report_dir)
+        self.toxiproxy_url = toxiproxy_url
+        self.only = only
+        self.extra = extra or []
+        self.examples = profile.hypothesis_examples if hypothesis_examples is None else hypothesis_examples
+        self.console = console or Console(stderr=False)
+        self.entries: list[dict[str, Any]] = []
+        self.capabilities: dict[str, bool] = {}
+
+    def scenarios(self) -> list[Scenario]:
+        catalog = named_scenarios()
+        if self.only:
+            unknown = [n for n in self.only if n not in catalog]
+            if unknown:
+                raise ValueError(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(catalog)})")
+            chosen = [catalog[n] for n in self.only]
+        elif self.profile.scenarios is None:
+            chosen = list(catalog.values())
+        else:
+            builtin = [catalog[n] for n in self.profile.scenarios if n in catalog]
+            from scenarios import ORDER
+
+            users = [s for n, s in catalog.items() if n not in ORDER]
+            chosen = builtin + users
+        return chosen + self.extra
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        cert: dict[str, Any] = {
+            "verdict": "error",
+            "error": None,
+            "build": {"command": self.balancer_cmd, "capabilities": {}},
+            "harness": harness_facts(),
+            "machine": machine_facts(),
+            "profile": self.profile.name,
+            "started": dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "invariants": list(INVARIANTS),
+            "scenarios": self.entries,
+        }
+        scenarios = self.scenarios()
+        runs_dir = self.report_dir / "runs"
+        spec = ClusterSpec(balancer_cmd=self.balancer_cmd, toxiproxy_url=self.toxiproxy_url)
+        cluster = Cluster(self.report_dir / "cluster", spec)
+        try:
+            cluster.start()
+            runner = ScenarioRunner(cluster)
+            total = len(scenarios) + self.examples
+            with Progress(
+                TextColumn("[bold]certify[/]"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=self.console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("", total=total)
+                for scenario in scenarios:
+                    progress.update(task, description=scenario.name)
+                    self._run_one(runner, scenario, runs_dir, "named", progress.console)
+                    progress.advance(task)
+                if self.examples:
+                    self._run_generated(runner, runs_dir, progress.console, lambda: progress.advance(task))
+        except BuildFailed as exc:
+            cert["error"] = f"the balancer build did not start or never became ready:\n{exc}"
+        except ProcessFailed as exc:
+            cert["error"] = f"the harness could not start its own processes:\n{exc}"
+        finally:
+            cluster.close()
+        cert["build"]["capabilities"] = self.capabilities
+        cert["duration_s"] = round(time.time() - started, 1)
+        if cert["error"] is None:
+            cert["verdict"] = "certified" if all(e["passed"] for e in self.entries) else "rejected"
+        return cert
+
+    def _run_one(self, runner: ScenarioRunner, scenario: Scenario, runs_dir: Path, kind: str, con: Console) -> bool:
+        t0 = time.monotonic()
+        judged = runner.run(scenario, runs_dir / f"{len(self.entries) + 1:02d}-{scenario.name}")
+        entry = scenario_entry(judged, kind, time.monotonic() - t0)
+        self.entries.append(entry)
+        caps = judged.results and _capabilities(judged)
+        if caps:
+            for k, v in caps.items():
+                self.capabilities[k] = self.capabilities.get(k, True) and v
+        self._print_line(entry, con)
+        return judged.passed
+
+    def _print_line(self, entry: dict[str, Any], con: Console) -> None:
+        statuses = [r["status"] for r in entry["results"].values()]
+        failed = [name for name, r in entry["results"].items() if r["status"] == "fail"]
+        unchecked = statuses.count("not_checked")
+        mark = "[green]PASS[/]" if entry["passed"] else "[red]FAIL[/]"
+        extra = f" violated: {', '.join(failed)}" if failed else ""
+        if unchecked:
+            extra += f" ({unchecked} not checked)"
+        con.print(f"{mark} {entry['name']:<28} {entry['duration_s']:5.1f}s{extra}", highlight=False)
+
+    def _run_generated(self, runner: ScenarioRunner, runs_dir: Path, con: Console, advance: Callable[[], None]) -> None:
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        from harness.strategies import fault_plans, note_plan_events
+
+        phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if self.profile.shrink else [])
+        last_failure: dict[str, Any] = {}
+
+        @settings(
+            max_examples=self.examples,
+            deadline=None,
+            phases=phases,
+            database=DirectoryBasedExampleDatabase(str(Path(".hypothesis") / "certify")),
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )
+        @given(fault_plans())
+        def generated(plan: Scenario) -> None:
+            note_plan_events(plan)
+            t0 = time.monotonic()
+            judged = runner.run(plan, runs_dir / f"gen-{time.monotonic_ns()}-{plan.name}")
+            entry = scenario_entry(judged, "generated", time.monotonic() - t0)
+            if not judged.passed:
+                last_failure.clear()
+                last_failure.update(entry)
+                raise AssertionError(judged.summary())
+            if len(self._generated_passes) < self.examples:
+                self._generated_passes.append(entry)
+                advance()
+
+        self._generated_passes: list[dict[str, Any]] = []
+        try:
+            generated()
+        except AssertionError:
+            pass
+        # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks) is its own.
+        if self._generated_passes:
+            self.entries.append(_summarise_generated(self._generated_passes))
+            self._print_line(self.entries[-1], con)
+        if last_failure:
+            last_failure["name"] = f"generated:{last_failure['name']}"
+            self.entries.append(last_failure)
+            self._print_line(last_failure, con)
+            con.print(f"  shrunk plan: {last_failure['run_dir']}/scenario.json", highlight=False)
+            con.print(f"  replay: {last_failure['replay']}", highlight=False)
+
+
+def _summarise_generated(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for inv in INVARIANTS:
+        statuses = [e["results"][inv]["status"] for e in entries if inv in e["results"]]
+        if not statuses:
+            continue
+        status = "pass" if all(s == "pass" for s in statuses) else "not_checked"
+        results[inv] = {"status": status, "note": f"{len(statuses)} generated plans", "violations": []}
+    return {
+        "name": f"generated plans ({len(entries)})",
+        "description": "Hypothesis-generated fault plans that passed",
+        "kind": "generated",
+        "run_dir": entries[-1]["run_dir"],
+        "duration_s": round(sum(e["duration_s"] for e in entries), 2),
+        "passed": True,
+        "results": results,
+        "notes": [],
+        "replay": entries[-1]["replay"],
+    }
+
+
+def _capabilities(judged: JudgedRun) -> dict[str, bool]:
+    import json
+
+    try:
+        meta = json.loads((judged.run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    caps = meta.get("capabilities") or {}
+    return {k: bool(v) for k, v in caps.items()}
+
+
+def certify_main(args: Any) -> int:
+    from harness.report import write_report
+
+    console = Console()
+    cmd = args.balancer_cmd or os.environ.get("WSCHAOS_BALANCER_CMD") or "python -m balancer {config}"
+    if "{config}" not in cmd:
+        console.print(f"certify: --balancer-cmd must contain {{config}} (got {cmd!r})", highlight=False)
+        return EXIT_BUILD
+    try:
+        shlex.split(cmd)
+    except ValueError as exc:
+        console.print(f"certify: --balancer-cmd cannot be parsed: {exc}", highlight=False)
+        return EXIT_BUILD
+    profile = PROFILES[args.profile]
+    report_dir = Path(args.report or f"reports/certify-{time.strftime('%Y%m%d-%H%M%S')}")
+    extra = []
+    if args.scenario_file:
+        from harness.catalog import load_scenario_file
+        from harness.scenario import ScenarioError
+
+        try:
+            extra = [load_scenario_file(p) for p in args.scenario_file]
+        except ScenarioError as exc:
+            console.print(f"certify: {exc}", highlight=False)
+            return EXIT_BUILD
+    certifier = Certifier(
+        balancer_cmd=cmd,
+        profile=profile,
+        report_dir=report_dir,
+        toxiproxy_url=args.toxiproxy_url or os.environ.get("TOXIPROXY_URL") or None,
+        only=args.scenario or None,
+        extra=extra,
+        hypothesis_examples=args.hypothesis_examples,
+        console=console,
+    )
+    console.print(f"certifying [bold]{cmd}[/] (profile {profile.name}) → {report_dir}", highlight=False)
+    try:
+        certifier.scenarios()
+    except ValueError as exc:
+        console.print(f"certify: {exc}", highlight=False)
+        return EXIT_BUILD
+    cert = certifier.run()
+    paths = write_report(report_dir, cert)
+    verdict = cert["verdict"]
+    if verdict == "error":
+        console.print(f"[red bold]ERROR[/]: {cert['error']}", highlight=False)
+        code = EXIT_BUILD
+    else:
+        caps = cert["build"]["capabilities"]
+        blackbox = [k for k, v in caps.items() if not v]
+        note = f" (black-box: no {', no '.join(blackbox)})" if blackbox else ""
+        color = "green" if verdict == "certified" else "red"
+        console.print(f"verdict: [{color} bold]{verdict.upper()}[/]{note}", highlight=False)
+        code = EXIT_CERTIFIED if verdict == "certified" else EXIT_REJECTED
+    console.print(f"report: {paths['html']}  certificate: {paths['certificate']}  junit: {paths['junit']}")
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,69 @@
+"""Invariant checkers: pure functions from a recorded :class:`~harness.history.Run` to a verdict.
+
+Each ``check_<name>(run)`` returns a :class:`CheckResult` whose status is "pass", "fail" or
+"not_checked" (the data it needs is absent: never "pass" in that case), with violations that carry
+the offending records as evidence. No checker does I/O, reads a clock or raises on a malformed run.
+The input format is docs/architecture.md ("The run directory").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from harness.history import Run
+
+from .balancer_output import check_no_concurrent_recv
+from .base import Checker, CheckResult, Status, Violation
+from .cleanup import check_cleanup_complete
+from .failover_limits import check_reconnect_limits
+from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
+from .liveness import check_clean_failover, check_recovers_after_heal
+from .replies import check_no_crosstalk, check_ordered, check_state_continuity
+from .upstream import check_single_upstream
+
+# The report order: safety first, cheapest explanation of a failure first.
+ALL: list[tuple[str, Checker]] = [
+    ("no_concurrent_recv", check_no_concurrent_recv),
+    ("reconnect_limits", check_reconnect_limits),
+    ("cleanup_complete", check_cleanup_complete),
+    ("single_upstream", check_single_upstream),
+    ("no_crosstalk", check_no_crosstalk),
+    ("ordered", check_ordered),
+    ("clean_failover", check_clean_failover),
+    ("state_continuity", check_state_continuity),
+    ("recovers_after_heal", check_recovers_after_heal),
+]
+NAMES = [name for name, _ in ALL]
+
+
+def judge(run: Run, only: Iterable[str] | None = None) -> list[CheckResult]:
+    """Runs the checkers (all, or those named in `only`) in :data:`ALL` order."""
+    if only is not None:
+        wanted = set(only)
+        unknown = wanted.difference(NAMES)
+        if unknown:
+            raise ValueError(f"unknown invariant(s): {', '.join(sorted(unknown))} (known: {', '.join(NAMES)})")
+    else:
+        wanted = set(NAMES)
+    return [check(run) for name, check in ALL if name in wanted]
+
+
+__all__ = [
+    "ALL",
+    "EXPECTED_STATE_SOURCE",
+    "NAMES",
+    "CheckResult",
+    "Checker",
+    "Status",
+    "Violation",
+    "check_clean_failover",
+    "check_cleanup_complete",
+    "check_no_concurrent_recv",
+    "check_no_crosstalk",
+    "check_ordered",
+    "check_reconnect_limits",
+    "check_recovers_after_heal",
+    "check_single_upstream",
+    "check_state_continuity",
+    "judge",
+]

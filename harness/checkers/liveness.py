@@ -1,0 +1,260 @@
+"""Liveness: `clean_failover` (clients keep playing through faults, and never hang) and
+`recovers_after_heal` (once faults are healed, every client plays again within a deadline).
+
+Safety checkers ask "did anything wrong happen"; these ask "did the right thing happen in time", so
+they depend on the scenario's expectations in run.json (`expect`) and on its phases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.history import Record, Run
+
+from .base import (
+    CheckResult,
+    Violation,
+    client_histories,
+    evidence,
+    expect_number,
+    finish,
+    fmt_t,
+    guarded,
+    integer,
+    meta_section,
+    phase_time,
+    run_end_time,
+    time_of,
+)
+
+CLEAN_FAILOVER = "clean_failover"
+RECOVERS = "recovers_after_heal"
+DEFAULT_FAILOVER_DEADLINE_S = 10.0
+DEFAULT_RECOVERY_DEADLINE_S = 10.0
+TRY_AGAIN_LATER = 1013
+
+
+def _is(rec: Record, type_: str, f: str) -> bool:
+    return rec.get("type") == type_ and rec.get("f") == f
+
+
+def _expected_close_codes(run: Run) -> set[int]:
+    codes = meta_section(run, "expect").get("close_codes")
+    if not isinstance(codes, list):
+        return set()
+    return {c for c in (integer(x) for x in codes) if c is not None}
+
+
+def _clipped(start: float, end: float, lo: float, hi: float) -> float:
+    return max(0.0, min(end, hi) - max(start, lo))
+
+
+class _StallTracker:
+    """Follows one client's records and measures each period in which it had a connection open and
+    moves outstanding but got no acknowledgement."""
+
+    def __init__(self, client: str, deadline: float, lo: float, hi: float) -> None:
+        self.client = client
+        self.deadline = deadline
+        self.lo, self.hi = lo, hi
+        self.outstanding: set[int] = set()
+        self.connected = False
+        self.waiting_since: float | None = None
+        self.waiting_from: Record | None = None
+        self.violations: list[Violation] = []
+
+    def _start_waiting(self, t: float, rec: Record) -> None:
+        if self.waiting_since is None and self.connected and self.outstanding:
+            self.waiting_since, self.waiting_from = t, rec
+
+    def _stop_waiting(self, t: float, ended_by: Record | dict[str, Any]) -> None:
+        if self.waiting_since is None:
+            return
+        stalled = _clipped(self.waiting_since, t, self.lo, self.hi)
+        if stalled > self.deadline:
+            self.violations.append(
+                Violation(
+                    CLEAN_FAILOVER,
+                    f"client {self.client} waited {stalled:.3f} s for an acknowledgement with "
+                    f"{len(self.outstanding)} move(s) outstanding, from "
+                    f"{fmt_t(self.waiting_since)} (failover_deadline_s {self.deadline:g})",
+                    evidence(
+                        [
+                            self.waiting_from or {},
+                            {"outstanding": sorted(self.outstanding)},
+                            ended_by,
+                        ]
+                    ),
+                )
+            )
+        self.waiting_since, self.waiting_from = None, None
+
+    def _settle(self, rec: Record) -> None:
+        seq = integer(rec.get("seq"))
+        if seq is not None:
+            self.outstanding.discard(seq)
+
+    def feed(self, rec: Record) -> None:
+        t = time_of(rec)
+        if t is None:
+            return
+        if _is(rec, "event", "conn_open"):
+            self.connected = True
+            self._start_waiting(t, rec)
+        elif _is(rec, "invoke", "move"):
+            # A move can only be sent on an open connection, whether or not conn_open survived.
+            self.connected = True
+            seq = integer(rec.get("seq"))
+            if seq is not None:
+                self.outstanding.add(seq)
+            self._start_waiting(t, rec)
+        elif _is(rec, "ok", "move"):
+            self._stop_waiting(t, rec)
+            self._settle(rec)
+            self._start_waiting(t, rec)
+        elif _is(rec, "info", "move"):
+            # Indeterminate: the client gave up on it with its connection; if it is re-sent, the
+            # re-send's invoke makes it outstanding again.
+            self._settle(rec)
+            if not self.outstanding:
+                self._stop_waiting(t, rec)
+        elif _is(rec, "event", "conn_close") or _is(rec, "event", "stopped"):
+            self._stop_waiting(t, rec)
+            self.connected = False
+
+    def finish(self, run_end: float | None) -> None:
+        if run_end is not None:
+            self._stop_waiting(run_end, {"end_of_run": run_end})
+
+
+@guarded(CLEAN_FAILOVER)
+def check_clean_failover(run: Run) -> CheckResult:
+    clients = client_histories(run)
+    if not clients:
+        return finish(CLEAN_FAILOVER, [], checked=False, notes=["no clients in the history"])
+    violations: list[Violation] = []
+    notes: list[str] = []
+    allowed_codes = _expected_close_codes(run)
+    deadline = expect_number(run, "failover_deadline_s", DEFAULT_FAILOVER_DEADLINE_S)
+    warmup_end, deadline_end = phase_time(run, "warmup_end"), phase_time(run, "deadline_end")
+    lo = warmup_end if warmup_end is not None else float("-inf")
+    hi = deadline_end if deadline_end is not None else float("inf")
+    run_end = run_end_time(run)
+    unknown_initiator = 0
+
+    for client, recs in clients.items():
+        tracker = _StallTracker(client, deadline, lo, hi)
+        stopped: Record | None = None
+        for rec in recs:
+            tracker.feed(rec)
+            if _is(rec, "event", "stopped"):
+                stopped = rec
+            if not _is(rec, "event", "conn_close"):
+                continue
+            initiator = rec.get("initiator")
+            if initiator not in ("client", "remote"):
+                unknown_initiator += 1
+            if initiator != "remote":
+                continue
+            code = integer(rec.get("code"))
+            if code in allowed_codes:
+                continue
+            if code == TRY_AGAIN_LATER:
+                message = (
+                    f"client {client} conn {rec.get('conn')} closed by the balancer with 1013 "
+                    f"(no failover allowed) at {fmt_t(time_of(rec))}, but this scenario does not "
+                    "expect 1013"
+                )
+            else:
+                message = (
+                    f"connection dropped: client {client} conn {rec.get('conn')} closed remotely "
+                    f"with code {rec.get('code')!r} reason {rec.get('reason')!r} at "
+                    f"{fmt_t(time_of(rec))}"
+                )
+            violations.append(Violation(CLEAN_FAILOVER, message, evidence([rec])))
+        tracker.finish(run_end)
+        violations.extend(tracker.violations)
+
+        if stopped is None:
+            last = recs[-1] if recs else {}
+            violations.append(
+                Violation(
+                    CLEAN_FAILOVER,
+                    f"client never stopped: {client} has no `stopped` record (last record at {fmt_t(time_of(last))})",
+                    evidence([last]),
+                )
+            )
+        elif stopped.get("hung") is True:
+            violations.append(
+                Violation(
+                    CLEAN_FAILOVER,
+                    f"client hung: {client} did not finish closing within its deadline",
+                    evidence([stopped]),
+                )
+            )
+
+    if unknown_initiator:
+        notes.append(f"{unknown_initiator} conn_close record(s) without a known initiator")
+    notes.append(
+        f"deadline {deadline:g} s; expected close codes {sorted(allowed_codes) or 'none'}"
+        + ("" if warmup_end is None and deadline_end is None else "; stalls counted within phases")
+    )
+    return finish(CLEAN_FAILOVER, violations, checked=True, notes=notes)
+
+
+@guarded(RECOVERS)
+def check_recovers_after_heal(run: Run) -> CheckResult:
+    heal_end = phase_time(run, "heal_end")
+    if heal_end is None:
+        return finish(RECOVERS, [], checked=False, notes=["no phases.heal_end in run.json"])
+    deadline = expect_number(run, "recovery_deadline_s", DEFAULT_RECOVERY_DEADLINE_S)
+    deadline_end = phase_time(run, "deadline_end")
+    violations: list[Violation] = []
+    notes: list[str] = []
+    judged = 0
+    cut_short: list[str] = []
+
+    for client, recs in client_histories(run).items():
+        if not recs:
+            continue
+        first_t = time_of(recs[0])
+        stopped_t = next((time_of(r) for r in recs if _is(r, "event", "stopped")), None)
+        if first_t is None or (stopped_t is not None and stopped_t <= heal_end):
+            continue  # gone before the heal: nothing to recover
+        # A client that joined after the heal gets the same deadline from its own start.
+        start = max(heal_end, first_t)
+        due = start + deadline
+        acks = [r for r in recs if _is(r, "ok", "move") and start <= (time_of(r) or float("-inf")) <= due]
+        if acks:
+            judged += 1
+            continue
+        ended = stopped_t if stopped_t is not None else time_of(recs[-1])
+        if deadline_end is not None and ended is not None and deadline_end <= ended < due:
+            # The runner stopped this client on schedule before its recovery deadline had passed;
+            # judging it would blame the balancer for the scenario's short deadline phase.
+            cut_short.append(client)
+            continue
+        judged += 1
+        why = (
+            f"stopped at {fmt_t(stopped_t)}"
+            if stopped_t is not None and stopped_t < due
+            else "no ok move in that window"
+        )
+        violations.append(
+            Violation(
+                RECOVERS,
+                f"client {client} got no acknowledged move within {deadline:g} s of "
+                f"{'the heal' if start == heal_end else 'joining'} at {fmt_t(start)} ({why})",
+                evidence(
+                    [
+                        {"client": client, "heal_end": heal_end, "window_start": start, "due": due},
+                        *[r for r in recs if start <= (time_of(r) or 0.0) <= due][-5:],
+                    ]
+                ),
+            )
+        )
+
+    if cut_short:
+        notes.append("not judged, run ended before their recovery deadline: " + ", ".join(cut_short))
+    notes.append(f"recovery deadline {deadline:g} s after heal_end {fmt_t(heal_end)}")
+    return finish(RECOVERS, violations, checked=judged > 0, notes=notes)

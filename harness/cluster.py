@@ -1,0 +1,383 @@
+"""The cluster under test: real processes wired through fault proxies.
+
+    clients -> toxiproxy "lb" -> balancer -> toxiproxy "primary"   -> backend primary
+                                          -> toxiproxy "secondary" -> backend secondary
+
+The balancer is any build, started from a command template with ``{config}`` (docs/contract.md).
+One cluster serves many runs: ``reset`` heals every fault and checks the cluster is clean again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import psutil
+
+from harness.ports import allocate_port, release_port
+from harness.procs import ManagedProcess, ProcessFailed, ReadyCheck, Supervisor, expand_command, wait_until
+from harness.scenario import Keepalive, Limits
+
+REFERENCE_BALANCER_CMD = "python -m balancer {config}"
+BALANCER_CMD_ENV = "WSCHAOS_BALANCER_CMD"
+TOXIPROXY_URL_ENV = "TOXIPROXY_URL"
+BACKEND_NAMES = ("primary", "secondary")
+HOST = "127.0.0.1"
+
+
+class BuildFailed(ProcessFailed):
+    """The balancer build did not start or never became ready (certify exits 2 on this)."""
+
+
+def default_balancer_cmd() -> str:
+    return os.environ.get(BALANCER_CMD_ENV) or REFERENCE_BALANCER_CMD
+
+
+def default_toxiproxy_url() -> str | None:
+    return os.environ.get(TOXIPROXY_URL_ENV) or None
+
+
+@dataclass
+class ClusterSpec:
+    balancer_cmd: str = field(default_factory=default_balancer_cmd)
+    toxiproxy_url: str | None = field(default_factory=default_toxiproxy_url)
+    limits: Limits = field(default_factory=Limits)
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    ready_timeout_s: float = 20.0
+
+
+class ToxiproxyHandle:
+    """Talks to a Toxiproxy server through the official toxiproxy-python client.
+
+    toxiproxy-python keeps the server address in class attributes, so every call goes through
+    ``_api`` which points it at this server first.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url if "//" in url else f"http://{url}")
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"toxiproxy URL {url!r}: expected http://HOST:PORT")
+        self.url = f"http://{parsed.hostname}:{parsed.port}"
+        self.host = parsed.hostname
+        self.port = parsed.port
+
+    def _api(self) -> Any:
+        from toxiproxy import Toxiproxy  # imported late: it drags in requests
+
+        server = Toxiproxy()
+        server.update_api_consumer(self.host, self.port)
+        return server
+
+    def version(self) -> str:
+        raw = self._api().version()
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def create(self, name: str, listen: str, upstream: str) -> Any:
+        server = self._api()
+        existing = server.get_proxy(name)
+        if existing is not None:
+            existing.destroy()
+        return server.create(upstream=upstream, name=name, listen=listen)
+
+    def proxy(self, name: str) -> Any:
+        proxy = self._api().get_proxy(name)
+        if proxy is None:
+            raise KeyError(f"toxiproxy has no proxy named {name!r}")
+        return proxy
+
+    def add_toxic(self, proxy: str, *, name: str, type: str, stream: str, attributes: dict[str, Any]) -> None:
+        self.proxy(proxy).add_toxic(name=name, type=type, stream=stream, attributes=attributes)
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self.proxy(proxy).destroy_toxic(name)
+
+    def toxics(self, proxy: str) -> list[str]:
+        return list(self.proxy(proxy).toxics())
+
+    def set_enabled(self, proxy: str, enabled: bool) -> None:
+        p = self.proxy(proxy)
+        if enabled:
+            p.enable()
+        else:
+            p.disable()
+
+    def heal(self, proxy: str) -> None:
+        """Removes this proxy's toxics and enables it; other users' proxies are left alone."""
+        p = self.proxy(proxy)
+        for toxic in list(p.toxics()):
+            p.destroy_toxic(toxic)
+        p.enable()
+
+    def destroy(self, proxy: str) -> None:
+        with contextlib.suppress(Exception):
+            self.proxy(proxy).destroy()
+
+
+def http_get_json(url: str, timeout: float = 1.0) -> Any:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def process_tree_sockets(pid: int) -> int:
+    """Inet sockets held by a process and its descendants (a build may be a wrapper script)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    count = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            count += len(proc.net_connections(kind="inet"))
+    return count
+
+
+def established_on_port(pid: int, port: int) -> int:
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
+class Cluster:
+    def __init__(self, root: Path, spec: ClusterSpec | None = None) -> None:
+        self.root = Path(root)
+        self.spec = spec or ClusterSpec()
+        self.logs = self.root / "logs"
+        self.journals = self.root / "journals"
+        self.supervisor = Supervisor(self.logs)
+        self.tag = uuid.uuid4().hex[:8]
+        self.ports: dict[str, int] = {}
+        self.toxiproxy: ToxiproxyHandle | None = None
+        self.config_path = self.root / "balancer.json"
+        self.config: dict[str, Any] = {}
+        self._started = False
+        self._client_blocks = 0
+
+    def client_id_offset(self, block: int = 1000) -> int:
+        """A fresh block of client ids: backends remember game state per client id across runs on a
+        reused cluster, so no two runs may share an id."""
+        self._client_blocks += 1
+        return self._client_blocks * block
+
+    # -- naming -------------------------------------------------------------------------------
+    def proxy_name(self, link: str) -> str:
+        # Unique per cluster: an external Toxiproxy may be shared by parallel workers.
+        return f"wschaos-{self.tag}-{link}"
+
+    @property
+    def lb_url(self) -> str:
+        return f"ws://{HOST}:{self.ports['lb']}"
+
+    @property
+    def balancer_url(self) -> str:
+        return f"ws://{HOST}:{self.ports['balancer']}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{HOST}:{self.ports['admin']}"
+
+    @property
+    def balancer(self) -> ManagedProcess:
+        return self.supervisor["balancer"]
+
+    def backend(self, name: str) -> ManagedProcess:
+        return self.supervisor[name]
+
+    def process(self, target: str) -> ManagedProcess:
+        return self.supervisor[target]
+
+    def journal_path(self, name: str) -> Path:
+        return self.journals / f"{name}.jsonl"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Cluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.journals.mkdir(parents=True, exist_ok=True)
+        for name in ("balancer", "admin", "lb", *BACKEND_NAMES, *(f"{n}_proxy" for n in BACKEND_NAMES)):
+            self.ports[name] = allocate_port(HOST)
+        self._started = True
+        try:
+            self._start_toxiproxy()
+            for name in BACKEND_NAMES:
+                self._start_backend(name)
+            assert self.toxiproxy is not None
+            for name in BACKEND_NAMES:
+                self.toxiproxy.create(
+                    self.proxy_name(name),
+                    listen=f"{HOST}:{self.ports[name + '_proxy']}",
+                    upstream=f"{HOST}:{self.ports[name]}",
+                )
+            self.write_config(self.spec.limits, self.spec.keepalive)
+            self._start_balancer()
+            self.toxiproxy.create(
+                self.proxy_name("lb"), listen=f"{HOST}:{self.ports['lb']}", upstream=f"{HOST}:{self.ports['balancer']}"
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start_toxiproxy(self) -> None:
+        if self.spec.toxiproxy_url:
+            self.toxiproxy = ToxiproxyHandle(self.spec.toxiproxy_url)
+            try:
+                self.toxiproxy.version()
+            except Exception as exc:
+                raise ProcessFailed(f"toxiproxy at {self.spec.toxiproxy_url} does not answer: {exc}") from exc
+            return
+        port = allocate_port(HOST)
+        self.ports["toxiproxy"] = port
+        self.supervisor.spawn(
+            "toxiproxy",
+            [sys.executable, "-m", "harness.toxiproxy", "--host", HOST, "--port", str(port)],
+            ready=ReadyCheck(HOST, port),
+            ready_timeout=self.spec.ready_timeout_s,
+        )
+        self.toxiproxy = ToxiproxyHandle(f"http://{HOST}:{port}")
+
+    def _start_backend(self, name: str) -> None:
+        port = self.ports[name]
+        self.supervisor.spawn(
+            name,
+            [
+                sys.executable, "-m", "harness.backend",
+                "--host", HOST, "--port", str(port),
+                "--instance-name", name,
+                "--journal", str(self.journal_path(name)),
+            ],
+            ready=ReadyCheck(HOST, port),
+            ready_timeout=self.spec.ready_timeout_s,
+        )  # fmt: skip
+
+    def write_config(self, limits: Limits, keepalive: Keepalive) -> None:
+        self.config = {
+            "listen": f"{HOST}:{self.ports['balancer']}",
+            "admin": f"{HOST}:{self.ports['admin']}",
+            "backends": [{"name": name, "url": f"ws://{HOST}:{self.ports[name + '_proxy']}"} for name in BACKEND_NAMES],
+            "failover": {
+                "max_attempts": limits.max_attempts,
+                "window_s": limits.window_s,
+                "min_interval_s": limits.min_interval_s,
+            },
+            "ping_interval_s": keepalive.ping_interval_s,
+            "ping_timeout_s": keepalive.ping_timeout_s,
+        }
+        self.config_path.write_text(json.dumps(self.config, indent=2), encoding="utf-8")
+        self.spec.limits = limits
+        self.spec.keepalive = keepalive
+
+    def _start_balancer(self) -> None:
+        try:
+            argv = expand_command(self.spec.balancer_cmd, config=str(self.config_path))
+        except ValueError as exc:
+            raise BuildFailed(f"balancer command {self.spec.balancer_cmd!r}: {exc}") from None
+        try:
+            self.supervisor.spawn(
+                "balancer",
+                argv,
+                ready=ReadyCheck(HOST, self.ports["balancer"]),
+                ready_timeout=self.spec.ready_timeout_s,
+                stdout_name="balancer.stdout",
+                stderr_name="balancer.stderr",
+            )
+        except ProcessFailed as exc:
+            raise BuildFailed(str(exc)) from None
+
+    def reconfigure(self, limits: Limits, keepalive: Keepalive) -> bool:
+        """Restarts the balancer if the scenario needs other limits. Returns whether it did."""
+        if limits == self.spec.limits and keepalive == self.spec.keepalive and self.balancer.running:
+            return False
+        self.write_config(limits, keepalive)
+        self.balancer.stop()
+        try:
+            self.balancer.start()
+            self.balancer.wait_ready(self.spec.ready_timeout_s)
+        except ProcessFailed as exc:
+            raise BuildFailed(str(exc)) from None
+        return True
+
+    # -- observation --------------------------------------------------------------------------
+    def status(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The build's /status, or None if it has none (a black-box build)."""
+        try:
+            data = http_get_json(f"{self.admin_url}/status", timeout=timeout)
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def balancer_sockets(self) -> int:
+        pid = self.balancer.pid
+        return process_tree_sockets(pid) if pid and self.balancer.running else 0
+
+    def backend_open_connections(self) -> dict[str, int]:
+        out = {}
+        for name in BACKEND_NAMES:
+            proc = self.backend(name)
+            out[name] = established_on_port(proc.pid, self.ports[name]) if proc.pid and proc.running else 0
+        return out
+
+    def backend_alive(self) -> dict[str, bool]:
+        return {name: self.backend(name).running for name in BACKEND_NAMES}
+
+    # -- healing ------------------------------------------------------------------------------
+    def heal_all(self) -> None:
+        """Every fault healed: processes up and running, proxies enabled without toxics."""
+        for name in ("toxiproxy", *BACKEND_NAMES):
+            if name in self.supervisor.procs:
+                self._ensure_running(self.supervisor[name])
+        assert self.toxiproxy is not None
+        for link in ("lb", *BACKEND_NAMES):
+            self.toxiproxy.heal(self.proxy_name(link))
+        self._ensure_running(self.balancer, build=True)
+
+    def _ensure_running(self, proc: ManagedProcess, build: bool = False) -> None:
+        if proc.paused:
+            proc.resume()
+        if not proc.running:
+            try:
+                proc.start()
+                proc.wait_ready(self.spec.ready_timeout_s)
+            except ProcessFailed as exc:
+                raise (BuildFailed(str(exc)) if build else exc) from None
+
+    def wait_balancer_sees_backends_healthy(self, timeout: float = 10.0) -> bool:
+        """With /status, waits until the build marks every backend healthy again."""
+        if self.status() is None:
+            return False
+
+        def all_healthy() -> bool:
+            st = self.status()
+            backends = (st or {}).get("backends") or []
+            return bool(backends) and all(b.get("healthy") for b in backends if isinstance(b, dict))
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(all_healthy, timeout=timeout, interval=0.05, what="backends healthy")
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.toxiproxy is not None and self.spec.toxiproxy_url:
+            for link in ("lb", *BACKEND_NAMES):
+                self.toxiproxy.destroy(self.proxy_name(link))
+        self.supervisor.close()
+        for port in self.ports.values():
+            release_port(port)
+
+    def __enter__(self) -> Cluster:
+        return self.start() if not self._started else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

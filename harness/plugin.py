@@ -1,0 +1,234 @@
+"""The wschaos pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures: ``toxiproxy``, ``backends``, ``balancer``, ``cluster``, ``clients``, ``nemesis`` and
+``chaos_run``. Options: ``--balancer-cmd``, ``--toxiproxy-url``, ``--chaos-runs-dir``,
+``--chaos-replay``. Marker: ``chaos``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster, ClusterSpec, ToxiproxyHandle, default_balancer_cmd, default_toxiproxy_url
+from harness.faults import Fault
+from harness.history import HISTORY_DIR, HistoryWriter
+from harness.nemesis import Nemesis
+from harness.procs import ManagedProcess, install_signal_handlers, wait_until
+from harness.runner import JudgedRun, ScenarioRunner
+from harness.scenario import Scenario, ScenarioError, Step
+
+FAULT_SPACING_S = 2.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wschaos", "wschaos chaos harness")
+    group.addoption(
+        "--balancer-cmd",
+        default=None,
+        help="balancer build to test, a command with {config} (default: $WSCHAOS_BALANCER_CMD "
+        "or the reference 'python -m balancer {config}')",
+    )
+    group.addoption(
+        "--toxiproxy-url",
+        default=None,
+        help="use this Toxiproxy server instead of the embedded one (default: $TOXIPROXY_URL)",
+    )
+    group.addoption("--chaos-runs-dir", default=None, help="keep run directories here (default: pytest's tmp)")
+    group.addoption(
+        "--chaos-replay", default=None, metavar="FILE", help="replay a saved scenario JSON file as the only test"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "chaos: a chaos test that runs real processes under faults")
+    install_signal_handlers()
+
+
+def _spec(config: pytest.Config) -> ClusterSpec:
+    return ClusterSpec(
+        balancer_cmd=config.getoption("--balancer-cmd") or default_balancer_cmd(),
+        toxiproxy_url=config.getoption("--toxiproxy-url") or default_toxiproxy_url(),
+    )
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-80:]
+
+
+_run_counter = itertools.count(1)
+
+
+def _runs_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = config.getoption("--chaos-runs-dir")
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.getbasetemp() / "chaos-runs"
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A fresh cluster (embedded Toxiproxy, two game backends, the balancer build) for one test."""
+    c = Cluster(tmp_path / "cluster", _spec(request.config))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def toxiproxy(cluster: Cluster) -> ToxiproxyHandle:
+    assert cluster.toxiproxy is not None
+    return cluster.toxiproxy
+
+
+@pytest.fixture
+def backends(cluster: Cluster) -> dict[str, ManagedProcess]:
+    return {name: cluster.backend(name) for name in ("primary", "secondary")}
+
+
+@pytest.fixture
+def balancer(cluster: Cluster) -> ManagedProcess:
+    return cluster.balancer
+
+
+class Swarm:
+    """A running client swarm process; its history lands in ``history_dir``."""
+
+    def __init__(self, proc: ManagedProcess, history_dir: Path) -> None:
+        self.proc = proc
+        self.history_dir = history_dir
+
+    def stop(self) -> int | None:
+        return self.proc.terminate(timeout=20.0)
+
+
+@pytest.fixture
+def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
+    """Starts game clients through the cluster: ``clients(4, rate_hz=10)``; waits for READY."""
+    counter = itertools.count()
+
+    def start(n: int, *, rate_hz: float = 10.0, prefix: str = "c", ready_timeout: float = 15.0) -> Swarm:
+        hist = tmp_path / HISTORY_DIR
+        name = f"swarm-{prefix}-{next(counter)}"
+        argv = [
+            sys.executable, "-m", "harness.swarm", "--url", f"{cluster.lb_url}/play",
+            "--clients", str(n), "--prefix", prefix, "--rate", str(rate_hz),
+            "--history-dir", str(hist), "--ready-timeout", str(ready_timeout),
+            "--id-offset", str(cluster.client_id_offset()),
+        ]  # fmt: skip
+        proc = cluster.supervisor.spawn(name, argv, wait=False)
+
+        def ready() -> bool:
+            out = proc.stdout_path.read_text(errors="replace") if proc.stdout_path.exists() else ""
+            if "NOT READY" in out or not proc.running:
+                raise AssertionError(f"client swarm did not get ready: {out[-300:]}")
+            return "READY" in out
+
+        wait_until(ready, timeout=ready_timeout + 5, what="client swarm READY")
+        return Swarm(proc, hist)
+
+    return start
+
+
+@pytest.fixture
+def nemesis(cluster: Cluster, tmp_path: Path) -> Iterator[Nemesis]:
+    writer = HistoryWriter(tmp_path / HISTORY_DIR / "nemesis.jsonl", "nemesis")
+    n = Nemesis(cluster, writer)
+    try:
+        yield n
+    finally:
+        n.heal_all()
+        writer.close()
+
+
+def scenario_from(
+    faults: Scenario | Sequence[Fault | Step] | None = None, *, name: str = "adhoc", **overrides: Any
+) -> Scenario:
+    """A scenario from a list of faults (applied FAULT_SPACING_S apart, healed at the heal phase)."""
+    if isinstance(faults, Scenario):
+        return faults.with_(**overrides) if overrides else faults
+    steps: list[Step] = []
+    for i, item in enumerate(faults or ()):
+        steps.append(item if isinstance(item, Step) else Step(at_s=i * FAULT_SPACING_S, fault=item))
+    return Scenario(name=name, steps=tuple(steps), **overrides)
+
+
+@pytest.fixture
+def chaos_run(
+    cluster: Cluster, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., JudgedRun]:
+    """Runs faults (or a whole Scenario) against the cluster and returns the judged run."""
+    runner = ScenarioRunner(cluster)
+    root = _runs_dir(request.config, tmp_path_factory)
+
+    def run(faults: Scenario | Sequence[Fault | Step] | None = None, **overrides: Any) -> JudgedRun:
+        overrides.setdefault("name", _safe(request.node.name))
+        scenario = scenario_from(faults, **overrides)
+        run_dir = root / f"{_safe(request.node.name)}-{next(_run_counter)}-{_safe(scenario.name)}"
+        judged = runner.run(scenario, run_dir)
+        request.node.stash.setdefault(_RUNS_KEY, []).append(judged)
+        return judged
+
+    return run
+
+
+_RUNS_KEY = pytest.StashKey[list[JudgedRun]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    runs = item.stash.get(_RUNS_KEY, [])
+    if report.when == "call" and report.failed and runs:
+        report.sections.append(("wschaos runs", "\n\n".join(r.summary() for r in runs)))
+    return report
+
+
+# -- --chaos-replay ---------------------------------------------------------------------------
+class ReplayItem(pytest.Item):
+    def __init__(self, *, scenario_path: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario_path = scenario_path
+
+    def runtest(self) -> None:
+        scenario = Scenario.load(self.scenario_path)
+        config = self.config
+        root = Path(config.getoption("--chaos-runs-dir") or "runs")
+        cluster = Cluster(root / f"replay-{_safe(scenario.name)}-cluster", _spec(config))
+        with cluster:
+            judged = ScenarioRunner(cluster).run(scenario, root / f"replay-{_safe(scenario.name)}")
+        print(judged.summary())
+        judged.assert_ok()
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, AssertionError | ScenarioError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.scenario_path, 0, f"chaos replay of {self.scenario_path}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    replay = config.getoption("--chaos-replay")
+    if not replay:
+        return
+    path = Path(replay)
+    if not path.is_file():
+        raise pytest.UsageError(f"--chaos-replay: no such file: {path}")
+    try:
+        Scenario.load(path)
+    except ScenarioError as exc:
+        raise pytest.UsageError(f"--chaos-replay: {exc}") from None
+    config.hook.pytest_deselected(items=list(items))
+    items[:] = [ReplayItem.from_parent(session, name=f"replay[{path.name}]", scenario_path=path)]

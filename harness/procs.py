@@ -1,0 +1,370 @@
+"""The process supervisor: every backend, balancer, proxy and client swarm is a real process.
+
+Each child runs in its own process group (so a balancer build that is a shell wrapper is killed
+whole), logs to files in the run directory, and is reaped on every exit path:
+
+- normal teardown (``Supervisor.close``);
+- an exception or a failing test (fixtures call ``close`` in their finalizers);
+- SIGINT / SIGTERM to pytest or to ``python -m harness`` (``install_signal_handlers`` turns SIGTERM
+  into KeyboardInterrupt, so the same finalizers run, and ``atexit`` closes whatever is left);
+- the parent being SIGKILLed: children started from the main thread carry PR_SET_PDEATHSIG.
+
+Every child carries ``WSCHAOS_OWNER`` in its environment, which is how the orphan test finds
+survivors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+OWNER_ENV = "WSCHAOS_OWNER"
+#: One token per Python process that supervises; children inherit it, survivors are found by it.
+OWNER_TOKEN = os.environ.get(OWNER_ENV) or uuid.uuid4().hex
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ProcessFailed(RuntimeError):
+    """A child exited early or never became ready. The message carries its last log lines."""
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """A child is ready when this address accepts TCP connections."""
+
+    host: str
+    port: int
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def tcp_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, interval: float = 0.02, what: str = "condition"
+) -> None:
+    """Polls ``condition`` until it holds; raises TimeoutError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def expand_command(template: str | Sequence[str], **values: str) -> list[str]:
+    """Turns a command template into argv, filling ``{config}``-style placeholders.
+
+    A template's ``python``/``python3`` program and ``{python}`` mean the interpreter running the
+    harness, so ``python -m balancer {config}`` works from a venv that is not activated.
+    """
+    argv = shlex.split(template) if isinstance(template, str) else list(template)
+    if not argv:
+        raise ValueError("empty command")
+    values = {"python": sys.executable, **values}
+    out: list[str] = []
+    for token in argv:
+        for key, val in values.items():
+            token = token.replace("{" + key + "}", val)
+        out.append(token)
+    if out[0] in ("python", "python3"):
+        out[0] = sys.executable
+    return out
+
+
+# Loaded in the parent: the child between fork and exec should do as little as possible.
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
+
+
+def _child_setup(parent_pid: int, pdeathsig: bool) -> Callable[[], None]:
+    def setup() -> None:
+        if pdeathsig and _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+            # The parent may have died between fork and prctl.
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    return setup
+
+
+class ManagedProcess:
+    """One supervised child. Not thread-safe; the supervisor owns it."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        *,
+        ready: ReadyCheck | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout_name: str | None = None,
+        stderr_name: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.ready = ready
+        self.env = env
+        self.cwd = cwd
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = log_dir / (stdout_name or f"{name}.stdout")
+        self.stderr_path = log_dir / (stderr_name or f"{name}.stderr")
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.starts = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running")
+        env = dict(os.environ if self.env is None else self.env)
+        env[OWNER_ENV] = OWNER_TOKEN
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        # Children talk only to loopback; a proxy variable must never divert them.
+        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ws_proxy", "wss_proxy"):
+            env.pop(var, None)
+        # PR_SET_PDEATHSIG fires when the forking *thread* exits, so only use it from the main
+        # thread; other spawns are still reaped by close()/atexit.
+        pdeathsig = threading.current_thread() is threading.main_thread()
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            try:
+                self.popen = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_child_setup(os.getpid(), pdeathsig),
+                )
+            except OSError as exc:
+                raise ProcessFailed(
+                    f"{self.name}: cannot start {shlex.join(self.argv)}: {exc.strerror or exc}"
+                ) from exc
+        self.paused = False
+        self.starts += 1
+        _registry.add(self)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Waits for TCP accept on the ready address; fails fast if the child exits."""
+        if self.ready is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                raise ProcessFailed(self._failure(f"exited with code {code} before it was ready"))
+            if tcp_accepts(self.ready.host, self.ready.port):
+                return
+            if time.monotonic() >= deadline:
+                raise ProcessFailed(
+                    self._failure(
+                        f"not ready: {self.ready.host}:{self.ready.port} did not accept within {timeout:.1f}s"
+                    )
+                )
+            time.sleep(0.02)
+
+    def _failure(self, what: str) -> str:
+        parts = [f"{self.name} ({shlex.join(self.argv)}) {what}"]
+        for label, path in (("stderr", self.stderr_path), ("stdout", self.stdout_path)):
+            text = tail(path)
+            if text:
+                parts.append(f"--- last lines of {label} ({path}):\n{text}")
+        return "\n".join(parts)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def poll(self) -> int | None:
+        return self.popen.poll() if self.popen else None
+
+    def _signal_group(self, sig: signal.Signals) -> bool:
+        if self.popen is None or self.popen.poll() is not None:
+            return False
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    # -- faults ----------------------------------------------------------------------------
+    def kill(self, timeout: float = 5.0) -> int | None:
+        """SIGKILL the whole group and reap it."""
+        self._signal_group(signal.SIGKILL)
+        return self._reap(timeout)
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait for a graceful exit; SIGKILL if it does not come within ``timeout``."""
+        if self.paused:
+            self.resume()
+        if self._signal_group(signal.SIGTERM):
+            try:
+                assert self.popen is not None
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def pause(self) -> None:
+        if self._signal_group(signal.SIGSTOP):
+            self.paused = True
+
+    def resume(self) -> None:
+        if self._signal_group(signal.SIGCONT):
+            self.paused = False
+
+    def restart(self, *, graceful: bool = False, ready_timeout: float = 15.0) -> None:
+        """Stops (if running) and starts again with the same argv, so on the same port."""
+        if self.running:
+            if graceful:
+                self.terminate()
+            else:
+                self.kill()
+        self.start()
+        self.wait_ready(ready_timeout)
+
+    def _reap(self, timeout: float) -> int | None:
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        """Teardown: resume if paused, SIGTERM, then SIGKILL; also kills stray group members."""
+        if self.popen is None:
+            return
+        if self.running:
+            self.resume()
+            self.terminate(timeout=5.0)
+        # A build that forked helpers into its group must not leave them behind.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self._reap(2.0)
+        _registry.discard(self)
+
+
+class Supervisor:
+    """Owns a set of processes and tears them all down."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.procs: dict[str, ManagedProcess] = {}
+        self._closed = False
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        ready: ReadyCheck | None = None,
+        ready_timeout: float = 15.0,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout_name: str | None = None,
+        stderr_name: str | None = None,
+        wait: bool = True,
+    ) -> ManagedProcess:
+        if name in self.procs and self.procs[name].running:
+            raise RuntimeError(f"a process named {name!r} is already running")
+        proc = ManagedProcess(
+            name,
+            argv,
+            self.log_dir,
+            ready=ready,
+            env=env,
+            cwd=cwd,
+            stdout_name=stdout_name,
+            stderr_name=stderr_name,
+        )
+        self.procs[name] = proc
+        proc.start()
+        if wait:
+            try:
+                proc.wait_ready(ready_timeout)
+            except BaseException:
+                proc.stop()
+                raise
+        return proc
+
+    def __getitem__(self, name: str) -> ManagedProcess:
+        return self.procs[name]
+
+    def close(self) -> None:
+        # Resume everything first: a stopped process cannot act on SIGTERM.
+        for proc in self.procs.values():
+            if proc.paused:
+                proc.resume()
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self._closed = True
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# Every live child, so that interpreter exit reaps what a crashed caller forgot.
+_registry: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+
+
+def reap_all() -> None:
+    for proc in list(_registry):
+        with contextlib.suppress(Exception):
+            proc.stop()
+
+
+atexit.register(reap_all)
+
+
+def install_signal_handlers() -> None:
+    """Makes SIGTERM behave like Ctrl-C, so finalizers and atexit reap the children."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, on_sigterm)

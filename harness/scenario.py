@@ -1,0 +1,276 @@
+"""The scenario model: a whole chaos run, as JSON-serialisable data.
+
+A run has six phases: warm-up, faults, heal, a liveness deadline, quiesce, judge. The schema is
+documented in docs/writing-scenarios.md; ``Scenario.from_dict`` names the field of any mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.faults import Fault, FaultError
+
+SCHEMA_VERSION = 1
+
+INVARIANTS = (
+    "no_concurrent_recv",
+    "reconnect_limits",
+    "cleanup_complete",
+    "single_upstream",
+    "no_crosstalk",
+    "ordered",
+    "clean_failover",
+    "state_continuity",
+    "recovers_after_heal",
+)
+
+
+class ScenarioError(ValueError):
+    """A scenario that is not valid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    clients: int = 4
+    rate_hz: float = 10.0
+    #: Seconds over which the clients' first connections are spread (0 = all at once).
+    connect_spread_s: float = 0.0
+    #: Fresh clients started after the heal, to show that new sessions work again.
+    probe_clients: int = 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The failover limits given to the build; harness runs keep them short."""
+
+    max_attempts: int = 3
+    window_s: float = 6.0
+    min_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    ping_interval_s: float = 0.5
+    ping_timeout_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Step:
+    """Apply ``fault`` at ``at_s`` seconds into the fault phase; heal it after ``duration_s``.
+
+    ``duration_s`` None leaves the fault in place until the heal phase.
+    """
+
+    at_s: float
+    fault: Fault
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Phases:
+    warmup_s: float = 1.0
+    #: Minimum length of the fault phase; it also lasts until every step has been applied.
+    faults_s: float = 0.0
+    #: After the last heal, how long clients have to make progress again.
+    deadline_s: float = 10.0
+    #: How long cleanup may take once clients leave.
+    quiesce_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a correct build does under this scenario."""
+
+    #: Close codes a client may see from the remote side (e.g. 1013 when failover is refused).
+    close_codes: tuple[int, ...] = ()
+    #: Longest a connected client with outstanding moves may wait for an acknowledgement.
+    failover_deadline_s: float = 10.0
+    #: After the heal, every client must play again within this.
+    recovery_deadline_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    workload: Workload = field(default_factory=Workload)
+    limits: Limits = field(default_factory=Limits)
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    steps: tuple[Step, ...] = ()
+    phases: Phases = field(default_factory=Phases)
+    expect: Expect = field(default_factory=Expect)
+    #: Invariants judged; default all. A scenario may drop one that does not apply to it.
+    invariants: tuple[str, ...] = INVARIANTS
+    tags: tuple[str, ...] = ()
+    seed: int | None = None
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def fault_phase_s(self) -> float:
+        ends = [s.at_s + (s.duration_s or 0.0) for s in self.steps]
+        return max([self.phases.faults_s, *ends]) if ends else self.phases.faults_s
+
+    def with_(self, **changes: Any) -> Scenario:
+        return replace(self, **changes)
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "name": self.name,
+            "description": self.description,
+            "workload": asdict(self.workload),
+            "limits": asdict(self.limits),
+            "keepalive": asdict(self.keepalive),
+            "steps": [{"at_s": s.at_s, "fault": s.fault.to_dict(), "duration_s": s.duration_s} for s in self.steps],
+            "phases": asdict(self.phases),
+            "expect": {**asdict(self.expect), "close_codes": list(self.expect.close_codes)},
+            "invariants": list(self.invariants),
+            "tags": list(self.tags),
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Scenario:
+        if not isinstance(data, dict):
+            raise ScenarioError(f"scenario: expected a JSON object, got {type(data).__name__}")
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise ScenarioError(f"schema: unsupported version {schema!r} (this harness reads {SCHEMA_VERSION})")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ScenarioError("name: required, a non-empty string")
+        steps_raw = data.get("steps", [])
+        if not isinstance(steps_raw, list):
+            raise ScenarioError("steps: expected a list")
+        steps: list[Step] = []
+        for i, raw in enumerate(steps_raw):
+            where = f"steps[{i}]"
+            if not isinstance(raw, dict):
+                raise ScenarioError(f"{where}: expected an object")
+            try:
+                fault = Fault.from_dict(raw.get("fault"), where=f"{where}.fault")
+            except FaultError as exc:
+                raise ScenarioError(str(exc)) from None
+            at = _number(raw.get("at_s", 0.0), f"{where}.at_s", minimum=0.0)
+            dur_raw = raw.get("duration_s")
+            dur = None if dur_raw is None else _number(dur_raw, f"{where}.duration_s", minimum=0.0)
+            steps.append(Step(at_s=at, fault=fault, duration_s=dur))
+        steps.sort(key=lambda s: s.at_s)
+        invariants = data.get("invariants", list(INVARIANTS))
+        if not isinstance(invariants, list) or not all(isinstance(x, str) for x in invariants):
+            raise ScenarioError("invariants: expected a list of names")
+        for inv in invariants:
+            if inv not in INVARIANTS:
+                raise ScenarioError(f"invariants: unknown invariant {inv!r} (known: {', '.join(INVARIANTS)})")
+        tags = data.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
+            raise ScenarioError("tags: expected a list of strings")
+        seed = data.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ScenarioError("seed: expected an integer or null")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise ScenarioError("description: expected a string")
+        expect_raw = _section(data, "expect")
+        codes = expect_raw.pop("close_codes", [])
+        if not isinstance(codes, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes
+        ):
+            raise ScenarioError("expect.close_codes: expected a list of close codes (1000-4999)")
+        expect = _build(Expect, expect_raw, "expect", extra={"close_codes": tuple(codes)})
+        workload = _build(Workload, _section(data, "workload"), "workload")
+        if workload.clients < 1:
+            raise ScenarioError("workload.clients: must be >= 1")
+        if workload.rate_hz <= 0:
+            raise ScenarioError("workload.rate_hz: must be > 0")
+        limits = _build(Limits, _section(data, "limits"), "limits")
+        if limits.max_attempts < 0:
+            raise ScenarioError("limits.max_attempts: must be >= 0")
+        return cls(
+            name=name,
+            description=description,
+            workload=workload,
+            limits=limits,
+            keepalive=_build(Keepalive, _section(data, "keepalive"), "keepalive"),
+            steps=tuple(steps),
+            phases=_build(Phases, _section(data, "phases"), "phases"),
+            expect=expect,
+            invariants=tuple(invariants),
+            tags=tuple(tags),
+            seed=seed,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ScenarioError(f"{p}: not UTF-8 text") from None
+        try:
+            return cls.from_json(text)
+        except ScenarioError as exc:
+            raise ScenarioError(f"{p}: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.to_json() + "\n", encoding="utf-8")
+        return p
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    raw = data.get(key, {})
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{key}: expected an object")
+    return dict(raw)
+
+
+def _number(value: Any, where: str, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(f"{where}: expected a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ScenarioError(f"{where}: must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _build(cls: Any, raw: dict[str, Any], where: str, extra: dict[str, Any] | None = None) -> Any:
+    known = {f for f in cls.__dataclass_fields__}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ScenarioError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{where}.{key}: expected true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
+            if value < 0:
+                raise ScenarioError(f"{where}.{key}: must be >= 0, got {value!r}")
+        elif isinstance(default, float):
+            value = _number(value, f"{where}.{key}", minimum=0.0)
+        kwargs[key] = value
+    kwargs.update(extra or {})
+    return cls(**kwargs)

@@ -1,0 +1,391 @@
+"""The data path: one Connection per accepted client, two Links per connection.
+
+Upstream link = client → server, downstream link = server → client. Each link feeds
+what its source socket reads through its toxic stages into its destination socket.
+
+Close semantics follow Toxiproxy: when a link's chain ends (source EOF, or a toxic
+closing it) the destination is fully closed (half-close is not propagated), and the
+other link then sees its own source end and closes the remaining socket.
+
+Performance: with no toxics on a link, the source protocol's ``data_received`` is
+rebound to the destination transport's ``write``, so a chunk crosses the proxy without
+a single Python frame of ours. Flow control pauses the source while the destination's
+write buffer, or data held by toxics, is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .toxics import (
+    DOWNSTREAM,
+    UPSTREAM,
+    Sink,
+    Stage,
+    ToxicSpec,
+    make_stage,
+    set_linger_zero,
+)
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+log = logging.getLogger("harness.toxiproxy")
+
+# Bytes a link's toxics may hold (latency, bandwidth, slicer queues) before the source
+# is paused. Large enough that latency does not throttle a fast stream (100 MB/s x 100 ms
+# needs ~10 MB in flight), small enough that a stalled link cannot eat memory.
+HOLD_HIGH = 16 * 1024 * 1024
+HOLD_LOW = HOLD_HIGH // 2
+# asyncio's default 64 KiB write high-water mark pauses bulk transfers too eagerly.
+WRITE_HIGH = 1024 * 1024
+# A graceful close waits for the write buffer to drain; a peer that never reads must not
+# keep the connection (and its sockets) alive for ever.
+CLOSE_DEADLINE = 30.0
+DIAL_TIMEOUT = 30.0
+READ_SIZE = 64 * 1024
+
+
+def _drop(data: bytes) -> None:
+    """data_received after a link has ended: Toxiproxy discards it too."""
+
+
+class Side(asyncio.Protocol):
+    """Protocol for one socket of a proxied connection (client or upstream)."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
+        self.lost = False
+        # Link reading from this socket and link writing to it; set when both are up.
+        self.out_link: Link | None = None
+        self.in_link: Link | None = None
+        # Rebound per instance (see module doc); the class default only buffers nothing.
+        self.data_received: Callable[[bytes], None] = _drop  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.sock = transport.get_extra_info("socket")
+        if self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        # asyncio reads up to 256 KiB per recv(); allocating (and trimming) a buffer that
+        # size for every 64-byte message costs more than the proxying itself. 64 KiB keeps
+        # bulk throughput and halves the small round-trip time (docs/performance.md).
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_SIZE
+        self.conn.side_made(self)
+
+    def eof_received(self) -> bool:
+        if self.out_link is not None:
+            self.out_link.source_eof()
+        # Keep the socket open: it is still the destination of the other link, which
+        # closes it when that link ends (Toxiproxy does not propagate half-close).
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.conn.side_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.in_link is not None:
+            self.in_link.set_dest_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.in_link is not None:
+            self.in_link.set_dest_paused(False)
+
+
+class _Writer:
+    """End of a link's chain: writes to the destination socket."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def push(self, data: bytes, ts: float) -> None:
+        link = self.link
+        if not link.finished and not link.dst.lost:
+            assert link.dst.transport is not None
+            link.dst.transport.write(data)
+
+    def eof(self) -> None:
+        self.link.finish()
+
+
+class Link:
+    """One direction of one connection."""
+
+    def __init__(self, conn: Connection, direction: int, src: Side, dst: Side) -> None:
+        self.conn = conn
+        self.loop = conn.loop
+        self.direction = direction
+        self.src = src
+        self.dst = dst
+        self.writer = _Writer(self)
+        self.stages: list[Stage] = []
+        self.head: Sink = self.writer
+        self.finished = False
+        self.source_done = False
+        self.held = 0
+        self.dest_paused = False
+        self.src_paused = False
+        src.out_link = self
+        dst.in_link = self
+
+    def start(self, specs: list[ToxicSpec]) -> None:
+        nxt: Sink = self.writer
+        for spec in reversed(specs):
+            nxt = make_stage(self, spec, nxt)
+            self.stages.insert(0, nxt)
+        self.head = nxt
+        self._rebind()
+
+    def _rebind(self) -> None:
+        if self.finished or self.source_done:
+            self.src.data_received = _drop
+        elif not self.stages:
+            assert self.dst.transport is not None
+            self.src.data_received = self.dst.transport.write
+        else:
+            self.src.data_received = self._feed
+
+    def _feed(self, data: bytes) -> None:
+        self.head.push(data, self.loop.time())
+
+    # -- flow control -------------------------------------------------------------
+
+    def hold(self, delta: int) -> None:
+        self.held += delta
+        self._flow()
+
+    def set_dest_paused(self, paused: bool) -> None:
+        self.dest_paused = paused
+        self._flow()
+
+    def _flow(self) -> None:
+        if self.src_paused:
+            want = self.dest_paused or self.held > HOLD_LOW
+        else:
+            want = self.dest_paused or self.held > HOLD_HIGH
+        if want == self.src_paused or self.src.lost or self.src.transport is None:
+            return
+        self.src_paused = want
+        if want:
+            self.src.transport.pause_reading()
+        else:
+            self.src.transport.resume_reading()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def source_eof(self) -> None:
+        if self.source_done:
+            return
+        self.source_done = True
+        self._rebind()
+        self.head.eof()
+
+    def finish(self) -> None:
+        """The chain has ended: close the destination; the other link follows."""
+        if self.finished:
+            return
+        self.finished = True
+        self._rebind()
+        self.conn.link_finished(self)
+
+    def dispose(self) -> None:
+        for stage in self.stages:
+            stage.cancel()
+
+    # -- live toxic changes (all synchronous: nothing else runs meanwhile) ----------
+
+    def _set_next(self, index: int, nxt: Sink) -> None:
+        if index == 0:
+            self.head = nxt
+        else:
+            self.stages[index - 1].next = nxt
+
+    def add_toxic(self, spec: ToxicSpec) -> None:
+        if self.finished:
+            return
+        stage = make_stage(self, spec, self.writer)
+        self._set_next(len(self.stages), stage)
+        # Data still held by earlier stages now passes the new toxic too, as in Toxiproxy.
+        self.stages.append(stage)
+        self._rebind()
+
+    def update_toxic(self, index: int, spec: ToxicSpec) -> None:
+        if self.finished:
+            return
+        old = self.stages[index]
+        held, eof_pending = old.drain()
+        new = make_stage(self, spec, old.next)
+        new.carry(old)
+        self.stages[index] = new
+        self._set_next(index, new)
+        for data, ts in held:
+            new.push(data, ts)
+        if eof_pending:
+            new.eof()
+
+    def remove_toxic(self, index: int) -> None:
+        old = self.stages.pop(index)
+        self._set_next(index, old.next)
+        held, eof_pending = old.drain()
+        if not self.finished:
+            if old.spec.type == "timeout":
+                # Toxiproxy's timeout Cleanup closes the link on removal, whatever the draw.
+                old.close()
+            else:
+                # Held data is older than anything upstream of it: flushing it on first
+                # keeps the byte order.
+                for data, ts in held:
+                    old.next.push(data, ts)
+                if eof_pending:
+                    old.next.eof()
+        self._rebind()
+
+
+class Connection:
+    """A client connection, its upstream connection and the two links between them."""
+
+    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy = proxy
+        self.loop = loop
+        self.client = Side(self, "client")
+        self.upstream = Side(self, "upstream")
+        self.links: list[Link] = []
+        self.dial_task: asyncio.Task[None] | None = None
+        self.closed = False
+        self._timers: list[asyncio.TimerHandle] = []
+        # Registered at accept time, before connection_made runs, so that a proxy
+        # stopped in between still finds (and closes) this connection.
+        proxy.conns.add(self)
+
+    # -- setup ----------------------------------------------------------------
+
+    def side_made(self, side: Side) -> None:
+        if side is self.client:
+            assert side.transport is not None
+            if self.closed:
+                side.transport.abort()
+                return
+            # Nothing may be read until the upstream is connected and the links exist.
+            side.transport.pause_reading()
+            self.dial_task = self.loop.create_task(self._dial())
+
+    async def _dial(self) -> None:
+        try:
+            try:
+                async with asyncio.timeout(DIAL_TIMEOUT):
+                    await self.proxy.dial(self.upstream)
+            except (OSError, TimeoutError, ValueError) as exc:
+                log.info("proxy %s: upstream %s unreachable: %s", self.proxy.name, self.proxy.upstream, exc)
+                self.closed = True
+                # Toxiproxy closes the client, which then reads EOF.
+                if self.client.transport is not None and not self.client.lost:
+                    self.client.transport.close()
+                return
+            if self.closed or self.client.lost:
+                self.closed = True
+                self._abort_transports()
+                return
+            self._start_links()
+        finally:
+            self.dial_task = None
+            if self.closed:
+                self._maybe_done()
+
+    def _start_links(self) -> None:
+        up = Link(self, UPSTREAM, self.client, self.upstream)
+        down = Link(self, DOWNSTREAM, self.upstream, self.client)
+        self.links = [up, down]
+        up.start(list(self.proxy.chains[UPSTREAM]))
+        down.start(list(self.proxy.chains[DOWNSTREAM]))
+        assert self.client.transport is not None
+        self.client.transport.resume_reading()
+
+    # -- teardown -------------------------------------------------------------
+
+    def link_finished(self, link: Link) -> None:
+        dst = link.dst
+        if not dst.lost and dst.transport is not None:
+            dst.transport.close()
+            if dst.transport.get_write_buffer_size():
+                self._timers.append(self.loop.call_later(CLOSE_DEADLINE, self.abort))
+        other = self.links[1 - link.direction]
+        # The destination just closed is the other link's source.
+        other.source_eof()
+
+    def side_lost(self, side: Side) -> None:
+        if self.closed:
+            self._maybe_done()
+            return
+        if not self.links:
+            # Lost before the links existed: client went away during the dial, or the
+            # dial failed and we closed the client.
+            if side is self.client:
+                if self.dial_task is not None:
+                    self.dial_task.cancel()
+                self.closed = True
+                self._abort_transports()
+            self._maybe_done()
+            return
+        if side.in_link is not None and not side.in_link.finished:
+            # Nothing can be delivered any more; the link is over.
+            side.in_link.finished = True
+            side.in_link._rebind()
+        if side.out_link is not None:
+            side.out_link.source_eof()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        client_gone = self.client.lost or self.client.transport is None
+        upstream_gone = self.upstream.lost or self.upstream.transport is None
+        if client_gone and upstream_gone and self.dial_task is None:
+            self._dispose()
+
+    def _dispose(self) -> None:
+        self.closed = True
+        for link in self.links:
+            link.dispose()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.proxy.conns.discard(self)
+
+    def _abort_transports(self) -> None:
+        for side in (self.client, self.upstream):
+            if side.transport is not None and not side.lost:
+                side.transport.abort()
+
+    def abort(self) -> None:
+        """Close both sockets now (proxy disabled, deleted or replaced; server exit)."""
+        if self.dial_task is not None:
+            self.dial_task.cancel()
+        self.closed = True
+        for link in self.links:
+            link.dispose()
+        self._abort_transports()
+        self._maybe_done()
+
+    def reset_after(self, delay: float) -> None:
+        self._timers.append(self.loop.call_later(delay, self.reset))
+
+    def reset(self) -> None:
+        """Reset both peers: SO_LINGER 0 makes the close an RST (ECONNRESET)."""
+        for side in (self.client, self.upstream):
+            if side.sock is not None and not side.lost:
+                set_linger_zero(side.sock)
+        self.abort()

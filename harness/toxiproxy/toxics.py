@@ -1,0 +1,528 @@
+"""Toxic definitions (API side) and their per-link pipeline stages (data side).
+
+A link (one direction of one connection) is a chain of stages ending in a writer.
+Stages are push-based: ``push`` hands a chunk on, possibly later from a loop timer,
+and ``eof`` says the source is finished. This keeps every toxic on the one event loop
+without a task per stage, so a chain with only pass-through stages costs a few
+method calls per chunk.
+
+Timestamps travel with chunks (``loop.time()`` when read), as in Toxiproxy, so stacked
+latency toxics add up and a restarted latency toxic keeps the delay already served.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .gojson import FieldType
+
+if TYPE_CHECKING:
+    from .link import Link
+
+UPSTREAM = 0
+DOWNSTREAM = 1
+
+# Attribute names in the order Go's structs declare (and marshal) them.
+TOXIC_ATTRIBUTES: dict[str, dict[str, FieldType]] = {
+    "latency": {"latency": "int64", "jitter": "int64"},
+    "bandwidth": {"rate": "int64"},
+    "slow_close": {"delay": "int64"},
+    "timeout": {"timeout": "int64"},
+    "reset_peer": {"timeout": "int64"},
+    "slicer": {"average_size": "int", "size_variation": "int", "delay": "int"},
+    "limit_data": {"bytes": "int64"},
+    "noop": {},
+}
+
+# Go type names, used in decode error messages.
+TOXIC_GO_TYPES = {
+    "latency": "toxics.LatencyToxic",
+    "bandwidth": "toxics.BandwidthToxic",
+    "slow_close": "toxics.SlowCloseToxic",
+    "timeout": "toxics.TimeoutToxic",
+    "reset_peer": "toxics.ResetToxic",
+    "slicer": "toxics.SlicerToxic",
+    "limit_data": "toxics.LimitDataToxic",
+    "noop": "toxics.NoopToxic",
+}
+
+
+def parse_direction(stream: str) -> int | None:
+    lowered = stream.lower()
+    if lowered == "upstream":
+        return UPSTREAM
+    if lowered == "downstream":
+        return DOWNSTREAM
+    return None
+
+
+def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
+    """Reject values for which Toxiproxy would panic or loop forever; None if fine.
+
+    Go accepts these and then crashes the link (negative slice bounds) or recurses
+    without end (slicer with average_size 0), so a 400 is the only safe answer.
+    """
+    if toxic_type == "bandwidth" and attrs["rate"] < 0:
+        return f"bandwidth rate must not be negative, got {attrs['rate']}"
+    if toxic_type == "slicer":
+        average, variation = attrs["average_size"], attrs["size_variation"]
+        if average <= 0:
+            return f"slicer average_size must be positive, got {average}"
+        if variation < 0:
+            return f"slicer size_variation must not be negative, got {variation}"
+        if variation >= average:
+            return (
+                "slicer size_variation must be smaller than average_size,"
+                f" got size_variation {variation} and average_size {average}"
+            )
+    return None
+
+
+@dataclass
+class ToxicSpec:
+    """A toxic as the API sees it. Immutable by convention: updates build a new one."""
+
+    name: str
+    type: str
+    stream: str
+    direction: int
+    toxicity: float
+    attributes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        from .gojson import Float32
+
+        return {
+            "attributes": dict(self.attributes),
+            "name": self.name,
+            "type": self.type,
+            "stream": self.stream,
+            "toxicity": Float32(self.toxicity),
+        }
+
+
+class Sink(Protocol):
+    def push(self, data: bytes, ts: float) -> None: ...
+
+    def eof(self) -> None: ...
+
+
+# Timer callbacks fire when the clock has reached their time within this margin; it keeps
+# a chunk due a few microseconds from now from being rescheduled over and over.
+_EARLY = 0.0002
+
+
+class Stage:
+    """Pass-through stage; also what a toxic becomes when its toxicity draw misses."""
+
+    __slots__ = ("closed", "link", "next", "spec")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        self.link = link
+        self.spec = spec
+        self.next: Sink = nxt
+        # True once EOF has been sent on; later input is dropped, as after a Go stub closes.
+        self.closed = False
+
+    def push(self, data: bytes, ts: float) -> None:
+        if not self.closed:
+            self.next.push(data, ts)
+
+    def eof(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Send EOF on and stop; a toxic 'closing the link' is exactly this."""
+        if not self.closed:
+            self.closed = True
+            self.cancel()
+            self.next.eof()
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        """Stop and give up held chunks (oldest first) and whether an EOF waits behind them."""
+        self.cancel()
+        return [], False
+
+    def cancel(self) -> None:
+        """Cancel timers; the stage is being discarded."""
+
+    def carry(self, old: Stage) -> None:
+        """Take over per-connection state from the stage this one replaces on update."""
+        self.closed = old.closed
+
+
+class _Buffered(Stage):
+    """A stage that holds chunks and releases them from a loop timer."""
+
+    __slots__ = ("eof_pending", "queue", "timer")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.queue: deque[tuple[bytes, float]] = deque()
+        self.timer: Any = None
+        self.eof_pending = False
+
+    def _enqueue(self, data: bytes, ts: float) -> None:
+        self.queue.append((data, ts))
+        self.link.hold(len(data))
+
+    def _dequeue(self) -> tuple[bytes, float]:
+        data, ts = self.queue.popleft()
+        self.link.hold(-len(data))
+        return data, ts
+
+    def _schedule(self, when: float) -> None:
+        self.timer = self.link.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        raise NotImplementedError
+
+    def eof(self) -> None:
+        if self.closed:
+            return
+        if self.queue:
+            self.eof_pending = True
+        else:
+            self.close()
+
+    def _finish_if_idle(self) -> None:
+        if not self.queue and self.eof_pending:
+            self.eof_pending = False
+            self.close()
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        self.cancel()
+        held = []
+        while self.queue:
+            held.append(self._dequeue())
+        pending, self.eof_pending = self.eof_pending, False
+        return held, pending
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class LatencyStage(_Buffered):
+    """Delay each chunk by latency ± jitter from when it was read, keeping order.
+
+    Chunk k leaves at max(ts_k + d_k, departure of chunk k-1): the delays overlap,
+    so throughput is unaffected, exactly as Toxiproxy's sequential sleep-until.
+    """
+
+    __slots__ = ("jitter", "last_release", "latency", "origins")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.latency = spec.attributes["latency"]
+        self.jitter = spec.attributes["jitter"]
+        self.last_release = 0.0
+        # Read times of queued chunks (the queue holds release times), so a replacement
+        # stage on update computes its delay from when the data really arrived.
+        self.origins: deque[float] = deque()
+
+    def _delay(self) -> float:
+        delay = self.latency
+        if self.jitter > 0:
+            delay += random.randrange(-self.jitter, self.jitter)
+        return delay / 1000.0
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed:
+            return
+        release = max(ts + self._delay(), self.last_release)
+        self.last_release = release
+        if not self.queue and release <= self.link.loop.time() + _EARLY:
+            self.next.push(data, release)
+            return
+        self._enqueue(data, release)
+        self.origins.append(ts)
+        if self.timer is None:
+            self._schedule(release)
+
+    def _fire(self) -> None:
+        self.timer = None
+        horizon = self.link.loop.time() + _EARLY
+        while self.queue and self.queue[0][1] <= horizon:
+            data, release = self._dequeue()
+            self.origins.popleft()
+            self.next.push(data, release)
+        if self.queue:
+            self._schedule(self.queue[0][1])
+        else:
+            self._finish_if_idle()
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        origins = list(self.origins)
+        self.origins.clear()
+        held, pending = super().drain()
+        return [(data, ts) for (data, _), ts in zip(held, origins, strict=True)], pending
+
+
+class BandwidthStage(_Buffered):
+    """Limit throughput to ``rate`` KB/s (1 KB = 1000 B); rate 0 stalls the link.
+
+    Each piece leaves when the link would have finished sending it at the given rate
+    (delay, then send), so N bytes take N/rate however they were chunked. Pieces are at
+    most 10 ms worth, smoother than Toxiproxy's 100 ms and the same average.
+    """
+
+    __slots__ = ("bps", "piece", "virtual_time")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        rate = spec.attributes["rate"]
+        self.bps = rate * 1000.0
+        self.piece = max(1, rate * 10)
+        self.virtual_time = 0.0
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed or not data:
+            return
+        was_idle = not self.queue
+        self._enqueue(data, ts)
+        if self.bps <= 0:
+            return
+        if was_idle and self.timer is None:
+            self.virtual_time = max(self.virtual_time, self.link.loop.time())
+            self._pump()
+
+    def _pump(self) -> None:
+        horizon = self.link.loop.time() + _EARLY
+        while self.queue:
+            data, ts = self.queue[0]
+            size = min(len(data), self.piece)
+            due = self.virtual_time + size / self.bps
+            if due > horizon:
+                self._schedule(due)
+                return
+            self.virtual_time = due
+            if size == len(data):
+                self._dequeue()
+                self.next.push(data, ts)
+            else:
+                self.queue[0] = (data[size:], ts)
+                self.link.hold(-size)
+                self.next.push(data[:size], ts)
+            if self.closed:
+                return
+        self._finish_if_idle()
+
+    def _fire(self) -> None:
+        self.timer = None
+        self._pump()
+
+
+class SlowCloseStage(Stage):
+    """Pass data through; delay the EOF by ``delay`` ms."""
+
+    __slots__ = ("timer", "waiting")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.timer: Any = None
+        self.waiting = False
+
+    def eof(self) -> None:
+        if self.closed or self.waiting:
+            return
+        self.waiting = True
+        delay = max(0, self.spec.attributes["delay"]) / 1000.0
+        self.timer = self.link.loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.close()
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        self.cancel()
+        pending, self.waiting = self.waiting, False
+        return [], pending
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class TimeoutStage(Stage):
+    """Drop all data. timeout 0: never close. timeout > 0: close after that idle time."""
+
+    __slots__ = ("timeout", "timer")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.timeout = spec.attributes["timeout"] / 1000.0
+        self.timer: Any = None
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timeout > 0:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.link.loop.call_later(self.timeout, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.close()
+
+    def push(self, data: bytes, ts: float) -> None:
+        if not self.closed:
+            # Toxiproxy starts a fresh timer per received chunk: an idle timeout.
+            self._arm()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class ResetPeerStage(Stage):
+    """On the first chunk (or EOF), drop it, wait ``timeout`` ms, then reset both sockets."""
+
+    __slots__ = ("triggered",)
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.triggered = False
+
+    def push(self, data: bytes, ts: float) -> None:
+        self._trigger()
+
+    def eof(self) -> None:
+        self._trigger()
+
+    def _trigger(self) -> None:
+        if self.closed or self.triggered:
+            return
+        self.triggered = True
+        # The reset is owned by the connection: like Toxiproxy's uninterruptible sleep,
+        # removing or updating the toxic after it fired does not save the connection.
+        self.link.conn.reset_after(max(0, self.spec.attributes["timeout"]) / 1000.0)
+
+    def carry(self, old: Stage) -> None:
+        super().carry(old)
+        if isinstance(old, ResetPeerStage):
+            self.triggered = old.triggered
+
+
+class SlicerStage(_Buffered):
+    """Split chunks into pieces of about ``average_size`` bytes, ``delay`` µs apart."""
+
+    __slots__ = ("average", "delay", "ready_at", "variation")
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.average = spec.attributes["average_size"]
+        self.variation = spec.attributes["size_variation"]
+        self.delay = max(0, spec.attributes["delay"]) / 1e6
+        self.ready_at = 0.0
+
+    def _cuts(self, data: bytes) -> list[bytes]:
+        # Iterative form of Toxiproxy's recursive midpoint split, same distribution.
+        pieces: list[bytes] = []
+        stack = [(0, len(data))]
+        while stack:
+            start, end = stack.pop()
+            if (end - start) - self.average <= self.variation:
+                pieces.append(data[start:end])
+                continue
+            mid = start + (end - start) // 2
+            if self.variation > 0:
+                mid += random.randrange(-self.variation, self.variation)
+            stack.append((mid, end))
+            stack.append((start, mid))
+        return pieces
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed or not data:
+            return
+        pieces = self._cuts(data)
+        if self.delay <= 0 and not self.queue:
+            for piece in pieces:
+                self.next.push(piece, ts)
+            return
+        for piece in pieces:
+            self._enqueue(piece, ts)
+        if self.timer is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        now = self.link.loop.time()
+        while self.queue:
+            if self.ready_at > now + _EARLY:
+                self._schedule(self.ready_at)
+                return
+            data, ts = self._dequeue()
+            self.next.push(data, ts)
+            self.ready_at = now + self.delay
+            if self.closed:
+                return
+        self._finish_if_idle()
+
+    def _fire(self) -> None:
+        self.timer = None
+        self._pump()
+
+
+class LimitDataStage(Stage):
+    """Forward exactly ``bytes`` bytes per connection and direction, then close."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(link, spec, nxt)
+        self.sent = 0
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed:
+            return
+        remaining = max(0, self.spec.attributes["bytes"] - self.sent)
+        if remaining < len(data):
+            data = data[:remaining]
+        if data:
+            self.sent += len(data)
+            self.next.push(data, ts)
+        if self.spec.attributes["bytes"] - self.sent <= 0:
+            self.close()
+
+    def carry(self, old: Stage) -> None:
+        super().carry(old)
+        if isinstance(old, LimitDataStage):
+            self.sent = old.sent
+
+
+STAGES: dict[str, type[Stage]] = {
+    "latency": LatencyStage,
+    "bandwidth": BandwidthStage,
+    "slow_close": SlowCloseStage,
+    "timeout": TimeoutStage,
+    "reset_peer": ResetPeerStage,
+    "slicer": SlicerStage,
+    "limit_data": LimitDataStage,
+    "noop": Stage,
+}
+
+
+def make_stage(link: Link, spec: ToxicSpec, nxt: Sink) -> Stage:
+    """Build the stage for one link, drawing toxicity as Toxiproxy does on (re)start."""
+    if random.random() < spec.toxicity:
+        return STAGES[spec.type](link, spec, nxt)
+    return Stage(link, spec, nxt)
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def set_linger_zero(sock: Any) -> None:
+    """Make the next close send RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    except OSError:
+        pass

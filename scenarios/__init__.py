@@ -1,0 +1,22 @@
+"""Named fault scenarios: one module each, exposing ``SCENARIO``. See docs/writing-scenarios.md.
+
+``ORDER`` fixes the order of the built-in scenarios in reports; modules added by users run after
+them, alphabetically.
+"""
+
+ORDER = (
+    "kill_primary",
+    "terminate_primary",
+    "pause_primary",
+    "partition_primary",
+    "latency_spike",
+    "flapping_primary",
+    "both_down",
+    "rolling_restart",
+    "reconnect_storm",
+    "slow_consumer",
+    "balancer_restart",
+    "reset_peer",
+    "slicer",
+    "limit_data",
+)

@@ -1,0 +1,15 @@
+"""Pause the primary (SIGSTOP): a hung process keeps its sockets open, only keepalive can tell."""
+
+from harness.faults import fault
+from harness.scenario import Expect, Phases, Scenario, Step
+
+SCENARIO = Scenario(
+    name="pause_primary",
+    description="SIGSTOP the primary; keepalive must notice the hung upstream and fail over.",
+    steps=(Step(at_s=0.5, fault=fault("pause", "primary")),),
+    phases=Phases(faults_s=6.5),
+    # Keepalive (0.5 + 0.5 s, 1 s close timeout) notices in about 2 s; the fault outlasts the
+    # deadline so a build without keepalive stalls past it instead of being rescued by the heal.
+    expect=Expect(failover_deadline_s=4.5),
+    tags=("quick", "process", "keepalive", "partition_primary"),
+)

@@ -1,0 +1,97 @@
+"""Exit paths that need a hand inside the balancer: an exception in a session
+and a second concurrent reader (which must be counted, and cleaned up)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from balancer_support import FAST, client, recv_json, wait_closed_code, wait_for, ws_url
+
+from balancer.admin import status_snapshot
+from balancer.config import from_dict
+from balancer.events import EventLog
+from balancer.server import Balancer
+from balancer.session import Session
+
+
+@pytest.fixture
+async def inproc(echo_backends: Any) -> AsyncIterator[tuple[Balancer, io.StringIO]]:
+    primary = await echo_backends("primary")
+    secondary = await echo_backends("secondary")
+    cfg = from_dict(
+        {
+            **FAST,
+            "listen": "127.0.0.1:0",
+            "admin": "127.0.0.1:0",
+            "backends": [
+                {"name": "primary", "url": ws_url(primary)},
+                {"name": "secondary", "url": ws_url(secondary)},
+            ],
+        }
+    )
+    out = io.StringIO()
+    bal = Balancer(cfg, EventLog(stream=out))
+    await bal.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(bal.run(stop))
+    try:
+        yield bal, out
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await task
+
+
+def empty(bal: Balancer) -> bool:
+    st = status_snapshot(bal.ctx)
+    return (
+        st["sessions"] == 0
+        and all(v == 0 for v in st["tables"].values())
+        and all(b["connection_count"] == 0 for b in st["backends"])
+    )
+
+
+async def test_exception_in_a_session_closes_1011_and_cleans_up(
+    inproc: tuple[Balancer, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bal, out = inproc
+
+    async def boom(self: Session, upstream: Any) -> None:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(Session, "_after_upstream_loss", boom)
+    async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
+        await ws.send("hi")
+        assert (await recv_json(ws))["server"] == "primary"
+        await ws.send("abort")
+        assert await wait_closed_code(ws) == 1011
+    await wait_for(lambda: empty(bal), what="tables empty after an exception")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["code"] for e in events if e["event"] == "session_close"] == [1011]
+
+
+async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
+    inproc: tuple[Balancer, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bal, _ = inproc
+    original = Session._pump_client
+    rogues: list[asyncio.Task[Any]] = []
+
+    async def with_rogue_reader(self: Session, upstream: Any) -> Any:
+        rogues.append(asyncio.create_task(self.client.recv()))
+        await asyncio.sleep(0)  # let the rogue become the reader first
+        return await original(self, upstream)
+
+    monkeypatch.setattr(Session, "_pump_client", with_rogue_reader)
+    async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
+        assert await wait_closed_code(ws) == 1011
+    await wait_for(lambda: empty(bal), what="tables empty")
+    assert status_snapshot(bal.ctx)["errors"]["concurrent_recv"] == 1
+    for t in rogues:
+        t.cancel()
+    await asyncio.gather(*rogues, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""No process outlives an interrupted run: SIGINT, SIGTERM or SIGKILL to pytest mid-scenario."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.procs import OWNER_ENV, wait_until
+
+pytestmark = pytest.mark.chaos
+
+INNER_TEST = textwrap.dedent(
+    """
+    import os, threading
+    from pathlib import Path
+
+    def test_hold_a_cluster(cluster, clients):
+        clients(2)
+        Path(os.environ["READY_FILE"]).write_text("up")
+        threading.Event().wait(120)  # interrupted from outside
+    """
+)
+
+
+def survivors(token: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(OWNER_ENV) == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_run_leaves_no_orphans(tmp_path: Path, sig: signal.Signals) -> None:
+    token = f"orphan-test-{uuid.uuid4().hex}"
+    (tmp_path / "test_inner.py").write_text(INNER_TEST)
+    ready = tmp_path / "ready"
+    env = {**os.environ, OWNER_ENV: token, "READY_FILE": str(ready)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(tmp_path / "test_inner.py"), "--rootdir", str(tmp_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="inner cluster up")
+        assert ready.exists(), proc.communicate()[0].decode(errors="replace")[-2000:]
+        # Toxiproxy, two backends, the balancer and a swarm, all carrying the token.
+        assert len(survivors(token)) >= 6
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Children reaped by the finalizers (SIGINT/SIGTERM) or by PDEATHSIG (SIGKILL).
+    deadline = time.monotonic() + 10
+    while survivors(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [(p.pid, " ".join(p.cmdline())) for p in survivors(token) if p.is_running()]
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"orphans after {sig.name}: {left}"

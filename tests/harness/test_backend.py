@@ -1,0 +1,319 @@
+"""The game backend as a real process: replies, journal, malformed frames, handshake, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from harness import game
+from harness.history import read_jsonl
+
+READY_TIMEOUT = 10.0
+REPLY_TIMEOUT = 5.0
+
+
+class Proc:
+    """A child process whose output lines are collected by threads, so waits can have deadlines."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._cond = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            with self._cond:
+                sink.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = READY_TIMEOUT) -> re.Match[str]:
+        rx = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            found.extend(m for line in self.out if (m := rx.search(line)))
+            return bool(found) or self.popen.poll() is not None
+
+        with self._cond:
+            self._cond.wait_for(seen, timeout)
+        if not found:
+            raise AssertionError(
+                f"no line matching {pattern!r} within {timeout}s; "
+                f"rc={self.popen.poll()} out={self.out[-5:]} err={self.err[-5:]}"
+            )
+        return found[0]
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.popen.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    async def await_exit(self, within: float) -> int:
+        return await asyncio.to_thread(self.popen.wait, within)
+
+    def cleanup(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+        for t in self._threads:
+            t.join(5)  # the pipes hit EOF once the process is gone
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(*args: str) -> Proc:
+        proc = Proc([sys.executable, *args])
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.cleanup()
+
+
+def start_backend(spawn: Callable[..., Proc], name: str, journal: Path, port: int = 0) -> tuple[Proc, int]:
+    proc = spawn("-m", "harness.backend", "--port", str(port), "--instance-name", name, "--journal", str(journal))
+    m = proc.wait_line(rf"^backend {name} listening on 127\.0\.0\.1:(\d+)$")
+    return proc, int(m.group(1))
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(REPLY_TIMEOUT):
+        frame = await ws.recv()
+    assert isinstance(frame, str)
+    obj = json.loads(frame)
+    assert isinstance(obj, dict)
+    return obj
+
+
+async def send_json(ws: ClientConnection, obj: dict[str, Any]) -> None:
+    await ws.send(json.dumps(obj))
+
+
+def url(port: int, client: str | None = "c001") -> str:
+    q = f"?client={client}" if client is not None else ""
+    return f"ws://127.0.0.1:{port}/play{q}"
+
+
+@pytest.fixture
+def backend(spawn: Callable[..., Proc], tmp_path: Path) -> tuple[Proc, int, Path]:
+    journal = tmp_path / "journals" / "primary.jsonl"
+    proc, port = start_backend(spawn, "primary", journal)
+    return proc, port, journal
+
+
+async def test_replies_follow_the_protocol_and_state_outlives_the_connection(backend: tuple[Proc, int, Path]) -> None:
+    _, port, journal = backend
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        welcome = await recv_json(ws)
+        assert welcome["type"] == "welcome" and welcome["server"] == "primary"
+        assert welcome["client"] == "c001" and welcome["state"] == {"seq": 0, "x": 0, "y": 0}
+        assert re.fullmatch(r"primary-[0-9a-f]{4}-1", welcome["conn"])
+
+        await send_json(ws, game.make_move("c001", 1).to_json())
+        ack1 = await recv_json(ws)
+        assert ack1 == game.ack("primary", "c001", 1, False, game.expected_state(1))
+
+        await send_json(ws, game.make_move("c001", 1).to_json())  # a re-send
+        assert await recv_json(ws) == game.ack("primary", "c001", 1, True, game.expected_state(1))
+
+        await send_json(ws, game.make_move("c001", 3).to_json())
+        assert await recv_json(ws) == game.gap("primary", "c001", 3, 2)
+
+        await send_json(ws, game.Resume("c001", game.expected_state(5)).to_json())
+        assert await recv_json(ws) == game.resumed("primary", "c001", game.expected_state(5))
+
+        await send_json(ws, game.make_move("c001", 6).to_json())
+        assert await recv_json(ws) == game.ack("primary", "c001", 6, False, game.expected_state(6))
+
+        # A resume behind the server is not adopted: state never goes back.
+        await send_json(ws, game.Resume("c001", game.expected_state(2)).to_json())
+        assert await recv_json(ws) == game.resumed("primary", "c001", game.expected_state(6))
+
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        again = await recv_json(ws)
+        assert again["state"] == game.expected_state(6).to_json()
+        assert again["conn"].endswith("-2") and again["conn"] != welcome["conn"]
+
+    # The journal is written as things happen; wait for the second close to land.
+    recs = await wait_journal(journal, lambda rs: sum(r["event"] == "close" for r in rs) == 2)
+    assert all(r["server"] == "primary" and isinstance(r["t"], float) for r in recs)
+    assert recs[0]["event"] == "start" and recs[0]["port"] == port and recs[0]["pid"] > 0
+    opens = [r for r in recs if r["event"] == "open"]
+    assert [o["client"] for o in opens] == ["c001", "c001"]
+    assert opens[0]["path"] == "/play?client=c001" and opens[0]["peer"].startswith("127.0.0.1:")
+    conn = opens[0]["conn"]
+    recv = [r for r in recs if r["event"] == "recv" and r["conn"] == conn]
+    assert [(r["kind"], r.get("seq"), r["applied"]) for r in recv] == [
+        ("move", 1, True),
+        ("move", 1, False),
+        ("move", 3, False),
+        ("resume", None, True),
+        ("move", 6, True),
+        ("resume", None, False),
+    ]
+    sent = [(r["kind"], r.get("seq")) for r in recs if r["event"] == "send" and r["conn"] == conn]
+    assert sent == [
+        ("welcome", None),
+        ("ack", 1),
+        ("ack", 1),
+        ("gap", 3),
+        ("resumed", None),
+        ("ack", 6),
+        ("resumed", None),
+    ]
+    closes = [r for r in recs if r["event"] == "close"]
+    assert (closes[0]["conn"], closes[0]["client"], closes[0]["code"]) == (conn, "c001", 1000)
+
+
+async def wait_journal(
+    path: Path, done: Callable[[list[dict[str, Any]]], bool], within: float = REPLY_TIMEOUT
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        recs, problems = read_jsonl(path)
+        assert not problems
+        if done(recs):
+            return recs
+        if loop.time() > deadline:
+            raise AssertionError(f"journal condition not met within {within}s: {recs[-5:]}")
+        await asyncio.sleep(0.02)  # polling a file: the condition, not the sleep, is the sync
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ("this is not json", "not JSON"),
+        (b"\x00\x01binary", "binary frame"),
+        ('["a", "list"]', "JSON object"),
+        ('{"type": "teleport"}', "unknown client message type"),
+        ('{"type": "move", "client": "c001", "seq": "one", "dx": 1, "dy": 0}', "move.seq"),
+        ('{"type": "move", "client": "c999", "seq": 1, "dx": 1, "dy": 0}', "client 'c999'"),
+    ],
+)
+async def test_malformed_frame_gets_an_error_and_the_connection_lives(
+    backend: tuple[Proc, int, Path], frame: str | bytes, needle: str
+) -> None:
+    _, port, journal = backend
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        await recv_json(ws)
+        await ws.send(frame)
+        err = await recv_json(ws)
+        assert err["type"] == "error" and err["server"] == "primary"
+        assert needle in err["error"]
+        # Still alive, and nothing was applied by the bad frame.
+        await send_json(ws, game.make_move("c001", 1).to_json())
+        assert await recv_json(ws) == game.ack("primary", "c001", 1, False, game.expected_state(1))
+    recs = await wait_journal(journal, lambda rs: any(r["event"] == "close" for r in rs))
+    bad = next(r for r in recs if r["event"] == "recv")
+    assert bad["applied"] is False and needle in bad["error"]
+
+
+@pytest.mark.parametrize("target", [url(0, None), "ws://127.0.0.1:0/play?client="])
+async def test_handshake_without_client_id_is_refused_with_400(backend: tuple[Proc, int, Path], target: str) -> None:
+    _, port, _ = backend
+    with pytest.raises(InvalidStatus) as info:
+        await connect(target.replace(":0/", f":{port}/"), proxy=None, open_timeout=5)
+    assert info.value.response.status_code == 400
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(backend: tuple[Proc, int, Path]) -> None:
+    proc, port, journal = backend
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        await recv_json(ws)
+        proc.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert await proc.await_exit(REPLY_TIMEOUT) == 0
+    recs, _ = read_jsonl(journal)
+    assert [r["event"] for r in recs][-2:] == ["close", "stop"]
+    assert recs[-2]["code"] == 1001
+
+
+def test_sigint_also_exits_0(backend: tuple[Proc, int, Path]) -> None:
+    proc, _, journal = backend
+    proc.signal(signal.SIGINT)
+    assert proc.wait(REPLY_TIMEOUT) == 0
+    assert read_jsonl(journal)[0][-1]["event"] == "stop"
+
+
+def test_journal_is_appended_across_restarts(spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    for _ in range(2):
+        proc, _ = start_backend(spawn, "secondary", journal)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(REPLY_TIMEOUT) == 0
+    recs, problems = read_jsonl(journal)
+    assert not problems
+    assert [r["event"] for r in recs] == ["start", "stop", "start", "stop"]
+    assert recs[0]["pid"] != recs[2]["pid"]
+
+
+def test_bind_failure_is_one_line_and_exit_2(spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = spawn(
+            "-m",
+            "harness.backend",
+            "--port",
+            str(port),
+            "--instance-name",
+            "primary",
+            "--journal",
+            str(tmp_path / "j.jsonl"),
+        )
+        assert proc.wait(READY_TIMEOUT) == 2
+    proc.cleanup()  # joins the output
+    err = [line for line in proc.err if line.strip()]
+    assert len(err) == 1, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err[0]
+
+
+async def test_http_health_probe(backend: tuple[Proc, int, Path]) -> None:
+    _, port, _ = backend
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            status = await reader.readline()
+        assert b" 200 " in status
+    finally:
+        writer.close()

@@ -1,0 +1,449 @@
+"""The certification report: files, JUnit counts, the HTML page, failover gaps and timelines.
+
+Everything runs on synthetic run directories written here; no process is started except Chromium,
+in the one test that renders the page as a browser would (skipped when Chromium is absent).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.report import (
+    failover_gaps,
+    gap_histogram_png,
+    timeline_png,
+    write_html,
+    write_junit,
+    write_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+T0 = 1_764_162_000.0
+INVARIANTS = [
+    "no_concurrent_recv",
+    "reconnect_limits",
+    "cleanup_complete",
+    "single_upstream",
+    "no_crosstalk",
+    "ordered",
+    "clean_failover",
+    "state_continuity",
+    "recovers_after_heal",
+]
+EVIL = "<script>alert('x')</script> & \"quotes\""
+
+
+# -- a tiny synthetic run-dir builder --------------------------------------------------------------
+
+
+def client_story(
+    client: str, *, last_ack_before: float, failover_at: float | None, first_ack_after: float, close_code: int = 1000
+) -> list[dict[str, Any]]:
+    """A client that plays on primary and (when failover_at is set) is moved to secondary.
+
+    Times are seconds after T0. The expected failover gap is first_ack_after - last_ack_before.
+    """
+
+    def rec(t: float, type_: str, f: str, **fields: Any) -> dict[str, Any]:
+        return {"t": T0 + t, "process": client, "type": type_, "f": f, **fields}
+
+    recs = [
+        rec(0.1, "event", "conn_open", conn=1),
+        rec(
+            0.2, "event", "welcome", conn=1, server="primary", server_conn="primary-1", state={"seq": 0, "x": 0, "y": 0}
+        ),
+        rec(1.0, "invoke", "move", conn=1, seq=1, attempt=1),
+        rec(1.05, "ok", "move", conn=1, seq=1, server="primary", client=client, dup=False, state={"seq": 1}),
+        rec(last_ack_before - 0.05, "invoke", "move", conn=1, seq=2, attempt=1),
+        rec(last_ack_before, "ok", "move", conn=1, seq=2, server="primary", client=client, dup=False, state={"seq": 2}),
+    ]
+    server = "primary"
+    if failover_at is not None:
+        server = "secondary"
+        recs += [
+            rec(
+                failover_at,
+                "event",
+                "welcome",
+                conn=1,
+                server="secondary",
+                server_conn="secondary-1",
+                state={"seq": 0, "x": 0, "y": 0},
+            ),
+            rec(failover_at + 0.01, "event", "resume", conn=1, state={"seq": 2}, resent=[]),
+        ]
+    recs += [
+        rec(first_ack_after - 0.05, "invoke", "move", conn=1, seq=3, attempt=1),
+        rec(first_ack_after, "ok", "move", conn=1, seq=3, server=server, client=client, dup=False, state={"seq": 3}),
+        rec(9.0, "event", "conn_close", conn=1, code=close_code, reason="", initiator="remote"),
+        rec(9.1, "event", "stopped", hung=False),
+    ]
+    return recs
+
+
+def nemesis_kill_primary(apply_at: float, heal_at: float | None) -> list[dict[str, Any]]:
+    fault = {"kind": "kill", "target": "primary", "params": {}}
+    recs = []
+    for t, type_, f in (
+        (apply_at - 0.05, "invoke", "apply"),
+        (apply_at, "ok", "apply"),
+        (None if heal_at is None else heal_at - 0.05, "invoke", "heal"),
+        (heal_at, "ok", "heal"),
+    ):
+        if t is not None:
+            recs.append({"t": T0 + t, "process": "nemesis", "type": type_, "f": f, "fault": fault, "fault_id": "f1"})
+    return recs
+
+
+def build_run_dir(
+    root: Path,
+    name: str,
+    clients: dict[str, list[dict[str, Any]]],
+    nemesis: list[dict[str, Any]],
+    *,
+    torn_tail: bool = False,
+) -> Path:
+    """Writes RUN/run.json and RUN/history/*.jsonl as the runner would (docs/architecture.md)."""
+    run = root / name
+    (run / "history").mkdir(parents=True)
+    phases = {
+        "started": T0,
+        "warmup_end": T0 + 2,
+        "faults_end": T0 + 5,
+        "heal_end": T0 + 6,
+        "deadline_end": T0 + 8,
+        "quiesce_end": T0 + 9.5,
+    }
+    meta = {
+        "run_id": name,
+        "started": T0,
+        "ended": T0 + 10,
+        "phases": phases,
+        "balancer_cmd": "python -m balancer {config}",
+        "capabilities": {"status": True, "events": True},
+    }
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    for client, recs in clients.items():
+        lines = [json.dumps(r) for r in recs]
+        (run / "history" / f"{client}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(json.dumps(r) for r in nemesis) + "\n"
+    if torn_tail:
+        text += '{"t": 17641620'  # a writer killed mid-line
+    (run / "history" / "nemesis.jsonl").write_text(text, encoding="utf-8")
+    (run / "scenario.json").write_text("{}", encoding="utf-8")
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> dict[str, Path]:
+    kill = build_run_dir(
+        tmp_path / "runs",
+        "kill_primary",
+        {
+            "c000": client_story("c000", last_ack_before=2.05, failover_at=3.4, first_ack_after=3.5),
+            "c001": client_story("c001", last_ack_before=2.10, failover_at=3.6, first_ack_after=3.9, close_code=1011),
+        },
+        nemesis_kill_primary(3.0, 6.0),
+        torn_tail=True,
+    )
+    calm = build_run_dir(
+        tmp_path / "runs",
+        "latency_primary",
+        {
+            "c000": client_story("c000", last_ack_before=2.0, failover_at=None, first_ack_after=3.0),
+            "c001": client_story("c001", last_ack_before=2.0, failover_at=None, first_ack_after=3.0),
+        },
+        [],
+    )
+    return {"kill": kill, "calm": calm}
+
+
+def results(**overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {inv: {"status": "pass", "note": "", "violations": []} for inv in INVARIANTS}
+    out.update(overrides)
+    return out
+
+
+def make_certificate(runs: dict[str, Path]) -> dict[str, Any]:
+    failing = results(
+        clean_failover={
+            "status": "fail",
+            "note": "a client saw a close during failover",
+            "violations": [
+                {
+                    "message": f"c001 closed with 1011 during failover {EVIL}",
+                    "evidence": [{"t": T0 + 9.0, "process": "c001", "f": "conn_close", "code": 1011, "reason": EVIL}],
+                }
+            ],
+        },
+        state_continuity={
+            "status": "fail",
+            "note": "",
+            "violations": [
+                {"message": "c000 state went backwards", "evidence": [{"seq": 3, "\x00bad": "\x01"}]},
+                {"message": "c001 state went backwards", "evidence": ["x" * 5000]},
+            ],
+        },
+        no_concurrent_recv={"status": "not_checked", "note": "the build prints no event lines", "violations": []},
+    )
+    passing = results(
+        no_concurrent_recv={"status": "not_checked", "note": "the build prints no event lines", "violations": []}
+    )
+    return {
+        "verdict": "rejected",
+        "error": None,
+        "build": {"command": "python -m balancer {config}", "capabilities": {"status": True, "events": False}},
+        "harness": {"version": "0.1.0", "python": "3.11.7", "websockets": "17.4"},
+        "machine": {"hostname": "ci-1", "platform": "Linux-6.1-x86_64", "cpus": 2, "memory_gb": 23.4},
+        "profile": "quick",
+        "started": "2026-11-26T14:00:00Z",
+        "duration_s": 123.4,
+        "invariants": INVARIANTS,
+        "scenarios": [
+            {
+                "name": "latency_primary",
+                "description": "latency spike on the primary link",
+                "run_dir": str(runs["calm"]),
+                "duration_s": 10.0,
+                "passed": True,
+                "kind": "named",
+                "results": passing,
+                "replay": f"python -m harness replay {runs['calm']}/scenario.json",
+            },
+            {
+                "name": "kill_primary",
+                "description": "kill the primary while 2 clients play",
+                "run_dir": str(runs["kill"]),
+                "duration_s": 9.1,
+                "passed": False,
+                "kind": "named",
+                "results": failing,
+                "replay": f"python -m harness replay {runs['kill']}/scenario.json",
+            },
+        ],
+    }
+
+
+def png_images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+# -- the files -------------------------------------------------------------------------------------
+
+
+def test_write_report_writes_all_three(tmp_path: Path, runs: dict[str, Path]) -> None:
+    cert = make_certificate(runs)
+    paths = write_report(tmp_path / "report", cert)
+    assert set(paths) == {"certificate", "junit", "html"}
+    assert paths["certificate"].name == "certificate.json"
+    assert paths["junit"].name == "junit.xml"
+    assert paths["html"].name == "report.html"
+    for p in paths.values():
+        assert p.is_file() and p.stat().st_size > 0
+    # The certificate is the full record: nothing trimmed or dropped.
+    loaded = json.loads(paths["certificate"].read_text(encoding="utf-8"))
+    assert loaded["scenarios"][1]["results"]["state_continuity"]["violations"][1]["evidence"] == ["x" * 5000]
+    assert not list((tmp_path / "report").glob("*.tmp"))
+
+
+def test_junit_counts_and_messages(tmp_path: Path, runs: dict[str, Path]) -> None:
+    path = write_junit(tmp_path, make_certificate(runs))
+    root = ET.parse(path).getroot()  # also proves the control characters were made XML-safe
+    suites = list(root.iter("testsuite"))
+    assert len(suites) == 1 and suites[0].get("name") == "wschaos certify"
+    suite = suites[0]
+    cases = suite.findall("testcase")
+    assert len(cases) == 2 * len(INVARIANTS)
+    assert sum(1 for c in cases if c.find("failure") is not None) == 2
+    assert sum(1 for c in cases if c.find("skipped") is not None) == 2
+    assert sum(1 for c in cases if c.find("error") is not None) == 0
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("errors")) == (
+        "18",
+        "2",
+        "2",
+        "0",
+    )
+
+    by_id = {(c.get("classname"), c.get("name")): c for c in cases}
+    failure = by_id[("kill_primary", "clean_failover")].find("failure")
+    assert failure is not None
+    assert failure.get("message", "").startswith("c001 closed with 1011 during failover <script>")
+    assert "1011" in (failure.text or "")
+    assert "python -m harness replay" in (failure.text or "")
+    skipped = by_id[("latency_primary", "no_concurrent_recv")].find("skipped")
+    assert skipped is not None
+    assert skipped.get("message") == "not checked: the build prints no event lines"
+    assert list(by_id[("latency_primary", "ordered")]) == []  # a pass has no child element
+
+
+def test_junit_for_a_build_that_never_started(tmp_path: Path) -> None:
+    cert = {
+        "verdict": "error",
+        "error": "the build exited with code 1 before it was ready",
+        "invariants": INVARIANTS,
+        "scenarios": [],
+    }
+    paths = write_report(tmp_path, cert)
+    suite = next(ET.parse(paths["junit"]).getroot().iter("testsuite"))
+    assert suite.get("errors") == "1"
+    page = paths["html"].read_text(encoding="utf-8")
+    assert 'id="verdict"' in page and "ERROR" in page
+    assert "the build exited with code 1" in page
+
+
+# -- the page --------------------------------------------------------------------------------------
+
+
+def test_html_page(tmp_path: Path, runs: dict[str, Path]) -> None:
+    cert = make_certificate(runs)
+    page = write_html(tmp_path, cert).read_text(encoding="utf-8")
+
+    assert 'id="verdict-table"' in page
+    assert re.search(r'id="verdict"[^>]*>REJECTED<', page)
+    assert "python -m balancer {config}" in page
+    table = page[page.index('id="verdict-table"') : page.index("</table>", page.index('id="verdict-table"'))]
+    assert table.count("<tr>") == 3  # header + 2 scenarios
+    assert table.count(">FAIL<") == 2 and table.count(">not checked<") == 2
+    assert table.count(">pass<") == 2 * len(INVARIANTS) - 4
+    # The failing scenario: its evidence (escaped, trimmed) and the replay command.
+    assert f"python -m harness replay {runs['kill']}/scenario.json" in page
+    assert "c001 closed with 1011 during failover" in page
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert "x" * 5000 not in page and "x" * 100 in page
+    assert "\x00" not in page
+    # The passing scenario gets no failure section.
+    assert 'id="scenario-kill_primary"' in page and 'id="scenario-latency_primary"' not in page
+    # Facts.
+    for fact in ("quick", "ci-1", "3.11.7", "123.4 s", "2 CPU(s)"):
+        assert fact in page
+    # Self-contained: a timeline for the failing scenario and the gap histogram, nothing external.
+    images = png_images(page)
+    assert len(images) == 2
+    assert all(img.startswith(PNG_MAGIC) for img in images)
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+# -- failover gaps and plots ---------------------------------------------------------------------------
+
+
+def test_failover_gaps_of_the_synthetic_runs(runs: dict[str, Path]) -> None:
+    assert failover_gaps([runs["kill"]]) == pytest.approx([1450.0, 1800.0], abs=0.01)
+    assert failover_gaps([runs["calm"]]) == []
+    assert failover_gaps([runs["kill"], runs["calm"], runs["kill"] / "missing"]) == pytest.approx(
+        [1450.0, 1800.0], abs=0.01
+    )
+
+
+def test_failover_gap_rules(tmp_path: Path) -> None:
+    def rec(t: float, type_: str, f: str, **fields: Any) -> dict[str, Any]:
+        return {"t": T0 + t, "process": "c000", "type": type_, "f": f, **fields}
+
+    history = [
+        rec(0.1, "event", "welcome", conn=1, server="primary"),
+        rec(0.5, "ok", "move", seq=1),
+        # Flapping: two transitions with no ack in between are one stall, measured from 0.5.
+        rec(1.0, "event", "welcome", conn=1, server="secondary"),
+        rec(1.2, "event", "welcome", conn=1, server="primary"),
+        rec(1.7, "ok", "move", seq=2),
+        # A reconnect to the same server is not a server transition.
+        rec(2.0, "event", "conn_close", conn=1, code=1006),
+        rec(2.5, "event", "welcome", conn=2, server="primary"),
+        rec(3.0, "ok", "move", seq=3),
+        # A transition never acknowledged afterwards has no gap to measure.
+        rec(4.0, "event", "welcome", conn=2, server="secondary"),
+    ]
+    run = build_run_dir(tmp_path, "rules", {"c000": history}, [])
+    assert failover_gaps([run]) == pytest.approx([1200.0], abs=0.01)
+
+
+def test_timeline_png(tmp_path: Path, runs: dict[str, Path]) -> None:
+    full = timeline_png(runs["kill"])  # this one also has a torn nemesis line
+    assert full.startswith(PNG_MAGIC)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_clients = build_run_dir(tmp_path, "no_clients", {}, nemesis_kill_primary(1.0, None))
+    torn = tmp_path / "torn"
+    (torn / "history").mkdir(parents=True)
+    (torn / "run.json").write_text("{not json", encoding="utf-8")
+    (torn / "history" / "c000.jsonl").write_text(
+        '{"t": "soon", "process": "c000", "f": "welcome"}\n{"t"', encoding="utf-8"
+    )
+    for broken in (empty, tmp_path / "does-not-exist", no_clients, torn):
+        png = timeline_png(broken)
+        assert png.startswith(PNG_MAGIC), broken
+        assert len(png) < len(full)  # the small "no data" image, not a plot
+
+
+def test_gap_histogram_png() -> None:
+    assert gap_histogram_png([120.0, 340.5, 80.0, 2000.0]).startswith(PNG_MAGIC)
+    assert gap_histogram_png([]).startswith(PNG_MAGIC)
+    assert gap_histogram_png([float("nan"), -1.0]).startswith(PNG_MAGIC)
+
+
+# -- the page in a real browser --------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # These flags keep a headless Chromium from touching the network or a user profile, and
+    # --no-sandbox is needed when the tests run as root in a container.
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path, runs: dict[str, Path]) -> None:
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    page = write_report(tmp_path / "report", make_certificate(runs))["html"]
+    url = page.resolve().as_uri()
+
+    shot = tmp_path / "shot.png"
+    proc = _run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    data = shot.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 2000)
+    # Non-trivial: a rendered page with coloured table cells and plots, not a blank canvas.
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))
+    assert len(data) > 20_000
+    assert float(pixels[..., :3].std()) > 0.05
+
+    proc = _run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", url)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert 'id="verdict-table"' in dom
+    assert re.search(r'id="verdict"[^>]*>REJECTED<', dom)
+    assert "kill_primary" in dom

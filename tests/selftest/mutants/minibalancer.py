@@ -1,0 +1,433 @@
+"""A deliberately small WebSocket balancer that follows docs/contract.md.
+
+It exists so the harness can test itself: run plain, it is a correct control build; run with
+``--defect NAME`` it carries exactly one of the defects in ``DEFECTS`` (see README.md).  Every
+line that differs because of a defect is marked ``# DEFECT(name):``.  It is independent of the
+``balancer`` package on purpose, so that a bug there cannot hide a bug in the harness.
+
+    python tests/selftest/mutants/minibalancer.py [--defect NAME] CONFIG.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.protocol import State
+
+DEFECTS = (
+    "second_reader",
+    "async_for_shared",
+    "no_rate_limit",
+    "no_min_interval",
+    "leaky_tables",
+    "upstream_left_open",
+    "two_upstreams",
+    "no_keepalive",
+)
+CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
+OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
+RETRY_DOWN_S = 2.0  # a backend marked down is preferred last until this long has passed
+log = logging.getLogger("minibalancer")
+DEFECT: str | None = None
+
+
+def defect(name: str) -> bool:
+    return DEFECT == name
+
+
+def emit(event: str, ts: float | None = None, **fields: Any) -> None:
+    """One contract event line on stdout, flushed so the harness sees it even if we are killed."""
+    print(json.dumps({"event": event, "ts": time.time() if ts is None else ts, **fields}), flush=True)
+
+
+def hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    down_since: float | None = None
+
+    def healthy(self, now: float) -> bool:
+        return self.down_since is None or now - self.down_since >= RETRY_DOWN_S
+
+
+class Limiter:
+    """Failovers of one client connection: <= max_attempts per window_s, >= min_interval_s apart."""
+
+    def __init__(self, max_attempts: int, window_s: float, min_interval_s: float) -> None:
+        self.max_attempts, self.window_s, self.min_interval_s = max_attempts, window_s, min_interval_s
+        self.times: collections.deque[float] = collections.deque()
+
+    def allow(self, now: float) -> bool:
+        while self.times and now - self.times[0] >= self.window_s:
+            self.times.popleft()
+        if len(self.times) >= self.max_attempts:
+            return False
+        too_soon = bool(self.times) and now - self.times[-1] < self.min_interval_s
+        if too_soon and not defect("no_min_interval"):  # DEFECT(no_min_interval): check skipped
+            return False
+        self.times.append(now)
+        return True
+
+
+@dataclass
+class Session:
+    sid: str
+    client: ServerConnection
+    path: str
+    upstream: ClientConnection | None = None
+    backend: Backend | None = None
+    pending: str | bytes | None = None  # read from the client, not delivered before a loss
+    old_upstreams: list[ClientConnection] = field(default_factory=list)  # two_upstreams only
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class Balancer:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.backends = [Backend(b["name"], b["url"].rstrip("/")) for b in cfg["backends"]]
+        self.sessions: dict[str, Session] = {}
+        self.active_connections: dict[str, ServerConnection] = {}
+        self.connection_states: dict[str, str] = {}
+        self.reconnect_attempts: dict[str, Limiter] = {}
+        self.upstreams: dict[ClientConnection, Backend] = {}  # every open upstream socket
+        self.concurrent_recv = 0
+        self._ids = itertools.count(1)
+
+    # ---- admin ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "sessions": len(self.sessions),
+            "tables": {
+                "active_connections": len(self.active_connections),
+                "connection_states": len(self.connection_states),
+                "reconnect_attempts": len(self.reconnect_attempts),
+            },
+            "backends": [
+                {
+                    "name": b.name,
+                    "connection_count": sum(v is b for v in self.upstreams.values()),
+                    "healthy": b.healthy(now),
+                }
+                for b in self.backends
+            ],
+            "errors": {"concurrent_recv": self.concurrent_recv},
+        }
+
+    async def admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").split()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # headers are not needed
+            target = request[1].partition("?")[0] if len(request) > 1 else ""
+            code, body = (
+                ("200 OK", json.dumps(self.status()))
+                if target == "/status"
+                else (("200 OK", '{"ok": true}') if target == "/healthz" else ("404 Not Found", "{}"))
+            )
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: "
+                f"{len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    # ---- upstream management --------------------------------------------------------------
+    async def open_upstream(self, s: Session) -> bool:
+        """Connect to the first healthy backend (then the others), forwarding path+query."""
+        now = time.monotonic()
+        for b in sorted(self.backends, key=lambda b: not b.healthy(now)):  # stable: keeps priority
+            try:
+                ws = await connect(
+                    b.url + s.path,
+                    proxy=None,
+                    open_timeout=OPEN_TIMEOUT_S,
+                    close_timeout=1.0,
+                    # DEFECT(no_keepalive): no pings upstream, so a blackholed backend goes unnoticed.
+                    # two_upstreams runs its own keepalive (watchdog) that does not close the socket.
+                    ping_interval=None if DEFECT in ("no_keepalive", "two_upstreams") else self.cfg["ping_interval_s"],
+                    ping_timeout=self.cfg["ping_timeout_s"],
+                )
+            except Exception as exc:  # refused, reset, bad handshake, open_timeout: try the next
+                log.info("backend %s unreachable: %r", b.name, exc)
+                b.down_since = time.monotonic()
+                continue
+            b.down_since = None
+            s.upstream, s.backend, self.upstreams[ws] = ws, b, b
+            emit("upstream_open", session=s.sid, backend=b.name)
+            return True
+        return False
+
+    async def release(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2)
+        self.upstreams.pop(ws, None)
+
+    # ---- the relay ------------------------------------------------------------------------
+    def spawn(self, s: Session, coro: Coroutine[Any, Any, str]) -> asyncio.Task[str]:
+        task = asyncio.create_task(coro)
+        s.tasks.add(task)
+        task.add_done_callback(s.tasks.discard)
+        return task
+
+    def count_concurrent_recv(self, exc: ConcurrencyError) -> None:
+        self.concurrent_recv += 1
+        log.error("concurrent recv on a client socket", exc_info=exc)
+
+    async def forward(self, s: Session, msg: str | bytes) -> str | None:
+        up = s.upstream
+        assert up is not None
+        try:
+            await up.send(msg)
+        except ConnectionClosed:
+            s.pending = msg  # re-sent once on the next upstream
+            return UPSTREAM_LOST
+        for old in list(s.old_upstreams):
+            # DEFECT(two_upstreams): client messages also go to the upstream we failed over from.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.send(msg), 0.2)
+        return None
+
+    async def client_to_upstream(self, s: Session) -> str:
+        try:
+            if defect("async_for_shared"):
+                # DEFECT(async_for_shared): `async for` reader, while drain_client() also reads.
+                async for msg in s.client:
+                    if lost := await self.forward(s, msg):
+                        return lost
+                return CLIENT_CLOSED
+            while True:
+                msg = await s.client.recv()
+                if lost := await self.forward(s, msg):
+                    return lost
+        except ConnectionClosed:
+            return CLIENT_CLOSED
+        except ConcurrencyError as exc:  # honest instrumentation, reached only by the mutants
+            self.count_concurrent_recv(exc)
+            raise
+
+    async def drain_client(self, s: Session) -> None:
+        """async_for_shared only: 'flush what the client sent during the failover'."""
+        try:
+            # DEFECT(async_for_shared): second recv() on the client; nothing retrieves this task.
+            msg = await asyncio.wait_for(s.client.recv(), 0.5)
+        except ConcurrencyError:
+            self.concurrent_recv += 1  # counted, then left to surface as an unretrieved exception
+            raise
+        except (TimeoutError, ConnectionClosed):
+            return
+        await self.forward(s, msg)
+
+    async def upstream_to_client(self, s: Session) -> str:
+        up = s.upstream
+        assert up is not None
+        while True:
+            try:
+                msg = await up.recv()
+            except ConnectionClosed:
+                return UPSTREAM_LOST
+            try:
+                await s.client.send(msg)
+            except ConnectionClosed:
+                return CLIENT_CLOSED
+
+    async def watchdog(self, s: Session) -> str:
+        """two_upstreams only: keepalive that reports an unresponsive upstream but leaves it open."""
+        up = s.upstream
+        assert up is not None
+        while True:
+            await asyncio.sleep(self.cfg["ping_interval_s"])
+            try:
+                await asyncio.wait_for(await up.ping(), self.cfg["ping_timeout_s"])
+            except TimeoutError:
+                return UNRESPONSIVE
+            except ConnectionClosed:
+                return UPSTREAM_LOST
+
+    async def discard(self, s: Session, ws: ClientConnection) -> str:
+        """two_upstreams only: sole reader of a kept old upstream; its replies are dropped."""
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+        s.old_upstreams.remove(ws)
+        self.upstreams.pop(ws, None)
+        return UPSTREAM_LOST
+
+    async def failover(self, s: Session, outcome: str) -> bool:
+        assert s.upstream is not None and s.backend is not None
+        emit("upstream_lost", session=s.sid, backend=s.backend.name)
+        s.backend.down_since = time.monotonic()
+        if outcome == UNRESPONSIVE:
+            # DEFECT(two_upstreams): the unresponsive upstream is kept "in case it comes back".
+            s.old_upstreams.append(s.upstream)
+            self.spawn(s, self.discard(s, s.upstream))
+        else:
+            await self.release(s.upstream)
+        self.connection_states[s.sid] = "failing_over"
+        now = time.time()  # same clock as the event's ts, so a checker sees what we judged
+        # DEFECT(no_rate_limit): every failover is allowed.
+        allowed = True if defect("no_rate_limit") else self.reconnect_attempts[s.sid].allow(now)
+        emit("failover_attempt", ts=now, session=s.sid, allowed=allowed)
+        if not allowed or not await self.open_upstream(s):
+            await s.client.close(1013, "failover limit" if not allowed else "no backend")
+            return False
+        self.connection_states[s.sid] = "connected"
+        if s.pending is not None:
+            msg, s.pending = s.pending, None
+            await self.forward(s, msg)  # a second loss is noticed by the next relay round
+        return True
+
+    async def relay(self, s: Session) -> None:
+        if not await self.open_upstream(s):
+            await s.client.close(1013, "no backend")
+            return
+        self.connection_states[s.sid] = "connected"
+        reader: asyncio.Task[str] | None = None
+        while True:
+            if reader is None or reader.done():
+                reader = self.spawn(s, self.client_to_upstream(s))
+            elif defect("second_reader"):
+                # DEFECT(second_reader): a new reader for the new upstream, the old one still reads.
+                asyncio.create_task(self.client_to_upstream(s))  # noqa: RUF006
+            elif defect("async_for_shared"):
+                asyncio.create_task(self.drain_client(s))  # noqa: RUF006  (see drain_client)
+            watch = {reader, self.spawn(s, self.upstream_to_client(s))}
+            if defect("two_upstreams"):
+                watch.add(self.spawn(s, self.watchdog(s)))
+            done, pending = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+            # These two mutants keep their client reader across a failover: it forwards to
+            # whatever s.upstream is.  That alone is fine; their extra readers are the defects.
+            keep = DEFECT in ("second_reader", "async_for_shared")
+            for task in pending - ({reader} if keep else set()):
+                task.cancel()
+            await asyncio.gather(*(pending - ({reader} if keep else set())), return_exceptions=True)
+            if not keep or reader.done():
+                reader = None
+            outcomes = {t.result() if not t.exception() else repr(t.exception()) for t in done}
+            if CLIENT_CLOSED in outcomes or s.client.state is not State.OPEN:
+                return
+            if not outcomes <= {UPSTREAM_LOST, UNRESPONSIVE}:
+                log.error("relay task failed: %s", outcomes)
+                await s.client.close(1011, "internal error")
+                return
+            up = s.upstream
+            assert up is not None
+            if up.state is State.OPEN and UNRESPONSIVE not in outcomes:
+                # A kept reader reported the loss of an earlier upstream: nothing to fail over.
+                if s.pending is not None:
+                    msg, s.pending = s.pending, None
+                    await self.forward(s, msg)
+                continue
+            code = up.close_code or 1006
+            if code == 1000 or 4000 <= code <= 4999:  # the backend ended the session on purpose
+                await s.client.close(code, up.close_reason or "")
+                return
+            if not await self.failover(s, UNRESPONSIVE if UNRESPONSIVE in outcomes else UPSTREAM_LOST):
+                return
+
+    async def handle(self, client: ServerConnection) -> None:
+        assert client.request is not None
+        s = Session(f"s{next(self._ids)}", client, client.request.path)
+        self.sessions[s.sid], self.active_connections[s.sid] = s, client
+        self.connection_states[s.sid] = "connecting"
+        f = self.cfg["failover"]
+        self.reconnect_attempts[s.sid] = Limiter(
+            int(f["max_attempts"]), float(f["window_s"]), float(f["min_interval_s"])
+        )
+        emit("session_open", session=s.sid, path=s.path)
+        try:
+            await self.relay(s)
+        finally:
+            self.connection_states[s.sid] = "closing"
+            for task in list(s.tasks):
+                task.cancel()
+            await asyncio.gather(*s.tasks, return_exceptions=True)
+            # DEFECT(upstream_left_open): the upstream stays open (and counted in self.upstreams).
+            if s.upstream is not None and not defect("upstream_left_open"):
+                await self.release(s.upstream)
+            for old in s.old_upstreams:
+                await self.release(old)
+            if not defect("leaky_tables"):  # DEFECT(leaky_tables): the tables are never cleaned
+                for table in (self.sessions, self.active_connections, self.connection_states, self.reconnect_attempts):
+                    table.pop(s.sid, None)
+            emit("session_close", session=s.sid)
+
+
+async def amain(cfg: dict[str, Any]) -> int:
+    bal = Balancer(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    admin = None
+    if cfg.get("admin"):  # before `listen`, so /status answers as soon as the build is ready
+        admin = await asyncio.start_server(bal.admin, *hostport(cfg["admin"]))
+    server = await serve(
+        bal.handle,
+        *hostport(cfg["listen"]),
+        close_timeout=1.0,
+        ping_interval=cfg["ping_interval_s"],
+        ping_timeout=cfg["ping_timeout_s"],
+    )
+    await stop.wait()
+    server.close()  # closes every client with 1001; their handlers then close the upstreams
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), 5)
+    if admin is not None:
+        admin.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    global DEFECT
+    parser = argparse.ArgumentParser(description="minibalancer: a small contract balancer")
+    parser.add_argument("--defect", choices=DEFECTS)
+    parser.add_argument("config")
+    args = parser.parse_args(argv)
+    DEFECT = args.defect
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        with open(args.config) as fh:
+            cfg = json.load(fh)
+        hostport(cfg["listen"])
+        if not cfg["backends"]:
+            raise ValueError("no backends")
+        for key in ("max_attempts", "window_s", "min_interval_s"):
+            float(cfg["failover"][key])
+        cfg.setdefault("ping_interval_s", 1.0)
+        cfg.setdefault("ping_timeout_s", 1.0)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"minibalancer: bad config {args.config}: {exc!r}", file=sys.stderr)
+        return 2
+    return asyncio.run(amain(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

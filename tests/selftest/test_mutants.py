@@ -1,0 +1,77 @@
+"""The harness catches the seed's bugs: every mutant build is rejected for the right reason.
+
+In ``make test`` each mutant runs only the scenarios aimed at it; the full
+``certify --profile quick`` of every mutant is marked slow and runs in ``make test-all``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.certify import PROFILES, Certifier
+from tests.selftest.mutants import MUTANTS
+
+pytestmark = pytest.mark.chaos
+
+DEFECTIVE = sorted(name for name, m in MUTANTS.items() if m["expected_invariant"])
+AIMED = sorted({s for m in MUTANTS.values() for s in m["scenarios"]})
+
+
+def certify(cmd: str, scenarios: list[str], report: Path) -> dict:
+    certifier = Certifier(
+        balancer_cmd=cmd,
+        profile=PROFILES["quick"],
+        report_dir=report,
+        only=scenarios,
+        hypothesis_examples=0,
+        console=Console(file=open(report.parent / f"{report.name}.log", "w"), width=120),
+    )
+    return certifier.run()
+
+
+def failed_invariants(cert: dict) -> set[str]:
+    return {inv for s in cert["scenarios"] for inv, r in s["results"].items() if r["status"] == "fail"}
+
+
+@pytest.mark.parametrize("mutant", DEFECTIVE)
+def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> None:
+    spec = MUTANTS[mutant]
+    cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report")
+    assert cert["verdict"] == "rejected", json.dumps(cert, indent=1, default=str)[:4000]
+    failed = failed_invariants(cert)
+    assert spec["expected_invariant"] in failed, (
+        f"{mutant}: expected {spec['expected_invariant']} to be violated, got {sorted(failed)}"
+    )
+
+
+@pytest.mark.parametrize("build", ["reference", "control"])
+def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, tmp_path: Path) -> None:
+    cmd = "python -m balancer {config}" if build == "reference" else MUTANTS["control"]["cmd_str"]
+    scenarios = AIMED if build == "reference" else MUTANTS["control"]["scenarios"]
+    cert = certify(cmd, scenarios, tmp_path / "report")
+    failures = {
+        s["name"]: sorted(i for i, r in s["results"].items() if r["status"] == "fail") for s in cert["scenarios"]
+    }
+    assert cert["verdict"] == "certified", failures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", DEFECTIVE)
+def test_full_quick_certification_rejects_mutant(mutant: str, tmp_path: Path) -> None:
+    spec = MUTANTS[mutant]
+    report = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], "--profile", "quick",
+         "--report", str(report)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cert = json.loads((report / "certificate.json").read_text())
+    assert cert["verdict"] == "rejected"
+    assert spec["expected_invariant"] in failed_invariants(cert)
