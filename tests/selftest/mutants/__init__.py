@@ -90,3 +90,6 @@ MUTANTS: dict[str, dict[str, Any]] = {
     }
     for name, (invariant, scenarios, trigger) in _SPEC.items()
 }
+
+#: The correct minibalancer with no /status and no event lines: certified black-box.
+BLACK_BOX_CMD = " ".join(shlex.quote(a) for a in [sys.executable, MINIBALANCER, "--black-box"]) + " {config}"

@@ -44,6 +44,8 @@ OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failove
 RETRY_DOWN_S = 2.0  # a backend marked down is preferred last until this long has passed
 log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
+#: --black-box: a build that implements only the required part of the contract.
+BLACK_BOX = False
 
 
 def defect(name: str) -> bool:
@@ -51,6 +53,8 @@ def defect(name: str) -> bool:
 
 
 def emit(event: str, ts: float | None = None, **fields: Any) -> None:
+    if BLACK_BOX:
+        return
     """One contract event line on stdout, flushed so the harness sees it even if we are killed."""
     print(json.dumps({"event": event, "ts": time.time() if ts is None else ts, **fields}), flush=True)
 
@@ -385,7 +389,7 @@ async def amain(cfg: dict[str, Any]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     admin = None
-    if cfg.get("admin"):  # before `listen`, so /status answers as soon as the build is ready
+    if cfg.get("admin") and not BLACK_BOX:  # before `listen`, so /status answers as soon as the build is ready
         admin = await asyncio.start_server(bal.admin, *hostport(cfg["admin"]))
     server = await serve(
         bal.handle,
@@ -404,12 +408,16 @@ async def amain(cfg: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global DEFECT
+    global DEFECT, BLACK_BOX
     parser = argparse.ArgumentParser(description="minibalancer: a small contract balancer")
     parser.add_argument("--defect", choices=DEFECTS)
+    parser.add_argument(
+        "--black-box", action="store_true", help="no /status and no event lines: the contract's optional parts off"
+    )
     parser.add_argument("config")
     args = parser.parse_args(argv)
     DEFECT = args.defect
+    BLACK_BOX = args.black_box
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
