@@ -1,0 +1,55 @@
+"""The pytest plugin as a user meets it: installed by entry point, used from their own test file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.selftest.mutants import MUTANTS
+
+pytestmark = pytest.mark.chaos
+ROOT = Path(__file__).resolve().parents[2]
+
+USER_TEST = textwrap.dedent(
+    """
+    import pytest
+    from harness.faults import fault
+
+    @pytest.mark.chaos
+    def test_primary_dies(chaos_run, toxiproxy, backends, balancer, nemesis):
+        assert set(backends) == {"primary", "secondary"} and balancer.running
+        assert toxiproxy.version()
+        chaos_run([fault("kill", "primary")]).assert_ok()
+    """
+)
+
+
+def run_user_test(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         str(tmp_path / "test_user.py"), "--rootdir", str(tmp_path), "--chaos-runs-dir", str(tmp_path / "runs"),
+         *extra],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_a_user_chaos_test_passes_against_the_reference(tmp_path: Path) -> None:
+    proc = run_user_test(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "runs").is_dir() and any((tmp_path / "runs").glob("*/verdict.json"))
+
+
+def test_a_failing_chaos_test_names_invariant_evidence_and_run_dir(tmp_path: Path) -> None:
+    proc = run_user_test(tmp_path, "--balancer-cmd", MUTANTS["second_reader"]["cmd_str"])
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:]
+    assert re.search(r"fail\s+no_concurrent_recv", out), out[-3000:]
+    assert "cannot call recv while another coroutine" in out  # the evidence itself
+    assert f"run dir {tmp_path / 'runs'}" in out
+    assert "replay: python -m harness replay" in out
