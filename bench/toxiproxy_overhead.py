@@ -133,12 +133,16 @@ def bulk_echo(port: int, total: int) -> float:
         return total / elapsed
 
 
-def start_proxy() -> tuple[subprocess.Popen[str], int]:
+def start_proxy(loop: str) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ)
+    if loop == "asyncio":
+        env["WSCHAOS_TOXIPROXY_LOOP"] = "asyncio"
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.toxiproxy", "--host", "127.0.0.1", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -148,11 +152,11 @@ def start_proxy() -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.rsplit(":", 1)[1])
 
 
-def run(rounds: int, count: int, mebibytes: int) -> dict[str, Any]:
+def run(rounds: int, count: int, mebibytes: int, loop: str = "default") -> dict[str, Any]:
     echo = EchoServer(("127.0.0.1", 0), _EchoHandler)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     echo_port = echo.server_address[1]
-    proc, api_port = start_proxy()
+    proc, api_port = start_proxy(loop)
     try:
         reply = requests.post(
             f"http://127.0.0.1:{api_port}/proxies",
@@ -189,6 +193,7 @@ def run(rounds: int, count: int, mebibytes: int) -> dict[str, Any]:
     median = {key: statistics.median(r[key] for r in results) for key in results[0]}
     return {
         "date": time.strftime("%Y-%m-%d"),
+        "loop": loop,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "round_trips": count,
@@ -208,8 +213,14 @@ def main() -> int:
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    parser.add_argument(
+        "--loop",
+        choices=("default", "asyncio"),
+        default="default",
+        help="the proxy's event loop: default (uvloop when installed) or the standard asyncio loop",
+    )
     args = parser.parse_args()
-    report = run(args.rounds, args.round_trips, args.mib)
+    report = run(args.rounds, args.round_trips, args.mib, args.loop)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from .api import VERSION, ApiError
@@ -102,10 +103,23 @@ def main(argv: list[str] | None = None) -> int:
             # Go Toxiproxy logs an unreadable config file and carries on serving.
             log.error("error reading config file %s: %s", args.config, exc.strerror or exc)
     try:
-        return asyncio.run(_run(args, config))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_run(args, config))
     except KeyboardInterrupt:
         # A second Ctrl-C during shutdown: still no traceback.
         return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: it roughly halves the per-hop cost of a proxied round trip
+    (docs/performance.md). WSCHAOS_TOXIPROXY_LOOP=asyncio forces the standard loop."""
+    if os.environ.get("WSCHAOS_TOXIPROXY_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

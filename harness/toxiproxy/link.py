@@ -7,9 +7,9 @@ Close semantics follow Toxiproxy: when a link's chain ends (source EOF, or a tox
 closing it) the destination is fully closed (half-close is not propagated), and the
 other link then sees its own source end and closes the remaining socket.
 
-Performance: with no toxics on a link, the source protocol's ``data_received`` is
-rebound to the destination transport's ``write``, so a chunk crosses the proxy without
-a single Python frame of ours. Flow control pauses the source while the destination's
+Performance: with no toxics on a link, the source protocol's sink is the destination
+transport's ``write``, so a chunk crosses the proxy through one Python frame of ours; the
+server runs on uvloop when it is installed. Flow control pauses the source while the destination's
 write buffer, or data held by toxics, is above its high-water mark.
 """
 
@@ -19,7 +19,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .toxics import (
     DOWNSTREAM,
@@ -66,24 +66,32 @@ class Side(asyncio.Protocol):
         # Link reading from this socket and link writing to it; set when both are up.
         self.out_link: Link | None = None
         self.in_link: Link | None = None
-        # Rebound per instance (see module doc); the class default only buffers nothing.
-        self.data_received: Callable[[bytes], None] = _drop  # type: ignore[assignment]
+        # Where received bytes go; rebound as toxics come and go (see module doc). Until the
+        # links exist, bytes are kept: uvloop may deliver a first read even though reading
+        # was paused in connection_made.
+        self.early: list[bytes] = []
+        self.sink: Callable[[bytes], None] = self.early.append
+
+    def data_received(self, data: bytes) -> None:
+        # A real method rather than a rebound attribute: uvloop looks data_received up
+        # once per transport, so rebinding the attribute itself would be ignored there.
+        self.sink(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
         self.sock = transport.get_extra_info("socket")
         if self.sock is not None:
             try:
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
         # asyncio reads up to 256 KiB per recv(); allocating (and trimming) a buffer that
         # size for every 64-byte message costs more than the proxying itself. 64 KiB keeps
         # bulk throughput and halves the small round-trip time (docs/performance.md).
         if hasattr(transport, "max_size"):
-            transport.max_size = READ_SIZE
+            transport.max_size = READ_SIZE  # the standard loop's selector transport only
         self.conn.side_made(self)
 
     def eof_received(self) -> bool:
@@ -151,15 +159,18 @@ class Link:
             self.stages.insert(0, nxt)
         self.head = nxt
         self._rebind()
+        early, self.src.early = self.src.early, []
+        for data in early:
+            self.src.sink(data)
 
     def _rebind(self) -> None:
         if self.finished or self.source_done:
-            self.src.data_received = _drop
+            self.src.sink = _drop
         elif not self.stages:
             assert self.dst.transport is not None
-            self.src.data_received = self.dst.transport.write
+            self.src.sink = self.dst.transport.write
         else:
-            self.src.data_received = self._feed
+            self.src.sink = self._feed
 
     def _feed(self, data: bytes) -> None:
         self.head.push(data, self.loop.time())

@@ -8,6 +8,7 @@ fails if any proxied connection outlives that.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +17,15 @@ from typing import Any
 import pytest
 import requests
 import toxiproxy.api
+import uvloop
 from toxiproxy_support import DEADLINE, Api, ServerThread, Upstream
 
 
-@pytest.fixture(scope="module")
-def server_thread() -> Iterator[ServerThread]:
-    st = ServerThread()
+# Both loops: `python -m harness.toxiproxy` runs on uvloop when it is installed.
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def server_thread(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+    st = ServerThread(factory)
     st.start()
     yield st
     st.stop()

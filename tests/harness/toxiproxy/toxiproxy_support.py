@@ -108,8 +108,8 @@ class Api:
 class ServerThread:
     """A ToxiproxyServer on a private event loop in a daemon thread."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.loop = loop_factory()
         self.server = ToxiproxyServer("127.0.0.1", 0)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
