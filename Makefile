@@ -35,7 +35,7 @@ certify: $(STAMP)
 	$(BIN)/python -m harness certify --profile quick --report $(REPORT)
 
 bench: $(STAMP)
-	$(BIN)/python bench/toxiproxy_overhead.py
+	$(BIN)/python bench/toxiproxy_overhead.py --loop both --plot docs/toxiproxy_overhead.png
 
 clean:
 	rm -rf $(VENV) reports runs .hypothesis

@@ -14,14 +14,30 @@ from balancer.server import Balancer, BindError
 EXIT_CONFIG = 2
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def _serve(config: Config) -> None:
-    balancer = Balancer(config)
-    await balancer.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # Before listening: harnesses count the build as ready as soon as listen
+    # accepts TCP and may send SIGTERM at once. With the default disposition
+    # still in place that kills the process (-15) instead of a clean exit 0.
+    # A signal during start() only sets ``stop``; run() finishes starting and
+    # then shuts down straight away.
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    await balancer.run(stop)
+    try:
+        await Balancer(config).run(stop)
+    finally:
+        # Closing the loop restores SIGTERM's default disposition, so a
+        # repeated SIGTERM during the last moments of teardown would again
+        # kill the process with -15; the shutdown is already under way, so
+        # ignore it. (SIGINT goes back to KeyboardInterrupt, which main() turns
+        # into exit 0, and a second Ctrl-C can still break a stuck teardown.)
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

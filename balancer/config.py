@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_ADMIN_HOST = "127.0.0.1"
+# The send deadline when keepalive is disabled (see Config.send_deadline_s).
+SEND_DEADLINE_CLOSE_TIMEOUTS = 10
+MIN_SEND_DEADLINE_S = 1.0
 
 
 class ConfigError(ValueError):
@@ -56,11 +59,28 @@ class Config:
     # ping_interval + ping_timeout + close_timeout (websockets waits for the
     # closing handshake even after the keepalive has failed).
     close_timeout_s: float = 1.0
+    # Must be positive: websockets reads 0/None as "no timeout", and a
+    # handshake to a blackholed backend would then wait forever.
     open_timeout_s: float = 10.0
     max_size: int = 2**20
     max_connections: int = 1024
     health_interval_s: float = 1.0
     health_probe: str = "ws"
+
+    @property
+    def send_deadline_s(self) -> float:
+        """How long one ``send()`` on either leg may take before the peer counts as dead.
+
+        With keepalive on, a send outlasting ping_interval + ping_timeout is a
+        stalled peer (websockets' ping is stuck behind the same flow control).
+        With keepalive off there is no ping to compare with, but a peer that
+        stops reading must still not hang the session forever, so the deadline
+        falls back to a generous multiple of the close timeout, with a floor so
+        that close_timeout_s = 0 does not make every blocked send fatal.
+        """
+        if self.ping_interval_s > 0 and self.ping_timeout_s > 0:
+            return self.ping_interval_s + self.ping_timeout_s
+        return max(SEND_DEADLINE_CLOSE_TIMEOUTS * self.close_timeout_s, MIN_SEND_DEADLINE_S)
 
 
 # Keys of the JSON object that map onto plain numeric Config fields.
@@ -103,11 +123,25 @@ def _number(raw: Mapping[str, Any], key: str, default: float, path: str) -> floa
     # bool is an int subclass; "true" as a timeout is a mistake worth naming.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{path}: expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{path}: must be finite, got {value!r}")
     if value < 0:
-        raise ConfigError(f"{path}: must not be negative, got {value!r}")
-    return float(value)
+        raise ConfigError(f"{path}: must not be negative, got {_short(value)}")
+    try:
+        # JSON integers are unbounded; float() (and math.isfinite) raise
+        # OverflowError past ~1.8e308 instead of returning inf.
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{path}: too large, got {_short(value)}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{path}: must be finite, got {value!r}")
+    return number
+
+
+def _short(value: int | float) -> str:
+    """repr(value), unless it is an integer too long to be worth printing in full."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        # Not str(value): past 4300 digits Python refuses to convert it.
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
 
 
 def _integer(raw: Mapping[str, Any], key: str, default: int, path: str, minimum: int) -> int:
@@ -115,7 +149,7 @@ def _integer(raw: Mapping[str, Any], key: str, default: int, path: str, minimum:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if value < 0:
-        raise ConfigError(f"{path}: must not be negative, got {value!r}")
+        raise ConfigError(f"{path}: must not be negative, got {_short(value)}")
     if value < minimum:
         raise ConfigError(f"{path}: must be at least {minimum}, got {value!r}")
     return value
@@ -180,6 +214,9 @@ def from_dict(raw: Any) -> Config:
     floats = {k: _number(raw, k, getattr(base, k), k) for k in _FLOAT_FIELDS}
     if floats["health_interval_s"] == 0:
         raise ConfigError("health_interval_s: must be positive")
+    if floats["open_timeout_s"] == 0:
+        # 0 would mean "no handshake timeout"; every wait must stay bounded.
+        raise ConfigError("open_timeout_s: must be positive (0 would wait forever on a blackholed backend)")
     ints = {
         "max_size": _integer(raw, "max_size", base.max_size, "max_size", 1),
         "max_connections": _integer(raw, "max_connections", base.max_connections, "max_connections", 1),
@@ -209,6 +246,10 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:
+        # Not a JSONDecodeError: an integer longer than sys.get_int_max_str_digits()
+        # (4300 by default) makes int() itself refuse it.
+        raise ConfigError(f"{path}: not usable JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     return raw

@@ -82,7 +82,9 @@ class Pool:
             return await connect(
                 self.backends[name].target(path),
                 proxy=None,  # proxy env vars would route around the fault proxies
-                open_timeout=cfg.open_timeout_s or None,
+                # Never "or None": config guarantees open_timeout_s > 0, and
+                # None would let a blackholed backend hold the handshake forever.
+                open_timeout=cfg.open_timeout_s,
                 ping_interval=cfg.ping_interval_s or None,
                 ping_timeout=cfg.ping_timeout_s or None,
                 close_timeout=cfg.close_timeout_s,
@@ -96,7 +98,7 @@ class Pool:
 
     async def probe(self, name: str) -> bool:
         b = self.backends[name]
-        timeout = max(0.2, min(self.config.open_timeout_s or 5.0, 5.0))
+        timeout = max(0.2, min(self.config.open_timeout_s, 5.0))
         try:
             async with asyncio.timeout(timeout):
                 if self.config.health_probe == "tcp":
@@ -112,7 +114,11 @@ class Pool:
             return True
         except InvalidStatus:
             return True  # it answered HTTP, so it is alive; it just dislikes "/"
-        except (OSError, TimeoutError, Exception):
+        except Exception:
+            # Refused, reset, timed out, a bad handshake, a TLS error: whatever
+            # the kind of failure, the backend is not usable yet, so it simply
+            # stays down until a later probe succeeds. (Not BaseException: a
+            # cancelled probe must propagate, or shutdown would wait on it.)
             return False
 
     async def run_health_checks(self) -> None:

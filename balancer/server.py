@@ -72,7 +72,7 @@ class Balancer:
                 cfg.listen.host,
                 cfg.listen.port,
                 process_request=self._process_request,
-                open_timeout=cfg.open_timeout_s or None,
+                open_timeout=cfg.open_timeout_s,  # > 0 by config: a stalled handshake must end
                 ping_interval=cfg.ping_interval_s or None,
                 ping_timeout=cfg.ping_timeout_s or None,
                 close_timeout=cfg.close_timeout_s,
@@ -115,10 +115,16 @@ class Balancer:
                 log.warning("shutdown deadline passed; cancelling remaining sessions")
                 for task in list(ws.handler_tasks):
                     task.cancel()
+                # A cancelled session still runs Session._cleanup, which closes
+                # both legs concurrently within close_timeout_s + 0.5 s; the
+                # extra 0.5 s covers websockets' own close after the handler.
+                # Waiting less would report sessions that are still cleaning
+                # up; waiting unbounded could hang the exit (docs/contract.md,
+                # section 8, states the resulting worst case).
                 try:
-                    async with asyncio.timeout(0.5):
+                    async with asyncio.timeout(self.config.close_timeout_s + 1.0):
                         await ws.wait_closed()
                 except TimeoutError:
-                    pass
+                    log.warning("sessions still closing after cancellation; exiting anyway")
         await self.admin.close()
         self.ctx.events.emit("balancer_stopped", sessions=len(self.ctx.table.active))

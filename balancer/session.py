@@ -95,10 +95,8 @@ class Session:
         # The message to re-send first on the next upstream.
         self._retry: _Inflight | None = None
         self._close_code: int | None = None
-        cfg = ctx.config
-        self._send_deadline: float | None = (
-            cfg.ping_interval_s + cfg.ping_timeout_s if cfg.ping_interval_s and cfg.ping_timeout_s else None
-        )
+        # Always finite, also with keepalive disabled: see Config.send_deadline_s.
+        self._send_deadline = ctx.config.send_deadline_s
 
     # -- plumbing -------------------------------------------------------
 
@@ -124,12 +122,46 @@ class Session:
                 log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
                 self._emit("upstream_connect_failed", backend=name, error=str(exc))
                 continue
-            self.ctx.table.attach(self.sid, name)
-            self.ctx.pool.acquire(name)
-            self.backend = name
-            self._emit("upstream_open", backend=name)
+            try:
+                self._adopt(name)
+            except BaseException:
+                # Until this returns, nobody else holds a reference to the new
+                # upstream: close it here on every exit path (cancellation too),
+                # or it would stay open on the backend.
+                await self._discard(upstream)
+                raise
             return upstream
         return None
+
+    def _adopt(self, name: str) -> None:
+        """Account for a just-opened upstream; undo any partial step if one raises."""
+        ctx = self.ctx
+        attached = acquired = False
+        try:
+            ctx.table.attach(self.sid, name)
+            attached = True
+            ctx.pool.acquire(name)
+            acquired = True
+            self.backend = name
+            self._emit("upstream_open", backend=name)
+        except BaseException:
+            # The caller closes the upstream, so the tables must not go on
+            # counting it (and _cleanup must not release a count never taken).
+            self.backend = None
+            if acquired:
+                ctx.pool.release(name)
+            if attached:
+                ctx.table.detach(self.sid)
+            raise
+
+    async def _discard(self, upstream: ClientConnection) -> None:
+        """Close an upstream nobody will use; bounded, and it is aborted if closing fails."""
+        try:
+            await self._close(upstream, CLOSE_GOING_AWAY, "session ended")
+        finally:
+            # No-op once closed; otherwise (close raised or was cancelled) drop the TCP connection.
+            if upstream.state is not State.CLOSED:
+                upstream.transport.abort()
 
     def _drop_upstream(self) -> None:
         name = self.ctx.table.detach(self.sid)
@@ -165,14 +197,12 @@ class Session:
         itself blocks in ``drain()`` and the ping timeout never starts. So a
         send that outlasts ping_interval + ping_timeout is treated as a dead
         peer here, or a blackholed upstream would hang the session forever.
+        With keepalive disabled nothing else would ever notice, so the deadline
+        is then derived from close_timeout_s instead (Config.send_deadline_s).
         """
-        deadline = self._send_deadline
         try:
-            if deadline is None:
+            async with asyncio.timeout(self._send_deadline):
                 await conn.send(data)
-            else:
-                async with asyncio.timeout(deadline):
-                    await conn.send(data)
         except ConnectionClosed:
             return False
         except TimeoutError:
@@ -309,22 +339,37 @@ class Session:
             return None
         # If the client left while we were connecting, the next leg sees it
         # at once and closes nxt.
-        self._state(ConnState.CONNECTED)
+        try:
+            self._state(ConnState.CONNECTED)
+        except BaseException:
+            # run() still holds the old upstream, so _cleanup would not see nxt.
+            await self._discard(nxt)
+            raise
         return nxt
 
     async def _cleanup(self, upstream: ClientConnection | None) -> None:
-        """Runs on every exit path; each step is bounded and must not raise."""
+        """Runs on every exit path; it is bounded and must not raise.
+
+        Both legs are closed concurrently, so the whole cleanup takes at most
+        one close (close_timeout_s + 0.5 s). Balancer.shutdown relies on that
+        bound when it waits for the sessions it had to cancel.
+        """
         ctx = self.ctx
         try:
             st = ctx.table.states.get(self.sid)
             if st is not None and st.state not in (ConnState.CLOSING, ConnState.CLOSED):
                 st.transition(ConnState.CLOSING)
+            closes = []
             if upstream is not None and upstream.state is not State.CLOSED:
-                await self._close(upstream, CLOSE_GOING_AWAY, "session ended")
+                closes.append(self._close(upstream, CLOSE_GOING_AWAY, "session ended"))
             if self.client.state is State.OPEN:
-                await self._close_client(CLOSE_GOING_AWAY, "session ended")
+                closes.append(self._close_client(CLOSE_GOING_AWAY, "session ended"))
             elif self.client.state is not State.CLOSED:
-                await self._finish(self.client)
+                closes.append(self._finish(self.client))
+            results = await asyncio.gather(*closes, return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("session %s: cleanup error", self.sid, exc_info=result)
         except Exception:
             log.exception("session %s: cleanup error", self.sid)
         finally:

@@ -215,15 +215,27 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
     parser.add_argument(
         "--loop",
-        choices=("default", "asyncio"),
+        choices=("default", "asyncio", "both"),
         default="default",
-        help="the proxy's event loop: default (uvloop when installed) or the standard asyncio loop",
+        help="the proxy's event loop: default (uvloop when installed), the standard asyncio loop, "
+        "or both, one after the other in this run",
     )
+    parser.add_argument("--plot", metavar="PNG", help="also draw the per-round ratios against the goals")
     args = parser.parse_args()
-    report = run(args.rounds, args.round_trips, args.mib, args.loop)
+    loops = ("default", "asyncio") if args.loop == "both" else (args.loop,)
+    reports = [run(args.rounds, args.round_trips, args.mib, loop) for loop in loops]
+    if args.plot:
+        plot(reports, Path(args.plot))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
         return 0
+    for report in reports:
+        print(f"== proxy loop: {report['loop']}")
+        print_report(report)
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
     for index, r in enumerate(report["rounds"], 1):
         print(
             f"round {index}: 64 B rtt direct {r['direct_rt_us']:.1f} us, proxy "
@@ -237,7 +249,34 @@ def main() -> int:
         f"(goal <= {GOAL_SMALL}), bulk ratio {m['bulk_ratio']:.2f} (goal >= {GOAL_BULK})"
     )
     print(f"goals met: {report['goals_met']}")
-    return 0
+
+
+def plot(reports: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (small, bulk) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for report in reports:
+        label = "uvloop (default)" if report["loop"] == "default" else "standard asyncio loop"
+        rounds = range(1, len(report["rounds"]) + 1)
+        small.plot(rounds, [r["small_ratio"] for r in report["rounds"]], "o-", label=label)
+        bulk.plot(rounds, [r["bulk_ratio"] for r in report["rounds"]], "o-", label=label)
+    small.axhline(GOAL_SMALL, color="red", linestyle="--", label=f"goal <= {GOAL_SMALL} (Go Toxiproxy)")
+    bulk.axhline(GOAL_BULK, color="red", linestyle="--", label=f"goal >= {GOAL_BULK} (Go Toxiproxy)")
+    small.set(title="64 B round trip: proxied / direct time", xlabel="round", ylabel="ratio (lower is better)")
+    bulk.set(title="32 MiB echo: proxied / direct throughput", xlabel="round", ylabel="ratio (higher is better)")
+    small.set_ylim(bottom=0)
+    bulk.set_ylim(bottom=0)
+    for ax in (small, bulk):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"embedded Toxiproxy overhead, {reports[0]['date']}, {reports[0]['cpus']} CPUs", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,16 @@ from harness.procs import install_signal_handlers
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balancer-cmd", default=None, help="the build to test: a command with {config}")
     p.add_argument("--toxiproxy-url", default=None, help="a real Toxiproxy server (default: the embedded one)")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument(
         "--scenario-file", action="append", metavar="FILE", help="also run a scenario from a .json or .py file"
     )
-    cert.add_argument("--hypothesis-examples", type=int, default=None, metavar="N", help="override the profile")
+    cert.add_argument(
+        "--hypothesis-examples", type=_non_negative_int, default=None, metavar="N", help="override the profile"
+    )
+    cert.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="how long the build may take to accept TCP on its listen address (default 20)",
+    )
 
     replay = sub.add_parser("replay", help="replay a saved scenario (JSON) and judge it")
     _common(replay)
@@ -61,7 +81,7 @@ def _run_scenario_cli(scenario_path: str | None, args: argparse.Namespace, demo:
         balancer_cmd=args.balancer_cmd or default_balancer_cmd(),
         toxiproxy_url=args.toxiproxy_url or default_toxiproxy_url(),
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # never reuse a run directory
     root = Path(args.runs_dir) / f"{'demo' if demo else 'replay'}-{scenario.name}-{stamp}"
     cluster = Cluster(root / "cluster", spec)
     try:
@@ -95,14 +115,45 @@ def main(argv: list[str] | None = None) -> int:
 
             return certify_main(args)
         if args.command == "judge":
+            import json
+
             from harness.checkers import judge
             from harness.history import load_run
+            from harness.scenario import Scenario, ScenarioError
 
             path = Path(args.run_dir)
-            if not (path / "run.json").is_file():
+            meta_path = path / "run.json"
+            if not meta_path.is_file():
                 print(f"error: {path} is not a run directory (no run.json)", file=sys.stderr)
                 return 2
-            results = judge(load_run(path))
+            # load_run() tolerates a malformed run.json (it judges an empty one); re-judging a
+            # stored run must not, so it is read here first and any problem is one line, exit 2.
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or ["?"])[0]
+                print(f"error: {meta_path}: not a readable JSON file ({why})", file=sys.stderr)
+                return 2
+            if not isinstance(meta, dict):
+                print(f"error: {meta_path}: expected a JSON object, got {type(meta).__name__}", file=sys.stderr)
+                return 2
+            only: list[str] | None = None
+            scenario_path = path / "scenario.json"
+            if scenario_path.exists():
+                # The runner judged only the scenario's invariants; so must a re-judge.
+                try:
+                    only = list(Scenario.load(scenario_path).invariants)
+                except ScenarioError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+            try:
+                results = judge(load_run(path), only=only)
+            except (OSError, ValueError) as exc:  # an unreadable file, or an unknown invariant
+                why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                print(f"error: {path}: cannot judge: {why}", file=sys.stderr)
+                return 2
+            if only is not None:
+                print(f"judging the {len(only)} invariant(s) listed in {scenario_path}")
             for r in results:
                 print(f"{r.status:<11} {r.invariant}  {r.note}")
                 for v in r.violations[:5]:

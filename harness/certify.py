@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -98,8 +99,10 @@ class Certifier:
         only: list[str] | None = None,
         extra: list[Scenario] | None = None,
         hypothesis_examples: int | None = None,
+        ready_timeout_s: float = 20.0,
         console: Console | None = None,
     ) -> None:
+        self.ready_timeout_s = ready_timeout_s
         self.balancer_cmd = balancer_cmd
         self.profile = profile
         self.report_dir = Path(report_dir)
@@ -110,6 +113,7 @@ class Certifier:
         self.console = console or Console(stderr=False)
         self.entries: list[dict[str, Any]] = []
         self.capabilities: dict[str, bool] = {}
+        self.build_died: str | None = None
 
     def scenarios(self) -> list[Scenario]:
         catalog = named_scenarios()
@@ -137,10 +141,18 @@ class Certifier:
         }
         scenarios = self.scenarios()
         runs_dir = self.report_dir / "runs"
-        spec = ClusterSpec(balancer_cmd=self.balancer_cmd, toxiproxy_url=self.toxiproxy_url)
+        # A report directory is ours to rewrite: runs left from an earlier certify must not be
+        # judged with this one.
+        for old in (runs_dir, self.report_dir / "cluster"):
+            shutil.rmtree(old, ignore_errors=True)
+        spec = ClusterSpec(
+            balancer_cmd=self.balancer_cmd, toxiproxy_url=self.toxiproxy_url, ready_timeout_s=self.ready_timeout_s
+        )
         cluster = Cluster(self.report_dir / "cluster", spec)
+        started_ok = False
         try:
             cluster.start()
+            started_ok = True
             runner = ScenarioRunner(cluster)
             total = len(scenarios) + self.examples
             with Progress(
@@ -160,14 +172,23 @@ class Certifier:
                 if self.examples:
                     self._run_generated(runner, runs_dir, progress.console, lambda: progress.advance(task))
         except BuildFailed as exc:
-            cert["error"] = f"the balancer build did not start or never became ready:\n{exc}"
+            if started_ok:
+                # It started, ran, then died for good: that is the build failing the suite.
+                self.build_died = f"the balancer build died mid-run and could not be restarted:\n{exc}"
+            else:
+                cert["error"] = f"the balancer build did not start or never became ready:\n{exc}"
         except ProcessFailed as exc:
             cert["error"] = f"the harness could not start its own processes:\n{exc}"
+        except Exception as exc:
+            cert["error"] = f"harness error: {type(exc).__name__}: {exc}"
         finally:
             cluster.close()
         cert["build"]["capabilities"] = self.capabilities
         cert["duration_s"] = round(time.time() - started, 1)
-        if cert["error"] is None:
+        if self.build_died:
+            cert["build"]["died"] = self.build_died
+            cert["verdict"] = "rejected"
+        elif cert["error"] is None:
             cert["verdict"] = "certified" if all(e["passed"] for e in self.entries) else "rejected"
         return cert
 
@@ -227,8 +248,13 @@ class Certifier:
         self._generated_passes: list[dict[str, Any]] = []
         try:
             generated()
-        except AssertionError:
-            pass
+        except (BuildFailed, ProcessFailed):
+            raise
+        except Exception as exc:
+            # A failing plan (AssertionError) or Hypothesis' verdict on one that failed only
+            # sometimes (FlakyFailure): either way the build failed a generated plan.
+            if not last_failure:
+                raise RuntimeError(f"generated plans stopped: {type(exc).__name__}: {exc}") from exc
         # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks) is its own.
         if self._generated_passes:
             self.entries.append(_summarise_generated(self._generated_passes))
@@ -276,7 +302,8 @@ def _capabilities(judged: JudgedRun) -> dict[str, bool]:
 def certify_main(args: Any) -> int:
     from harness.report import write_report
 
-    console = Console()
+    # No hard wrapping: paths and commands in messages must stay copyable and greppable.
+    console = Console(soft_wrap=True)
     cmd = args.balancer_cmd or os.environ.get("WSCHAOS_BALANCER_CMD") or "python -m balancer {config}"
     if "{config}" not in cmd:
         console.print(f"certify: --balancer-cmd must contain {{config}} (got {cmd!r})", highlight=False)
@@ -306,6 +333,7 @@ def certify_main(args: Any) -> int:
         only=args.scenario or None,
         extra=extra,
         hypothesis_examples=args.hypothesis_examples,
+        ready_timeout_s=args.ready_timeout,
         console=console,
     )
     console.print(f"certifying [bold]{cmd}[/] (profile {profile.name}) → {report_dir}", highlight=False)
@@ -320,11 +348,15 @@ def certify_main(args: Any) -> int:
     if verdict == "error":
         console.print(f"[red bold]ERROR[/]: {cert['error']}", highlight=False)
         code = EXIT_BUILD
+        if cert["error"].startswith("harness error"):
+            console.print("this is a wschaos problem, not the build's; please report it", highlight=False)
     else:
         caps = cert["build"]["capabilities"]
         blackbox = [k for k, v in caps.items() if not v]
         note = f" (black-box: no {', no '.join(blackbox)})" if blackbox else ""
         color = "green" if verdict == "certified" else "red"
+        if cert["build"].get("died"):
+            console.print(cert["build"]["died"], highlight=False)
         console.print(f"verdict: [{color} bold]{verdict.upper()}[/]{note}", highlight=False)
         code = EXIT_CERTIFIED if verdict == "certified" else EXIT_REJECTED
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)

@@ -10,6 +10,7 @@ One cluster serves many runs: ``reset`` heals every fault and checks the cluster
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import sys
@@ -78,8 +79,12 @@ class ToxiproxyHandle:
         return server
 
     def version(self) -> str:
-        raw = self._api().version()
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        """The server's version; raises OSError when nothing answers (toxiproxy-python's own
+        version() returns None then, which would hide a wrong URL until the first fault)."""
+        data = http_get_json(f"{self.url}/version", timeout=5.0)
+        if not isinstance(data, dict) or "version" not in data:
+            raise OSError(f"{self.url}/version did not answer like Toxiproxy: {data!r}")
+        return str(data["version"])
 
     def create(self, name: str, listen: str, upstream: str) -> Any:
         server = self._api()
@@ -235,8 +240,8 @@ class Cluster:
             self.toxiproxy = ToxiproxyHandle(self.spec.toxiproxy_url)
             try:
                 self.toxiproxy.version()
-            except Exception as exc:
-                raise ProcessFailed(f"toxiproxy at {self.spec.toxiproxy_url} does not answer: {exc}") from exc
+            except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException) as exc:
+                raise ProcessFailed(f"toxiproxy at {self.spec.toxiproxy_url} does not answer: {exc}") from None
             return
         port = allocate_port(HOST)
         self.ports["toxiproxy"] = port
@@ -314,7 +319,8 @@ class Cluster:
         """The build's /status, or None if it has none (a black-box build)."""
         try:
             data = http_get_json(f"{self.admin_url}/status", timeout=timeout)
-        except (OSError, ValueError, urllib.error.URLError):
+        except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException):
+            # Not answering, or answering something that is not HTTP/JSON: no usable /status.
             return None
         return data if isinstance(data, dict) else None
 

@@ -59,9 +59,15 @@ class Nemesis:
         self._record("ok", "heal", active)
 
     def heal_all(self) -> None:
-        # Newest first, so stacked faults unwind in reverse.
+        """Heals every active fault, newest first; one failing heal does not stop the others."""
+        errors: list[str] = []
         for fault_id in reversed(list(self.active)):
-            self.heal(fault_id)
+            try:
+                self.heal(fault_id)
+            except Exception as exc:
+                errors.append(f"{fault_id}: {type(exc).__name__}: {exc}")
+        if errors:
+            raise RuntimeError("could not heal every fault: " + "; ".join(errors))
 
     # -- the vocabulary -----------------------------------------------------------------------
     def _apply(self, fault: Fault, fault_id: str) -> tuple[str, ...]:

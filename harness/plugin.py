@@ -8,8 +8,10 @@ Fixtures: ``toxiproxy``, ``backends``, ``balancer``, ``cluster``, ``clients``, `
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,8 @@ def _safe(name: str) -> str:
 
 
 _run_counter = itertools.count(1)
+# Run directories outlive the session with --chaos-runs-dir: name them per session too.
+_SESSION = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def _runs_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -174,7 +178,7 @@ def chaos_run(
     def run(faults: Scenario | Sequence[Fault | Step] | None = None, **overrides: Any) -> JudgedRun:
         overrides.setdefault("name", _safe(request.node.name))
         scenario = scenario_from(faults, **overrides)
-        run_dir = root / f"{_safe(request.node.name)}-{next(_run_counter)}-{_safe(scenario.name)}"
+        run_dir = root / f"{_SESSION}-{next(_run_counter)}-{_safe(request.node.name)}"
         judged = runner.run(scenario, run_dir)
         request.node.stash.setdefault(_RUNS_KEY, []).append(judged)
         return judged
@@ -204,9 +208,10 @@ class ReplayItem(pytest.Item):
         scenario = Scenario.load(self.scenario_path)
         config = self.config
         root = Path(config.getoption("--chaos-runs-dir") or "runs")
-        cluster = Cluster(root / f"replay-{_safe(scenario.name)}-cluster", _spec(config))
+        base = root / f"replay-{_safe(scenario.name)}-{_SESSION}"
+        cluster = Cluster(base / "cluster", _spec(config))
         with cluster:
-            judged = ScenarioRunner(cluster).run(scenario, root / f"replay-{_safe(scenario.name)}")
+            judged = ScenarioRunner(cluster).run(scenario, base / "run")
         print(judged.summary())
         judged.assert_ok()
 

@@ -7,7 +7,8 @@ whole), logs to files in the run directory, and is reaped on every exit path:
 - an exception or a failing test (fixtures call ``close`` in their finalizers);
 - SIGINT / SIGTERM to pytest or to ``python -m harness`` (``install_signal_handlers`` turns SIGTERM
   into KeyboardInterrupt, so the same finalizers run, and ``atexit`` closes whatever is left);
-- the parent being SIGKILLed: children started from the main thread carry PR_SET_PDEATHSIG.
+- the parent being SIGKILLed: children started from the main thread carry PR_SET_PDEATHSIG
+  (set by util-linux's ``setpriv``, which then execs the command).
 
 Every child carries ``WSCHAOS_OWNER`` in its environment, which is how the orphan test finds
 survivors.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,8 +36,6 @@ from pathlib import Path
 OWNER_ENV = "WSCHAOS_OWNER"
 #: One token per Python process that supervises; children inherit it, survivors are found by it.
 OWNER_TOKEN = os.environ.get(OWNER_ENV) or uuid.uuid4().hex
-
-_PR_SET_PDEATHSIG = 1
 
 
 class ProcessFailed(RuntimeError):
@@ -100,22 +99,18 @@ def expand_command(template: str | Sequence[str], **values: str) -> list[str]:
     return out
 
 
-# Loaded in the parent: the child between fork and exec should do as little as possible.
-try:
-    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:
-    _libc = None
+# util-linux's setpriv sets PR_SET_PDEATHSIG and then execs the real command, so no Python
+# runs between fork and exec (preexec_fn is unsafe while other threads run, and the status
+# monitor is a thread). Debian ships it in util-linux, which is essential.
+SETPRIV = shutil.which("setpriv")
 
 
-def _child_setup(parent_pid: int, pdeathsig: bool) -> Callable[[], None]:
-    def setup() -> None:
-        if pdeathsig and _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-            # The parent may have died between fork and prctl.
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    return setup
+def _with_pdeathsig(argv: list[str]) -> list[str]:
+    # PR_SET_PDEATHSIG fires when the forking *thread* exits, so only use it from the main
+    # thread; other spawns are still reaped by close()/atexit.
+    if SETPRIV is None or threading.current_thread() is not threading.main_thread():
+        return argv
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 class ManagedProcess:
@@ -155,20 +150,20 @@ class ManagedProcess:
         # Children talk only to loopback; a proxy variable must never divert them.
         for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ws_proxy", "wss_proxy"):
             env.pop(var, None)
-        # PR_SET_PDEATHSIG fires when the forking *thread* exits, so only use it from the main
-        # thread; other spawns are still reaped by close()/atexit.
-        pdeathsig = threading.current_thread() is threading.main_thread()
+        program = self.argv[0]
+        if shutil.which(program) is None:
+            why = "not executable" if os.path.exists(program) else "no such program"
+            raise ProcessFailed(f"{self.name}: cannot start {shlex.join(self.argv)}: {program}: {why}")
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             try:
                 self.popen = subprocess.Popen(
-                    self.argv,
+                    _with_pdeathsig(self.argv),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     env=env,
                     cwd=self.cwd,
                     start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid(), pdeathsig),
                 )
             except OSError as exc:
                 raise ProcessFailed(

@@ -150,9 +150,12 @@ class _Monitor(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            status = self.cluster.status(timeout=MONITOR_INTERVAL_S)
-            if status is not None:
-                self.writer.event("status", status=status)
+            try:
+                status = self.cluster.status(timeout=MONITOR_INTERVAL_S)
+                if status is not None:
+                    self.writer.event("status", status=status)
+            except Exception as exc:  # a dead monitor would silently thin the history
+                self.writer.event("monitor_error", error=f"{type(exc).__name__}: {exc}")
             self.stop_event.wait(MONITOR_INTERVAL_S)
 
     def stop(self) -> None:
@@ -182,6 +185,10 @@ class ScenarioRunner:
 
     def run(self, scenario: Scenario, run_dir: Path) -> JudgedRun:
         run_dir = Path(run_dir)
+        if (run_dir / HISTORY_DIR).exists() or (run_dir / "run.json").exists():
+            # Histories are appended and every *.jsonl is read back: a second run here would be
+            # judged together with the first.
+            raise ValueError(f"{run_dir} already holds a run; give each run a directory of its own")
         run_dir.mkdir(parents=True, exist_ok=True)
         scenario.save(run_dir / "scenario.json")
         c = self.cluster
@@ -190,7 +197,8 @@ class ScenarioRunner:
         # Checked reset: every earlier fault healed, the build configured for this scenario.
         c.reconfigure(scenario.limits, scenario.keepalive)
         c.heal_all()
-        c.wait_balancer_sees_backends_healthy(timeout=10.0)
+        if c.status() is not None and not c.wait_balancer_sees_backends_healthy(timeout=10.0):
+            notes.append("the build did not report every backend healthy within 10 s of the reset")
 
         bal_out = c.logs / BALANCER_STDOUT
         bal_err = c.logs / BALANCER_STDERR
@@ -236,7 +244,11 @@ class ScenarioRunner:
                 s.terminate(timeout=20.0)
             phase("clients_stopped")
             monitor.stop()
-            nemesis.heal_all()
+            # Never let a failing heal here hide the error that brought us to this finally.
+            try:
+                nemesis.heal_all()
+            except Exception as exc:
+                notes.append(f"healing after the run failed: {exc}")
 
         final = self._quiesce(scenario, baseline_sockets)
         phase("quiesce_end")

@@ -12,21 +12,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.checkers import NAMES as CHECKER_NAMES
 from harness.faults import Fault, FaultError
 
 SCHEMA_VERSION = 1
 
-INVARIANTS = (
-    "no_concurrent_recv",
-    "reconnect_limits",
-    "cleanup_complete",
-    "single_upstream",
-    "no_crosstalk",
-    "ordered",
-    "clean_failover",
-    "state_continuity",
-    "recovers_after_heal",
-)
+#: Every invariant a scenario may ask for, in the order the checkers judge them.
+INVARIANTS: tuple[str, ...] = tuple(CHECKER_NAMES)
 
 
 class ScenarioError(ValueError):

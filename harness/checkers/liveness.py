@@ -31,6 +31,9 @@ CLEAN_FAILOVER = "clean_failover"
 RECOVERS = "recovers_after_heal"
 DEFAULT_FAILOVER_DEADLINE_S = 10.0
 DEFAULT_RECOVERY_DEADLINE_S = 10.0
+# A client the run gave less than this after the heal (or after joining) is not judged: no build
+# can be expected to fail over and answer in less, and blaming it would blame the scenario.
+MIN_RECOVERY_WINDOW_S = 1.0
 TRY_AGAIN_LATER = 1013
 
 
@@ -204,6 +207,17 @@ def check_clean_failover(run: Run) -> CheckResult:
 
 @guarded(RECOVERS)
 def check_recovers_after_heal(run: Run) -> CheckResult:
+    """Every client alive after heal_end gets an acknowledged move within `recovery_deadline_s` of
+    the heal (or of joining, for a client that joined later).
+
+    The run may end sooner than that: the runner stops clients at `deadline_end`. A client without
+    an ok is then judged against the time it was observed, ``min(recovery_deadline_s,
+    max(deadline_end, its stop) - start)``: not recovering within the whole window the run gave it
+    is a violation, never a free pass. Only a client the run gave less than
+    :data:`MIN_RECOVERY_WINDOW_S` before `deadline_end` is skipped (noted). A client that stopped on
+    its own before `deadline_end` is judged against what the run allowed, not against its own
+    shorter life: giving up without playing again is not recovering.
+    """
     heal_end = phase_time(run, "heal_end")
     if heal_end is None:
         return finish(RECOVERS, [], checked=False, notes=["no phases.heal_end in run.json"])
@@ -212,7 +226,8 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
     violations: list[Violation] = []
     notes: list[str] = []
     judged = 0
-    cut_short: list[str] = []
+    too_short: list[str] = []
+    shortened = 0
 
     for client, recs in client_histories(run).items():
         if not recs:
@@ -223,38 +238,69 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
             continue  # gone before the heal: nothing to recover
         # A client that joined after the heal gets the same deadline from its own start.
         start = max(heal_end, first_t)
+        # An ok counts as long as it came within the recovery deadline, whenever the client was
+        # stopped; the deadline is only shortened for judging a client that never got one.
         due = start + deadline
         acks = [r for r in recs if _is(r, "ok", "move") and start <= (time_of(r) or float("-inf")) <= due]
         if acks:
             judged += 1
             continue
-        ended = stopped_t if stopped_t is not None else time_of(recs[-1])
-        if deadline_end is not None and ended is not None and deadline_end <= ended < due:
-            # The runner stopped this client on schedule before its recovery deadline had passed;
-            # judging it would blame the balancer for the scenario's short deadline phase.
-            cut_short.append(client)
+        # How long the run let this client try: until deadline_end, where the runner stops clients;
+        # without that phase, until the client stopped (or was last seen).
+        life_end = stopped_t if stopped_t is not None else time_of(recs[-1])
+        allowed_end = deadline_end if deadline_end is not None else life_end
+        if allowed_end is None or allowed_end - start < MIN_RECOVERY_WINDOW_S:
+            too_short.append(client)
             continue
+        # A client seen alive past deadline_end was observed for longer than that: say so.
+        observed_end = max(allowed_end, life_end) if life_end is not None else allowed_end
+        effective = min(deadline, observed_end - start)
+        if effective < deadline:
+            shortened += 1
         judged += 1
+        what = "the heal" if start == heal_end else "joining"
+        if effective < deadline:
+            within = (
+                f"did not play again within the {effective:.3g} s the run allowed it after {what} at "
+                f"{fmt_t(start)} (recovery_deadline_s {deadline:g} is longer than the run allowed: "
+                + (f"deadline_end {fmt_t(deadline_end)})" if deadline_end is not None else "no deadline_end)")
+            )
+        else:
+            within = f"got no acknowledged move within {deadline:g} s of {what} at {fmt_t(start)}"
         why = (
             f"stopped at {fmt_t(stopped_t)}"
-            if stopped_t is not None and stopped_t < due
+            if stopped_t is not None and stopped_t < start + effective
             else "no ok move in that window"
         )
         violations.append(
             Violation(
                 RECOVERS,
-                f"client {client} got no acknowledged move within {deadline:g} s of "
-                f"{'the heal' if start == heal_end else 'joining'} at {fmt_t(start)} ({why})",
+                f"client {client} {within} ({why})",
                 evidence(
                     [
-                        {"client": client, "heal_end": heal_end, "window_start": start, "due": due},
+                        {
+                            "client": client,
+                            "heal_end": heal_end,
+                            "window_start": start,
+                            "recovery_deadline_s": deadline,
+                            "effective_deadline_s": effective,
+                            "deadline_end": deadline_end,
+                        },
                         *[r for r in recs if start <= (time_of(r) or 0.0) <= due][-5:],
                     ]
                 ),
             )
         )
 
-    if cut_short:
-        notes.append("not judged, run ended before their recovery deadline: " + ", ".join(cut_short))
+    if too_short:
+        notes.append(
+            f"not judged, the run gave them less than {MIN_RECOVERY_WINDOW_S:g} s after the heal "
+            "(or joining) before deadline_end: " + ", ".join(too_short)
+        )
     notes.append(f"recovery deadline {deadline:g} s after heal_end {fmt_t(heal_end)}")
+    if shortened:
+        notes.append(
+            f"{shortened} client(s) without an ok judged against min(recovery_deadline_s, the time the run "
+            "allowed them): the run ended before their deadline"
+        )
     return finish(RECOVERS, violations, checked=judged > 0, notes=notes)

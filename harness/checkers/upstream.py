@@ -1,27 +1,39 @@
 """`single_upstream`: a client connection is attached to one backend at a time, and no move is
-delivered to the backends more often than the client sent it.
+delivered to the backends more often than the client sent it (plus the one re-send the contract
+allows at a failover).
 
 Attachment is judged from the backends' journals: each `welcome` a client connection received
 names a backend connection; those connections' open..close intervals must not overlap by more than
 ``meta.expect.upstream_overlap_tolerance_s`` (default 0.25 s: one close handshake on loopback).
 
-A journal only tells the truth about a connection while its backend and the link to it are
-healthy, so an interval also ends:
-- at the backend's next `start` or `stop` record (the process ended; it could not journal a close);
-- at the moment a nemesis fault aimed at that backend (process or link, any kind) was applied or
-  was already active: a killed, paused or partitioned backend keeps a dead connection "open" in its
-  journal long after the balancer legitimately moved on, and a slowed link delays the close.
-So overlaps are only judged while nothing was being done to the old backend; that can miss a double
-attachment during a fault, never invent one.
+An interval ends at the connection's `close` record, or at the backend's next `start` or `stop`
+record (the process ended; it could not journal a close), or else at the end of the run.
 
-Delivery is judged by counting: for each (client, seq), `recv` records of kind move across all
-journals must not exceed the client's `invoke` records for that seq (every send and re-send is an
-invoke, so one delivery per send is the most an exactly-once relay may produce).
+A journal only tells the truth about a connection while its backend and the link to it are
+healthy: a killed, paused or partitioned backend keeps a dead connection "open" in its journal
+while the balancer legitimately moves on, and a slowed link delays the close. So the fault windows
+of the two backends involved (from the apply of a nemesis fault whose target is that backend to the
+completion of its heal; never healed: to the end of the run) are *excused gaps*: overlap inside
+them is not counted. Overlap after the heal is: by then the old backend can journal the close, so a
+connection it still shows open (no `close`, no later `start`/`stop`) while the same client
+connection is attached elsewhere is a double attachment. The tolerance applies to each stretch of
+counted overlap, i.e. from the new welcome's open, or from a heal, the old connection has
+`tolerance` seconds to be seen closed.
+
+Delivery is judged by counting, per (client, seq), the backends' `recv` records of kind move. The
+most the contract ("Delivery semantics across a failover") allows is one delivery per send (each
+send or re-send is an `invoke`) plus one per server transition at which that move was in flight: a
+transition is a welcome from a different backend connection within the same client connection, and
+the move was in flight if it was invoked on that client connection before the welcome and not
+acknowledged (`ok`) by then. That move may have reached the old backend and be re-sent once by the
+relay on the new one. A move sent after the transition and delivered to two backends is the
+two-upstreams defect and fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.history import Record, Run
@@ -45,6 +57,9 @@ from .journal import UpstreamConn, index_upstreams
 
 NAME = "single_upstream"
 DEFAULT_OVERLAP_TOLERANCE_S = 0.25
+DELIVERY_RULE = "deliveries <= sends + 1 per server transition with the move in flight"
+
+Window = tuple[float, float]
 
 
 def _fault_targets(fault: Mapping[str, Any]) -> set[str]:
@@ -56,10 +71,14 @@ def _fault_targets(fault: Mapping[str, Any]) -> set[str]:
     return set()
 
 
-def fault_windows(run: Run) -> dict[str, list[tuple[float, float]]]:
-    """Per target, the (applied, healed) intervals of nemesis faults; unhealed ones never end."""
+def fault_windows(run: Run) -> dict[str, list[Window]]:
+    """Per target, the (applied, healed) intervals of nemesis faults; unhealed ones never end.
+
+    A `restart` has no heal (it is over once applied), so its window ends at its last apply
+    record, written once the process is back."""
     applied: dict[str, tuple[float, set[str]]] = {}
     healed: dict[str, float] = {}
+    restarted: dict[str, float] = {}
     anonymous = 0
     for rec in records(run.nemesis()):
         t = time_of(rec)
@@ -72,32 +91,87 @@ def fault_windows(run: Run) -> dict[str, list[tuple[float, float]]]:
             fault_id = f"anonymous-{anonymous}"
         key = str(fault_id)
         if rec.get("f") == "apply":
-            targets = _fault_targets(mapping(rec.get("fault")))
+            fault = mapping(rec.get("fault"))
+            targets = _fault_targets(fault)
             if key not in applied or t < applied[key][0]:
                 applied[key] = (t, targets | (applied[key][1] if key in applied else set()))
+            else:
+                applied[key][1].update(targets)
+            if fault.get("kind") == "restart" and rec.get("type") in ("ok", "info", "fail"):
+                restarted[key] = max(t, restarted.get(key, t))
         elif rec.get("f") == "heal" and rec.get("type") in ("ok", "info", "fail"):
             # The fault is gone once the heal completed, not when it was requested.
             healed[key] = max(t, healed.get(key, t))
-    windows: dict[str, list[tuple[float, float]]] = {}
+    windows: dict[str, list[Window]] = {}
     for key, (start, targets) in applied.items():
-        end = healed.get(key, float("inf"))
+        end = healed.get(key, restarted.get(key, float("inf")))
         for target in targets:
-            windows.setdefault(target, []).append((start, end))
+            windows.setdefault(target, []).append((start, max(start, end)))
     return windows
 
 
-def _effective_end(uc: UpstreamConn, faults: dict[str, list[tuple[float, float]]], run_end: float) -> float:
-    end = uc.end()
-    end_t = end if end is not None else run_end
-    target_names = {uc.journal}
+def _backend_names(uc: UpstreamConn) -> set[str]:
+    names = {uc.journal}
     server = uc.open_record.get("server")
     if isinstance(server, str):
-        target_names.add(server)
-    for name in target_names:
-        for applied, healed in faults.get(name, []):
-            if applied < end_t and healed > uc.opened:
-                end_t = min(end_t, max(uc.opened, applied))
-    return end_t
+        names.add(server)
+    return names
+
+
+def _merged(windows: Iterable[Window]) -> list[Window]:
+    out: list[Window] = []
+    for lo, hi in sorted(windows):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _counted_stretches(lo: float, hi: float, excused: list[Window]) -> list[Window]:
+    """The parts of [lo, hi] outside the (merged, sorted) excused windows."""
+    stretches: list[Window] = []
+    cursor = lo
+    for w_lo, w_hi in excused:
+        if w_hi <= cursor:
+            continue
+        if w_lo >= hi:
+            break
+        if w_lo > cursor:
+            stretches.append((cursor, w_lo))
+        cursor = max(cursor, w_hi)
+        if cursor >= hi:
+            break
+    if cursor < hi:
+        stretches.append((cursor, hi))
+    return stretches
+
+
+@dataclass
+class _Overlap:
+    lo: float
+    hi: float
+    excused: list[Window] = field(default_factory=list)
+    stretches: list[Window] = field(default_factory=list)
+
+    @property
+    def longest(self) -> Window:
+        return max(self.stretches, key=lambda s: s[1] - s[0])
+
+    @property
+    def excused_s(self) -> float:
+        return (self.hi - self.lo) - sum(hi - lo for lo, hi in self.stretches)
+
+
+def _overlap(a: UpstreamConn, b: UpstreamConn, faults: dict[str, list[Window]], end_of_run: float) -> _Overlap | None:
+    end_a, end_b = a.end(), b.end()
+    lo = max(a.opened, b.opened)
+    hi = min(end_of_run if end_a is None else end_a, end_of_run if end_b is None else end_b)
+    if hi <= lo:
+        return None
+    names = _backend_names(a) | _backend_names(b)
+    excused = _merged(w for name in names for w in faults.get(name, []) if w[0] < hi and w[1] > lo)
+    return _Overlap(lo, hi, excused, _counted_stretches(lo, hi, excused))
 
 
 def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance: float) -> int:
@@ -107,6 +181,7 @@ def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance
     end_of_run = run_end if run_end is not None else float("inf")
     judged_conns = 0
     unmatched = 0
+    excused_pairs = 0
     for client, recs in client_histories(run).items():
         by_conn: dict[str, list[tuple[Record, UpstreamConn]]] = {}
         for rec in recs:
@@ -122,18 +197,30 @@ def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance
         for conn, attached in by_conn.items():
             judged_conns += 1
             for i, (welcome_a, a) in enumerate(attached):
-                end_a = _effective_end(a, faults, end_of_run)
                 for welcome_b, b in attached[i + 1 :]:
-                    end_b = _effective_end(b, faults, end_of_run)
-                    overlap = min(end_a, end_b) - max(a.opened, b.opened)
-                    if overlap <= tolerance:
+                    ov = _overlap(a, b, faults, end_of_run)
+                    if ov is None or ov.hi - ov.lo <= tolerance:
                         continue
+                    if not ov.stretches or ov.longest[1] - ov.longest[0] <= tolerance:
+                        if ov.excused:
+                            excused_pairs += 1
+                        continue
+                    start, stop = ov.longest
+                    counted = sum(hi - lo for lo, hi in ov.stretches)
+                    healed_at = next((w_hi for _, w_hi in ov.excused if w_hi == start), None)
                     violations.append(
                         Violation(
                             NAME,
                             f"client {client} conn {conn} was attached to {a.journal} "
-                            f"({a.conn}) and {b.journal} ({b.conn}) at once for {overlap:.3f} s, "
-                            f"from {fmt_t(max(a.opened, b.opened))}",
+                            f"({a.conn}) and {b.journal} ({b.conn}) at once for {stop - start:.3f} s, "
+                            f"from {fmt_t(start)}"
+                            + (" (when a fault on the backends had been healed)" if healed_at is not None else "")
+                            + (
+                                f"; {counted:.3f} s counted in all, {ov.excused_s:.3f} s inside fault "
+                                "windows not counted"
+                                if ov.excused
+                                else ""
+                            ),
                             evidence(
                                 [
                                     welcome_a,
@@ -143,27 +230,76 @@ def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance
                                         "conn": a.conn,
                                         "closed": a.closed,
                                         "process_ended": a.process_ended,
-                                        "judged_end": end_a,
+                                        "judged_end": a.end() or end_of_run,
                                     },
                                     welcome_b,
                                     b.open_record,
+                                    {
+                                        "overlap": [ov.lo, ov.hi],
+                                        "excused_fault_windows": [list(w) for w in ov.excused],
+                                        "counted": [list(s) for s in ov.stretches],
+                                        "tolerance_s": tolerance,
+                                    },
                                 ]
                             ),
                         )
                     )
     if unmatched:
         notes.append(f"{unmatched} welcome(s) name no backend connection found in the journals")
+    if excused_pairs:
+        notes.append(f"{excused_pairs} overlap(s) excused: inside fault windows on the backends")
     return judged_conns
 
 
-def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str]) -> int:
-    sent: dict[tuple[str, int], int] = {}
+@dataclass
+class _Allowance:
+    """Per (client, seq): how often the client sent it, and the transitions it was in flight at."""
+
+    sent: int = 0
+    transitions: list[Record] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> int:
+        return self.sent + len(self.transitions)
+
+
+def _allowances(run: Run) -> tuple[dict[tuple[str, int], _Allowance], int]:
+    out: dict[tuple[str, int], _Allowance] = {}
+    transitions = 0
     for client, recs in client_histories(run).items():
+        acked: set[int] = set()
+        in_flight: dict[str, set[int]] = {}  # client conn -> seqs invoked on it, not yet acked
+        attached_to: dict[str, tuple[Any, Any]] = {}  # client conn -> (server, server_conn)
         for rec in recs:
-            if rec.get("type") == "invoke" and rec.get("f") == "move":
+            kind = (rec.get("type"), rec.get("f"))
+            conn = str(rec.get("conn"))
+            if kind == ("invoke", "move"):
+                seq = integer(rec.get("seq"))
+                if seq is None:
+                    continue
+                out.setdefault((client, seq), _Allowance()).sent += 1
+                if seq not in acked:
+                    in_flight.setdefault(conn, set()).add(seq)
+            elif kind == ("ok", "move"):
                 seq = integer(rec.get("seq"))
                 if seq is not None:
-                    sent[(client, seq)] = sent.get((client, seq), 0) + 1
+                    acked.add(seq)
+                    for pending in in_flight.values():
+                        pending.discard(seq)
+            elif kind == ("event", "welcome"):
+                upstream = (rec.get("server"), rec.get("server_conn"))
+                previous = attached_to.get(conn)
+                attached_to[conn] = upstream
+                if previous is None or previous == upstream:
+                    continue
+                transitions += 1
+                for seq in sorted(in_flight.get(conn, ())):
+                    out.setdefault((client, seq), _Allowance()).transitions.append(rec)
+    return out, transitions
+
+
+def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str]) -> int:
+    allowances, transitions = _allowances(run)
 
     delivered: dict[tuple[str, int], list[Record]] = {}
     unattributed = 0
@@ -177,17 +313,33 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
                 continue
             delivered.setdefault((addressee, seq), []).append({"journal": name, **rec})
 
+    resent_in_flight = 0
     for (client, seq), recvs in sorted(delivered.items()):
-        invoked = sent.get((client, seq), 0)
-        if len(recvs) > invoked:
-            violations.append(
-                Violation(
-                    NAME,
-                    f"client {client} move {seq} was delivered to backends {len(recvs)} times "
-                    f"but sent {invoked} time(s)",
-                    evidence(recvs),
-                )
+        allowance = allowances.get((client, seq), _Allowance())
+        if len(recvs) <= allowance.allowed:
+            resent_in_flight += len(recvs) > allowance.sent
+            continue
+        if allowance.transitions:
+            at = ", ".join(fmt_t(time_of(w)) for w in allowance.transitions)
+            rule = (
+                f"; it was in flight at {len(allowance.transitions)} server transition(s) (welcome at {at}), "
+                f"so at most {allowance.allowed} deliveries are allowed"
             )
+        else:
+            rule = "; it was not in flight at any server transition, so no failover re-send is allowed"
+        violations.append(
+            Violation(
+                NAME,
+                f"client {client} move {seq} was delivered to backends {len(recvs)} times "
+                f"but sent {allowance.sent} time(s){rule} (rule: {DELIVERY_RULE})",
+                evidence([*recvs, *allowance.transitions]),
+            )
+        )
+    if delivered:
+        notes.append(
+            f"delivery rule: {DELIVERY_RULE} ({transitions} transition(s) seen; {resent_in_flight} "
+            "in-flight move(s) delivered more often than sent, within that allowance)"
+        )
     if unattributed:
         notes.append(f"{unattributed} journal move recv(s) without client or seq not counted")
     return len(delivered)

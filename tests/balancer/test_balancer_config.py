@@ -125,6 +125,11 @@ def test_flags_alone() -> None:
         ({"ping_timeout_s": -1}, "ping_timeout_s"),
         ({"max_size": 0}, "max_size"),
         ({"max_connections": -5}, "max_connections"),
+        ({"open_timeout_s": 0}, "open_timeout_s: must be positive"),
+        ({"ping_interval_s": 10**400}, "ping_interval_s: too large"),
+        ({"failover": {"window_s": 10**400}}, "failover.window_s: too large"),
+        ({"close_timeout_s": -(10**400)}, "close_timeout_s: must not be negative"),
+        ({"max_size": -(10**400)}, "max_size: must not be negative"),
     ],
 )
 def test_invalid_fields_name_the_field(change: dict[str, Any], needle: str) -> None:
@@ -134,6 +139,16 @@ def test_invalid_fields_name_the_field(change: dict[str, Any], needle: str) -> N
         from_dict(raw)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_send_deadline_is_always_finite() -> None:
+    """Keepalive bounds a stalled send; without keepalive, close_timeout_s does."""
+    base = {**EXAMPLE, "close_timeout_s": 0.3}
+    assert from_dict(base).send_deadline_s == 2.0
+    for off in ({"ping_interval_s": 0}, {"ping_timeout_s": 0}):
+        assert from_dict({**base, **off}).send_deadline_s == 3.0
+    no_keepalive_no_close_wait = {**base, "ping_interval_s": 0, "close_timeout_s": 0}
+    assert from_dict(no_keepalive_no_close_wait).send_deadline_s == 1.0, "a floor, not 0"
 
 
 def run_balancer(args: list[str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
@@ -176,6 +191,32 @@ def test_bad_config_one_line_exit_2(tmp_path: Path, case: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(text)
     assert_one_line_exit_2(run_balancer([str(path)]), needle)
+
+
+@pytest.mark.parametrize("where", ["ping_interval_s", "failover.window_s"])
+def test_huge_integer_one_line_exit_2(tmp_path: Path, where: str) -> None:
+    """A 400-digit JSON integer overflows float(); it must be a config error, not a traceback."""
+    huge = "1" + "0" * 400
+    raw = {**EXAMPLE, "failover": dict(EXAMPLE["failover"])}
+    if where == "ping_interval_s":
+        raw["ping_interval_s"] = "HUGE"
+    else:
+        raw["failover"]["window_s"] = "HUGE"
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(raw).replace('"HUGE"', huge))
+    assert_one_line_exit_2(run_balancer([str(path)]), f"{where}: too large")
+
+
+def test_integer_too_long_to_parse_one_line_exit_2(tmp_path: Path) -> None:
+    # Past sys.get_int_max_str_digits() json.loads raises a plain ValueError.
+    path = tmp_path / "huger.json"
+    path.write_text(json.dumps({**EXAMPLE, "max_size": "HUGE"}).replace('"HUGE"', "9" * 5000))
+    assert_one_line_exit_2(run_balancer([str(path)]), "not usable JSON")
+
+
+def test_zero_open_timeout_flag_one_line_exit_2() -> None:
+    args = ["--listen", "127.0.0.1:1", "--backend", "a=ws://127.0.0.1:2", "--open-timeout-s", "0"]
+    assert_one_line_exit_2(run_balancer(args), "open_timeout_s")
 
 
 def test_missing_file_and_bad_flags(tmp_path: Path) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from balancer_support import FAST, client, recv_json, wait_closed_code, wait_for, ws_url
+import pytest
+from balancer_support import FAST, client, free_port, recv_json, spawn, wait_closed_code, wait_for, ws_url
 from websockets.asyncio.client import ClientConnection, connect
 
 
@@ -141,3 +147,99 @@ async def test_sigint_with_no_clients_exits_0(balancer_factory: Any, echo_backen
     bal.proc.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(bal.proc.wait, 10) == 0
     assert "Traceback" not in bal.stderr()
+
+
+async def test_stalled_upstream_without_keepalive_still_fails_over(balancer_factory: Any, backend_procs: Any) -> None:
+    """With pings disabled nothing else notices a peer that stopped reading; the
+    send deadline (10 x close_timeout_s) must, or the session hangs forever."""
+    primary = await backend_procs("primary")
+    secondary = await backend_procs("secondary")
+    bal = await balancer_factory(
+        [("primary", primary.url), ("secondary", secondary.url)],
+        ping_interval_s=0,
+        ping_timeout_s=0,
+        max_size=32 * 2**20,
+    )
+    payload = os.urandom(8 * 2**20)  # more than loopback buffers absorb for a stopped reader
+    async with client(bal.url, max_size=None, compression=None) as ws:
+        await ws.send(b"small")
+        assert await ws.recv() == b"primary|small"
+        os.kill(primary.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        await ws.send(payload)
+        async with asyncio.timeout(10 * FAST["close_timeout_s"] + 5):
+            reply = await ws.recv()
+        elapsed = time.monotonic() - t0
+        assert reply == b"secondary|" + payload
+    assert elapsed >= 10 * FAST["close_timeout_s"] - 0.5, f"aborted after only {elapsed:.2f}s"
+    await bal.wait_empty()
+    stalls = [e for e in bal.events() if e["event"] == "send_stalled"]
+    assert [(e["leg"], e["backend"]) for e in stalls] == [("upstream", "primary")]
+
+
+async def test_sigterm_with_a_session_stuck_past_the_deadline_reports_no_sessions(
+    balancer_factory: Any, backend_procs: Any
+) -> None:
+    """A relay blocked sending to a stopped upstream ignores the 1001 close, so
+    shutdown must cancel it; its cleanup (closing that upstream takes the full
+    close_timeout_s + 0.5 s) must still finish before the final report."""
+    primary = await backend_procs("primary")
+    # Long keepalive: the send deadline (10 s) must not end the session first.
+    bal = await balancer_factory(
+        [("primary", primary.url)], ping_interval_s=5.0, ping_timeout_s=5.0, max_size=32 * 2**20
+    )
+    async with client(bal.url, max_size=None, compression=None) as ws:
+        await ws.send(b"small")
+        assert await ws.recv() == b"primary|small"
+        os.kill(primary.proc.pid, signal.SIGSTOP)
+        await ws.send(os.urandom(8 * 2**20))
+        await asyncio.sleep(0.5)  # let the relay block in its send to the upstream
+        t0 = time.monotonic()
+        bal.proc.send_signal(signal.SIGTERM)
+        assert await wait_closed_code(ws) == 1001
+        rc = await asyncio.to_thread(bal.proc.wait, 10)
+        elapsed = time.monotonic() - t0
+    assert rc == 0
+    ct = FAST["close_timeout_s"]
+    # docs/contract.md section 8: at most 2 x close_timeout_s + 2.5 s, plus interpreter exit.
+    assert elapsed < 2 * ct + 2.5 + 1.0, f"took {elapsed:.2f}s"
+    events = bal.events()
+    assert events[-1]["event"] == "balancer_stopped"
+    assert events[-1]["sessions"] == 0, "a cancelled session was still cleaning up"
+    assert [e["event"] for e in events].count("session_close") == 1
+    assert "Traceback" not in bal.stderr()
+
+
+def _sigterm_when_ready(tmp_path: Path, n: int) -> tuple[int, str]:
+    listen = free_port()
+    cfg = {"listen": f"127.0.0.1:{listen}", "backends": [{"name": "a", "url": f"ws://127.0.0.1:{free_port()}"}]}
+    path = tmp_path / f"race{n}.json"
+    path.write_text(json.dumps(cfg))
+    err = tmp_path / f"race{n}.stderr"
+    with err.open("wb") as e:
+        proc = spawn([sys.executable, "-m", "balancer", str(path)], subprocess.DEVNULL, e)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # a tight poll, so the signal lands as close to listen() as a harness's would
+            assert proc.poll() is None, f"exited early with {proc.returncode}: {err.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", listen), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "never became ready"
+                time.sleep(0.0005)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=10), err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_sigterm_the_moment_listen_accepts_exits_0(tmp_path: Path, n: int) -> None:
+    """Ready means "listen accepts TCP"; a SIGTERM at that instant must already
+    find the handlers installed (it used to kill the process with -15)."""
+    rc, stderr = _sigterm_when_ready(tmp_path, n)
+    assert rc == 0, stderr
+    assert "Traceback" not in stderr

@@ -1,5 +1,6 @@
-"""Exit paths that need a hand inside the balancer: an exception in a session
-and a second concurrent reader (which must be counted, and cleaned up)."""
+"""Exit paths that need a hand inside the balancer: an exception in a session,
+a second concurrent reader (which must be counted, and cleaned up), and a
+failure between opening an upstream and attaching the session to it."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from balancer_support import FAST, client, recv_json, wait_closed_code, wait_for, ws_url
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 
 from balancer.admin import status_snapshot
 from balancer.config import from_dict
 from balancer.events import EventLog
+from balancer.pool import Pool
 from balancer.server import Balancer
-from balancer.session import Session
+from balancer.session import Context, Session
+from balancer.state import SessionTable
 
 
 @pytest.fixture
@@ -95,3 +101,61 @@ async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
     for t in rogues:
         t.cancel()
     await asyncio.gather(*rogues, return_exceptions=True)
+
+
+async def test_attach_failure_after_connect_closes_the_new_upstream(
+    inproc: tuple[Balancer, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream is open before the session is attached to it; a failure in
+    between must not leave it open on the backend."""
+    bal, _ = inproc
+    opened: list[Any] = []
+    connect, attach = Pool.connect, SessionTable.attach
+
+    async def recording_connect(self: Pool, name: str, path: str) -> Any:
+        opened.append(await connect(self, name, path))
+        return opened[-1]
+
+    def attach_fails_once(self: SessionTable, session: str, backend: str) -> None:
+        if len(opened) == 1:
+            raise RuntimeError("injected attach failure")
+        attach(self, session, backend)
+
+    monkeypatch.setattr(Pool, "connect", recording_connect)
+    monkeypatch.setattr(SessionTable, "attach", attach_fails_once)
+    async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
+        assert await wait_closed_code(ws) == 1011
+    await wait_for(lambda: empty(bal), what="tables empty")
+    assert len(opened) == 1
+    await wait_for(lambda: opened[0].state is State.CLOSED, what="the unattached upstream to close")
+
+
+@pytest.mark.parametrize(
+    ("step", "exc"),
+    [("attach", RuntimeError("attach failed")), ("acquire", asyncio.CancelledError())],
+    ids=["attach-error", "acquire-cancelled"],
+)
+async def test_open_upstream_closes_it_on_any_exception(
+    echo_backends: Any, monkeypatch: pytest.MonkeyPatch, step: str, exc: BaseException
+) -> None:
+    backend = await echo_backends("primary")
+    cfg = from_dict({**FAST, "listen": "127.0.0.1:0", "backends": [{"name": "primary", "url": ws_url(backend)}]})
+    events = EventLog(stream=io.StringIO())
+    ctx = Context(config=cfg, pool=Pool(cfg, events), table=SessionTable(), events=events)
+    # _open_upstream only looks at the client's request and state.
+    session = Session("s1", cast(ServerConnection, SimpleNamespace(request=None, state=State.OPEN)), ctx)
+    ctx.table.register("s1", "/")
+
+    def fail(*args: Any) -> None:
+        raise exc
+
+    if step == "attach":
+        monkeypatch.setattr(ctx.table, "attach", fail)
+    else:
+        monkeypatch.setattr(ctx.pool, "acquire", fail)
+    with pytest.raises(type(exc)):
+        await session._open_upstream(frozenset())
+    await wait_for(lambda: len(backend.connections) == 0, what="the orphaned upstream to close")
+    assert ctx.table.get("s1").upstream is None, "a partial attach is undone"
+    assert ctx.pool.backends["primary"].connection_count == 0
+    assert session.backend is None

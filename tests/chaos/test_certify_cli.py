@@ -36,9 +36,12 @@ def test_a_build_that_exits_at_once_is_exit_2_with_its_output(tmp_path: Path) ->
 def test_a_build_that_never_listens_is_exit_2(tmp_path: Path) -> None:
     script = tmp_path / "silent.py"
     script.write_text("import time\ntime.sleep(600)\n")
-    proc = certify("--balancer-cmd", f"python {script} {{config}}", "--report", str(tmp_path / "r"), timeout=120)
+    proc = certify(
+        "--balancer-cmd", f"python {script} {{config}}", "--ready-timeout", "3", "--report", str(tmp_path / "r"),
+        timeout=120,
+    )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "not ready" in proc.stdout
+    assert "did not accept within 3.0s" in proc.stdout
 
 
 def test_a_missing_program_is_exit_2(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -37,13 +38,15 @@ def broken_cluster(tmp_path: Path) -> Iterator[Cluster]:
 def test_failing_generated_example_replays_and_fails_the_same_way(broken_cluster: Cluster, tmp_path: Path) -> None:
     runner = ScenarioRunner(broken_cluster)
     messages: list[str] = []
+    attempts = itertools.count(1)
 
     # Kill-only plans always force a failover, which is where the second reader races.
     @settings(max_examples=1, phases=[Phase.generate], deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(fault_plans(kinds=["kill"]))
     def generated(plan: Scenario) -> None:
-        judged = runner.run(plan, tmp_path / "runs" / plan.name)
+        # Hypothesis runs a failing example again at the end: each attempt gets its own directory.
+        judged = runner.run(plan, tmp_path / "runs" / f"{plan.name}-{next(attempts)}")
         if not judged.passed:
             messages.append(judged.summary())
             raise AssertionError(judged.summary())

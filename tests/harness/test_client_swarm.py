@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+from game_support import Proc, start_backend
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -35,85 +31,9 @@ DEADLINE = 10.0
 # -- processes -------------------------------------------------------------------------------
 
 
-class Proc:
-    """A child process whose output lines are collected by threads, so waits can have deadlines."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.popen = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._cond = threading.Condition()
-        self._threads = [
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
-            for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _pump(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            with self._cond:
-                sink.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_line(self, pattern: str, within: float = DEADLINE) -> re.Match[str]:
-        rx = re.compile(pattern)
-        found: list[re.Match[str]] = []
-
-        def seen() -> bool:
-            found.extend(m for line in self.out if (m := rx.search(line)))
-            return bool(found) or self.popen.poll() is not None
-
-        with self._cond:
-            self._cond.wait_for(seen, within)
-        if not found:
-            raise AssertionError(
-                f"no line matching {pattern!r} within {within}s; "
-                f"rc={self.popen.poll()} out={self.out[-5:]} err={self.err[-5:]}"
-            )
-        return found[0]
-
-    def signal(self, sig: signal.Signals) -> None:
-        os.kill(self.popen.pid, sig)
-
-    async def await_exit(self, within: float) -> int:
-        return await asyncio.to_thread(self.popen.wait, within)
-
-    def cleanup(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-        for t in self._threads:
-            t.join(5)
-        for stream in (self.popen.stdout, self.popen.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(*args: str) -> Proc:
-        proc = Proc([sys.executable, *args])
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.cleanup()
-
-
-def start_backend(spawn: Callable[..., Proc], name: str, journal: Path) -> tuple[Proc, str]:
-    proc = spawn("-m", "harness.backend", "--port", "0", "--instance-name", name, "--journal", str(journal))
-    m = proc.wait_line(rf"^backend {name} listening on (127\.0\.0\.1:\d+)$")
-    return proc, f"ws://{m.group(1)}"
+def start_backend_url(spawn: Callable[..., Proc], name: str, journal: Path) -> tuple[Proc, str]:
+    proc, port = start_backend(spawn, name, journal)
+    return proc, f"ws://127.0.0.1:{port}"
 
 
 # -- waiting and judging ---------------------------------------------------------------------
@@ -174,7 +94,7 @@ async def playing(client: GameClient) -> AsyncIterator[None]:
 
 
 async def test_client_plays_and_stops_cleanly(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    _, url = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
     hist = tmp_path / "h.jsonl"
     with HistoryWriter(hist, "test") as writer:
         client = GameClient(url, "c001", recorder=writer, rate=200, max_moves=30)
@@ -198,7 +118,7 @@ async def test_client_plays_and_stops_cleanly(spawn: Callable[..., Proc], tmp_pa
 async def test_dup_ack_counts_as_the_ack(spawn: Callable[..., Proc], tmp_path: Path) -> None:
     # The server already applied seqs 1..5 for this id (a first life of the client); a fresh
     # client's moves 1..5 come back as dup, and each is that seq's acknowledgement.
-    _, url = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
     for _ in range(2):
         hist = tmp_path / "h.jsonl"
         hist.unlink(missing_ok=True)
@@ -212,8 +132,8 @@ async def test_dup_ack_counts_as_the_ack(spawn: Callable[..., Proc], tmp_path: P
 
 
 async def test_client_reconnects_to_another_backend_and_resumes(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    primary, url_a = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
-    _, url_b = start_backend(spawn, "secondary", tmp_path / "secondary.jsonl")
+    primary, url_a = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url_b = start_backend_url(spawn, "secondary", tmp_path / "secondary.jsonl")
     target = {"url": url_a}
     hist = tmp_path / "h.jsonl"
     with HistoryWriter(hist, "test") as writer:
@@ -300,8 +220,8 @@ def relay(bases: list[str]) -> Callable[[ServerConnection], Any]:
 
 
 async def test_server_transition_inside_one_connection(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    primary, url_a = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
-    _, url_b = start_backend(spawn, "secondary", tmp_path / "secondary.jsonl")
+    primary, url_a = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url_b = start_backend_url(spawn, "secondary", tmp_path / "secondary.jsonl")
     hist = tmp_path / "h.jsonl"
     async with serve(relay([url_a, url_b]), "127.0.0.1", 0, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
@@ -367,7 +287,7 @@ def test_play_url() -> None:
 
 
 async def test_client_cli_plays_n_moves(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    _, url = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
     hist = tmp_path / "cli.jsonl"
     proc = spawn(
         "-m",
@@ -394,7 +314,7 @@ async def test_client_cli_plays_n_moves(spawn: Callable[..., Proc], tmp_path: Pa
 
 async def test_swarm_of_200_ready_then_sigterm_stops_every_client(spawn: Callable[..., Proc], tmp_path: Path) -> None:
     journal = tmp_path / "primary.jsonl"
-    _, url = start_backend(spawn, "primary", journal)
+    _, url = start_backend_url(spawn, "primary", journal)
     hist_dir = tmp_path / "history"
     n = 200
     swarm = spawn(
@@ -471,7 +391,7 @@ async def test_swarm_not_ready_exits_3(spawn: Callable[..., Proc], tmp_path: Pat
 
 
 async def test_swarm_duration_ends_the_run(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    _, url = start_backend(spawn, "primary", tmp_path / "primary.jsonl")
+    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
     swarm = spawn("-m", "harness.swarm", "--url", url, "--clients", "2", "--prefix", "d", "--duration", "0.3")
     assert await swarm.await_exit(DEADLINE) == 0
     swarm.cleanup()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 from harness.checkers.game_state import expected_state
@@ -236,3 +237,21 @@ def empty_status(**overrides: Any) -> dict[str, Any]:
     }
     status.update(overrides)
     return status
+
+
+def write_run_dir(root: Path, rb: RunBuilder, torn: bool = True) -> None:
+    """Lays a builder's run out as the runner does: one history file per writer process."""
+    (root / "run.json").write_text(json.dumps(rb.meta))
+    by_process: dict[str, list[dict[str, Any]]] = {}
+    for rec in rb.history:
+        by_process.setdefault(rec["process"], []).append(rec)
+    for directory, files in (("history", by_process), ("journals", rb.journals)):
+        (root / directory).mkdir()
+        for name, recs in files.items():
+            text = "".join(json.dumps(r) + "\n" for r in recs)
+            if torn:
+                text += '{"t": 1009.0, "process": "' + name + '", "type": "ev'  # SIGKILLed mid-write
+            (root / directory / f"{name}.jsonl").write_text(text)
+    (root / "logs").mkdir()
+    (root / "logs" / "balancer.stdout").write_text("\n".join(["balancer starting", *rb.stdout_lines]) + "\n")
+    (root / "logs" / "balancer.stderr").write_text(rb.stderr)

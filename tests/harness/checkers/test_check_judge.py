@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker_runs import RunBuilder
+from checker_runs import RunBuilder, write_run_dir
 
 from harness.checkers import ALL, NAMES, CheckResult, judge
 from harness.checkers.base import guarded
@@ -22,24 +22,6 @@ INVARIANTS = [
     "state_continuity",
     "recovers_after_heal",
 ]
-
-
-def write_run_dir(root: Path, rb: RunBuilder, torn: bool = True) -> None:
-    """Lays a builder's run out as the runner does: one history file per writer process."""
-    (root / "run.json").write_text(json.dumps(rb.meta))
-    by_process: dict[str, list[dict[str, Any]]] = {}
-    for rec in rb.history:
-        by_process.setdefault(rec["process"], []).append(rec)
-    for directory, files in (("history", by_process), ("journals", rb.journals)):
-        (root / directory).mkdir()
-        for name, recs in files.items():
-            text = "".join(json.dumps(r) + "\n" for r in recs)
-            if torn:
-                text += '{"t": 1009.0, "process": "' + name + '", "type": "ev'  # SIGKILLed mid-write
-            (root / directory / f"{name}.jsonl").write_text(text)
-    (root / "logs").mkdir()
-    (root / "logs" / "balancer.stdout").write_text("\n".join(["balancer starting", *rb.stdout_lines]) + "\n")
-    (root / "logs" / "balancer.stderr").write_text(rb.stderr)
 
 
 def test_all_lists_every_invariant_in_a_fixed_order() -> None:

@@ -1,0 +1,5 @@
+"""Fixtures shared by the harness tests."""
+
+from game_support import spawn
+
+__all__ = ["spawn"]
