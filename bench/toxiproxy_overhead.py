@@ -270,6 +270,7 @@ def plot(reports: list[dict[str, Any]], path: Path) -> None:
     small.set_ylim(bottom=0)
     bulk.set_ylim(bottom=0)
     for ax in (small, bulk):
+        ax.set_xticks(range(1, len(reports[0]["rounds"]) + 1))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"embedded Toxiproxy overhead, {reports[0]['date']}, {reports[0]['cpus']} CPUs", fontsize=10)
