@@ -5,38 +5,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.history import Run, load_run
+from harness.history import Run, failover_gaps_ms, load_run
 from harness.runner import JudgedRun
 
 _RECV_RACE = re.compile(r"cannot call recv while another coroutine|ConcurrencyError")
 
 
 def client_transitions(run: Run, client: str) -> dict[str, Any]:
-    """What one client saw: the servers per connection, remote closes, and its failover gaps."""
-    servers: list[str] = []
-    remote_closes: list[int | None] = []
-    gaps_ms: list[float] = []
-    last_ok: float | None = None
-    pending_transition = False
-    conns: set[Any] = set()
-    for rec in run.by_process(client):
-        f, typ = rec.get("f"), rec.get("type")
-        if f == "conn_open":
-            conns.add(rec.get("conn"))
-        elif f == "welcome":
-            server = str(rec.get("server"))
-            if servers and servers[-1] != server:
-                pending_transition = True
-            servers.append(server)
-        elif f == "conn_close" and rec.get("initiator") == "remote":
-            remote_closes.append(rec.get("code"))
-        elif typ == "ok" and f == "move":
-            t = float(rec["t"])
-            if pending_transition and last_ok is not None:
-                gaps_ms.append((t - last_ok) * 1000.0)
-            pending_transition = False
-            last_ok = t
-    return {"servers": servers, "connections": len(conns), "remote_closes": remote_closes, "gaps_ms": gaps_ms}
+    """What one client saw: the servers that welcomed it, its connections, remote closes, gaps."""
+    records = run.by_process(client)
+    return {
+        "servers": [str(r.get("server")) for r in records if r.get("f") == "welcome"],
+        "connections": len({r.get("conn") for r in records if r.get("f") == "conn_open"}),
+        "remote_closes": [
+            r.get("code") for r in records if r.get("f") == "conn_close" and r.get("initiator") == "remote"
+        ],
+        "gaps_ms": failover_gaps_ms(records),
+    }
 
 
 def demo_summary(judged: JudgedRun) -> tuple[bool, str]:

@@ -242,5 +242,36 @@ def write_run_meta(root: str | os.PathLike[str], meta: Record) -> None:
     os.replace(tmp, p)
 
 
+def failover_gaps_ms(client_records: Iterable[Record]) -> list[float]:
+    """One client's failover gaps: milliseconds from its last ack before a server transition to
+    its first ack after it.
+
+    A transition is a ``welcome`` from a different server than the client's previous one (inside
+    one connection or across a reconnect). Several transitions with no ack in between (a flapping
+    primary) are one gap: what the player saw is one stall. A transition never followed by an ack
+    has no gap to measure (the liveness checkers judge that), and neither does one before the
+    client's first ack.
+    """
+    gaps: list[float] = []
+    last_server: str | None = None
+    last_ack: float | None = None
+    pending = False
+    for rec in client_records:
+        t = rec.get("t")
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            continue
+        if rec.get("type") == "event" and rec.get("f") == "welcome":
+            server = str(rec.get("server"))
+            if last_server is not None and server != last_server and last_ack is not None:
+                pending = True
+            last_server = server
+        elif rec.get("type") == "ok" and rec.get("f") == "move":
+            if pending and last_ack is not None:
+                gaps.append((t - last_ack) * 1000.0)
+                pending = False
+            last_ack = float(t)
+    return gaps
+
+
 def iter_client_records(run: Run, client: str) -> Iterator[Record]:
     return (r for r in run.history if r.get("process") == client)

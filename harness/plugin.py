@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess, install_signal_handlers, wait_until
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import Scenario, ScenarioError, Step
+from harness.swarm import swarm_argv
 
 FAULT_SPACING_S = 2.0
 
@@ -124,12 +124,15 @@ def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
     def start(n: int, *, rate_hz: float = 10.0, prefix: str = "c", ready_timeout: float = 15.0) -> Swarm:
         hist = tmp_path / HISTORY_DIR
         name = f"swarm-{prefix}-{next(counter)}"
-        argv = [
-            sys.executable, "-m", "harness.swarm", "--url", f"{cluster.lb_url}/play",
-            "--clients", str(n), "--prefix", prefix, "--rate", str(rate_hz),
-            "--history-dir", str(hist), "--ready-timeout", str(ready_timeout),
-            "--id-offset", str(cluster.client_id_offset()),
-        ]  # fmt: skip
+        argv = swarm_argv(
+            f"{cluster.lb_url}/play",
+            n,
+            history_dir=hist,
+            prefix=prefix,
+            rate_hz=rate_hz,
+            id_offset=cluster.client_id_offset(),
+            ready_timeout_s=ready_timeout,
+        )
         proc = cluster.supervisor.spawn(name, argv, wait=False)
 
         def ready() -> bool:

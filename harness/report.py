@@ -20,7 +20,7 @@ import os
 import re
 import statistics
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.history import Record, Run, load_run
+from harness.history import Record, Run, failover_gaps_ms, load_run
 
 CERTIFICATE_FILE = "certificate.json"
 JUNIT_FILE = "junit.xml"
@@ -163,42 +163,13 @@ def write_html(report_dir: Path, certificate: dict[str, Any]) -> Path:
 
 
 def failover_gaps(run_dirs: list[Path]) -> list[float]:
-    """Milliseconds between a client's last ack before a server transition and its first ack after.
-
-    A transition is a ``welcome`` from a different server than the client's previous ``welcome``
-    (inside one connection or across a reconnect). Several transitions with no ack in between
-    (a flapping primary) are one gap: what the player saw is one stall. A transition never followed
-    by an ack has no gap to measure (the liveness checkers judge that), and neither does one before
-    the client's first ack.
-    """
+    """Every client's failover gaps in these runs (``harness.history.failover_gaps_ms``), in ms."""
     gaps: list[float] = []
     for run_dir in run_dirs:
         run = load_run(run_dir)
         by_client = _by_client(run)
         for client in sorted(by_client):
-            gaps.extend(_client_gaps(by_client[client]))
-    return gaps
-
-
-def _client_gaps(records: Iterable[Record]) -> list[float]:
-    gaps: list[float] = []
-    last_server: str | None = None
-    last_ack: float | None = None
-    pending = False
-    for rec in records:
-        t = _number(rec.get("t"))
-        if t is None:
-            continue
-        if rec.get("type") == "event" and rec.get("f") == "welcome":
-            server = str(rec.get("server"))
-            if last_server is not None and server != last_server and last_ack is not None:
-                pending = True
-            last_server = server
-        elif rec.get("type") == "ok" and rec.get("f") == "move":
-            if pending and last_ack is not None:
-                gaps.append((t - last_ack) * 1000.0)
-                pending = False
-            last_ack = t
+            gaps.extend(failover_gaps_ms(by_client[client]))
     return gaps
 
 

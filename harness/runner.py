@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from harness.history import (
 from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess, wait_until
 from harness.scenario import Scenario
+from harness.swarm import swarm_argv
 
 MONITOR_INTERVAL_S = 0.25
 SWARM_READY_TIMEOUT_S = 15.0
@@ -306,17 +306,16 @@ class ScenarioRunner:
         self, run_dir: Path, prefix: str, clients: int, rate_hz: float, spread_s: float, notes: list[str]
     ) -> ManagedProcess:
         name = f"swarm-{prefix}-{run_dir.name}"
-        argv = [
-            sys.executable, "-m", "harness.swarm",
-            "--url", f"{self.cluster.lb_url}/play",
-            "--clients", str(clients),
-            "--prefix", prefix,
-            "--rate", str(rate_hz),
-            "--history-dir", str(run_dir / HISTORY_DIR),
-            "--ready-timeout", str(SWARM_READY_TIMEOUT_S),
-            "--connect-spread", str(spread_s),
-            "--id-offset", str(self.cluster.client_id_offset()),
-        ]  # fmt: skip
+        argv = swarm_argv(
+            f"{self.cluster.lb_url}/play",
+            clients,
+            history_dir=run_dir / HISTORY_DIR,
+            prefix=prefix,
+            rate_hz=rate_hz,
+            id_offset=self.cluster.client_id_offset(),
+            ready_timeout_s=SWARM_READY_TIMEOUT_S,
+            connect_spread_s=spread_s,
+        )
         proc = self.cluster.supervisor.spawn(name, argv, wait=False)
         ready = _Tail(proc.stdout_path)
         seen: list[str] = []

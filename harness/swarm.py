@@ -26,6 +26,31 @@ from harness.history import HistoryWriter
 EXIT_NOT_READY = 3
 
 
+
+def swarm_argv(
+    url: str,
+    clients: int,
+    *,
+    history_dir: Path,
+    prefix: str = "c",
+    rate_hz: float = 10.0,
+    id_offset: int = 0,
+    ready_timeout_s: float = 15.0,
+    connect_spread_s: float = 0.0,
+) -> list[str]:
+    """The command that runs a swarm as its own process, as the runner and the plugin start it."""
+    return [
+        sys.executable, "-m", "harness.swarm",
+        "--url", url,
+        "--clients", str(clients),
+        "--prefix", prefix,
+        "--rate", str(rate_hz),
+        "--id-offset", str(id_offset),
+        "--history-dir", str(history_dir),
+        "--ready-timeout", str(ready_timeout_s),
+        "--connect-spread", str(connect_spread_s),
+    ]  # fmt: skip
+
 def client_ids(n: int, prefix: str = "c", offset: int = 0) -> list[str]:
     return [f"{prefix}{i:03d}" for i in range(offset, offset + n)]
 
