@@ -264,7 +264,8 @@ class Certifier:
             last_failure["name"] = f"generated:{last_failure['name']}"
             self.entries.append(last_failure)
             self._print_line(last_failure, con)
-            con.print(f"  shrunk plan: {last_failure['run_dir']}/scenario.json", highlight=False)
+            shrunk = "shrunk " if self.profile.shrink else ""
+            con.print(f"  failing {shrunk}plan: {last_failure['run_dir']}/scenario.json", highlight=False)
             con.print(f"  replay: {last_failure['replay']}", highlight=False)
 
 

@@ -36,11 +36,11 @@ class Nemesis:
         active = ActiveFault(fault_id=f"f{next(self._ids)}", fault=fault)
         self._record("invoke", "apply", active)
         try:
-            active.toxics = self._apply(fault, active.fault_id)
+            active.toxics, outcome = self._apply(fault, active.fault_id)
         except Exception as exc:
             self._record("fail", "apply", active, error=f"{type(exc).__name__}: {exc}")
             raise
-        self._record("ok", "apply", active)
+        self._record("ok", "apply", active, **outcome)
         # A restart is over once applied; there is nothing to heal.
         if fault.kind != "restart":
             self.active[active.fault_id] = active
@@ -70,32 +70,37 @@ class Nemesis:
             raise RuntimeError("could not heal every fault: " + "; ".join(errors))
 
     # -- the vocabulary -----------------------------------------------------------------------
-    def _apply(self, fault: Fault, fault_id: str) -> tuple[str, ...]:
+    def _apply(self, fault: Fault, fault_id: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """Applies a fault; returns the toxics it added and what is worth recording about it."""
         c = self.cluster
         p = fault.params
         if fault.is_process_fault:
             proc = c.process(fault.target)
+            outcome: dict[str, Any] = {}
             if fault.kind == "kill":
                 proc.kill()
             elif fault.kind == "terminate":
-                proc.terminate()
+                # How a process answers SIGTERM is evidence (the contract wants exit 0 after 1001s).
+                outcome["exit_code"] = proc.terminate()
             elif fault.kind == "pause":
                 proc.pause()
             elif fault.kind == "restart":
-                proc.restart(graceful=bool(p.get("graceful")), ready_timeout=c.spec.ready_timeout_s)
-            return ()
+                outcome["exit_code"] = proc.restart(
+                    graceful=bool(p.get("graceful")), ready_timeout=c.spec.ready_timeout_s
+                )
+            return (), outcome
         assert c.toxiproxy is not None
         proxy = c.proxy_name(fault.target)
         if fault.kind == "down":
             c.toxiproxy.set_enabled(proxy, False)
-            return ()
+            return (), {}
         toxic_type, attributes, streams = self._toxic(fault)
         names = []
         for stream in streams:
             name = f"{fault_id}_{fault.kind}_{stream}"
             c.toxiproxy.add_toxic(proxy, name=name, type=toxic_type, stream=stream, attributes=attributes)
             names.append(name)
-        return tuple(names)
+        return tuple(names), {}
 
     @staticmethod
     def _toxic(fault: Fault) -> tuple[str, dict[str, Any], tuple[str, ...]]:

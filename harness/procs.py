@@ -246,15 +246,16 @@ class ManagedProcess:
         if self._signal_group(signal.SIGCONT):
             self.paused = False
 
-    def restart(self, *, graceful: bool = False, ready_timeout: float = 15.0) -> None:
-        """Stops (if running) and starts again with the same argv, so on the same port."""
+    def restart(self, *, graceful: bool = False, ready_timeout: float = 15.0) -> int | None:
+        """Stops (if running) and starts again with the same argv, so on the same port.
+
+        Returns how the old process exited (a negative number is death by that signal)."""
+        code = None
         if self.running:
-            if graceful:
-                self.terminate()
-            else:
-                self.kill()
+            code = self.terminate() if graceful else self.kill()
         self.start()
         self.wait_ready(ready_timeout)
+        return code
 
     def _reap(self, timeout: float) -> int | None:
         if self.popen is None:

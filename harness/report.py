@@ -407,6 +407,7 @@ pre { background: #f6f8fa; padding: 8px 10px; border-radius: 6px; overflow-x: au
 #verdict.error { background: #8250df; }
 .summary { font-size: 15px; margin: 6px 0 0; }
 .errorbox { border: 2px solid #8250df; background: #fbefff; padding: 10px 14px; border-radius: 6px; }
+.blackbox { border: 2px solid #bf8700; background: #fff8c5; padding: 10px 14px; border-radius: 6px; margin: 12px 0; }
 table { border-collapse: collapse; }
 #verdict-table th, #verdict-table td { border: 1px solid #d0d7de; padding: 5px 7px; font-size: 13px; }
 #verdict-table thead th { background: #f6f8fa; vertical-align: bottom; max-width: 96px; }
@@ -423,6 +424,33 @@ td.cell, span.cell { text-align: center; font-weight: 600; white-space: nowrap; 
 .muted { color: #57606a; font-size: 13px; }
 img.plot { max-width: 100%; border: 1px solid #d0d7de; margin-top: 8px; }
 """
+
+
+_CAPABILITY_NAMES = {"status": "a /status endpoint", "events": "event lines on stdout"}
+
+
+def _missing_capabilities(build: dict[str, Any]) -> list[str]:
+    caps = _dict(build.get("capabilities"))
+    return [name for name in _CAPABILITY_NAMES if name in caps and not caps[name]]
+
+
+def _black_box_section(missing: list[str], scenarios: list[dict[str, Any]]) -> str:
+    """docs/contract.md section 7: a black-box report lists the checks that were not made."""
+    e = _esc
+    lacks = " and ".join(_CAPABILITY_NAMES[m] for m in missing)
+    partial: dict[str, str] = {}
+    for scenario in scenarios:
+        for invariant, result in _dict(scenario.get("results")).items():
+            note = str(_dict(result).get("note") or "")
+            if _dict(result).get("status") == "not_checked" or "not checked" in note or "black-box" in note:
+                partial.setdefault(invariant, note or "not checked")
+    rows = "".join(f"<li><code>{e(inv)}</code>: {e(note)}</li>" for inv, note in sorted(partial.items()))
+    return (
+        '<div class="blackbox" id="black-box"><strong>Certified black-box.</strong> '
+        f"This build lacks {e(lacks)}, so only what can be seen from outside was judged. "
+        "A pass below means every check that could be made held; these were not made in full:"
+        f"<ul>{rows or '<li>(no checker reported a skipped part)</li>'}</ul></div>"
+    )
 
 
 def render_html(certificate: dict[str, Any]) -> str:
@@ -445,6 +473,9 @@ def render_html(certificate: dict[str, Any]) -> str:
         f'<p class="summary">{e(_summary(certificate, invariants, scenarios))}</p>',
         "</header>",
     ]
+    missing = _missing_capabilities(build)
+    if missing and verdict != "error":
+        parts.append(_black_box_section(missing, scenarios))
     if certificate.get("error"):
         parts.append(f'<div class="errorbox"><strong>Error:</strong> <pre>{e(str(certificate["error"]))}</pre></div>')
 

@@ -26,7 +26,6 @@ from harness.history import HistoryWriter
 EXIT_NOT_READY = 3
 
 
-
 def swarm_argv(
     url: str,
     clients: int,
@@ -50,6 +49,7 @@ def swarm_argv(
         "--ready-timeout", str(ready_timeout_s),
         "--connect-spread", str(connect_spread_s),
     ]  # fmt: skip
+
 
 def client_ids(n: int, prefix: str = "c", offset: int = 0) -> list[str]:
     return [f"{prefix}{i:03d}" for i in range(offset, offset + n)]

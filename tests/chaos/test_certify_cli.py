@@ -82,3 +82,5 @@ def test_black_box_build_is_certified_with_not_checked_cells(tmp_path: Path) -> 
     assert "status" in notes
     html = (report / "report.html").read_text()
     assert "CERTIFIED" in html
+    # The page says it was black-box and lists what was not judged (docs/contract.md section 7).
+    assert 'id="black-box"' in html and "no_concurrent_recv" in html.split('id="black-box"')[1].split("</div>")[0]
