@@ -395,7 +395,14 @@ def report(cmp: Comparison) -> str:
         for c in cmp.worse:
             d, b = cmp.direct[c], cmp.balanced[c]
             out.append(f"  {c}: direct {d.short()} -> balancer {b.short()}")
-            out.append(f"      balancer: {b.result} | {b.result_close} | reason {b.remote_close_reason!r}")
+            out.append(
+                f"      balancer: {b.result} | {b.result_close} | reason {b.remote_close_reason!r}"
+                f" | {d.duration_ms} ms direct, {b.duration_ms} ms through"
+            )
+            for rd, rb in cmp.retried.get(c, []):
+                out.append(
+                    f"      retry: direct {rd.short()} {rd.duration_ms} ms, balancer {rb.short()} {rb.duration_ms} ms"
+                )
     else:
         out.append("no case is worse through the balancer than direct")
     return "\n".join(out)
