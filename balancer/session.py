@@ -377,8 +377,16 @@ class Session:
             ctx.table.remove(self.sid)
             code = self._close_code
             if code is None:
-                code = self.client.close_code or CLOSE_ABNORMAL
+                code = self._client_got()
             self._emit("session_close", code=code)
+
+    def _client_got(self) -> int:
+        """The close code the client got when the library closed it (a protocol error, 1009...):
+        the code of the close frame we sent; ``close_code`` would be the one we received."""
+        sent = self.client.protocol.close_sent
+        if sent is not None:
+            return int(sent.code)
+        return self.client.close_code or CLOSE_ABNORMAL
 
     def _drop_upstream_quietly(self) -> None:
         try:

@@ -48,14 +48,14 @@ def test_no_autobahn_case_is_worse_through_the_reference_balancer(tmp_path: Path
         balancer_cmd=bench.REFERENCE_BALANCER_CMD,
         include=SUBSET,
         concurrency=2,
-        retries=1,
+        retries=0,  # the subset has no timing cases: a worse case is worse the first time
     )
     elapsed = time.monotonic() - started
     summary = f"{bench.report(cmp)}\n(took {elapsed:.1f}s)"
     print(summary)
 
     assert cmp.balancer_alive, f"the balancer exited during the run\n{summary}"
-    assert len(cmp.direct) > 250, f"the subset ran only {len(cmp.direct)} cases direct\n{summary}"
+    assert len(cmp.direct) >= 240, f"the subset ran only {len(cmp.direct)} cases direct\n{summary}"
     assert not cmp.missing(), f"cases missing from one run: {cmp.missing()}\n{summary}"
     # The baseline: websockets fails 7.1.5 on purpose (1002), direct as well as through.
     assert cmp.direct["7.1.5"].outcome == "FAILED", summary

@@ -208,6 +208,8 @@ async def test_max_size_closes_with_1009(balancer_factory: Any, echo_backends: A
         await ws.send(b"x" * 1025)
         assert await wait_closed_code(ws) == 1009
     await bal.wait_empty()
+    # The event reports the code the client got, not the 1006 of a close frame never received.
+    assert [e["code"] for e in bal.events() if e["event"] == "session_close"] == [1009]
 
 
 async def test_max_connections_answers_503(balancer_factory: Any, echo_backends: Any) -> None:
