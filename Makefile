@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 REPORT ?= reports/reference
 
-.PHONY: install test test-all lint demo certify bench clean
+.PHONY: install test test-all lint demo certify bench autobahn clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ certify: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/toxiproxy_overhead.py --loop both --plot docs/toxiproxy_overhead.png
+
+# Autobahn cases direct vs through the reference balancer (about 25 minutes).
+autobahn: $(STAMP)
+	$(BIN)/python bench/autobahn_compare.py
 
 clean:
 	rm -rf $(VENV) reports runs .hypothesis
