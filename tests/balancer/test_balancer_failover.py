@@ -193,7 +193,9 @@ async def test_sigterm_with_a_session_stuck_past_the_deadline_reports_no_session
         assert await ws.recv() == b"primary|small"
         os.kill(primary.proc.pid, signal.SIGSTOP)
         await ws.send(os.urandom(8 * 2**20))
-        await asyncio.sleep(0.5)  # let the relay block in its send to the upstream
+        # The relay is blocked once the kernel holds unsent bytes towards the stopped upstream.
+        upstream_port = int(primary.url.rsplit(":", 1)[1].split("/")[0])
+        await wait_for(lambda: unsent_bytes_to(upstream_port) > 0, what="the relay blocked in its send")
         t0 = time.monotonic()
         bal.proc.send_signal(signal.SIGTERM)
         assert await wait_closed_code(ws) == 1001
@@ -208,6 +210,18 @@ async def test_sigterm_with_a_session_stuck_past_the_deadline_reports_no_session
     assert events[-1]["sessions"] == 0, "a cancelled session was still cleaning up"
     assert [e["event"] for e in events].count("session_close") == 1
     assert "Traceback" not in bal.stderr()
+
+
+def unsent_bytes_to(port: int) -> int:
+    """Bytes queued in the kernel on TCP connections to 127.0.0.1:``port`` (/proc/net/tcp tx_queue)."""
+    total = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port:
+                total += int(fields[4].split(":")[0], 16)
+    return total
 
 
 def _sigterm_when_ready(tmp_path: Path, n: int) -> tuple[int, str]:
