@@ -180,6 +180,11 @@ class _Buffered(Stage):
         self.timer = self.link.loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
+        self.timer = None
+        self._pump()
+
+    def _pump(self) -> None:
+        """Release whatever is due now; schedule the timer for the rest."""
         raise NotImplementedError
 
     def eof(self) -> None:
@@ -313,10 +318,6 @@ class BandwidthStage(_Buffered):
             if self.closed:
                 return
         self._finish_if_idle()
-
-    def _fire(self) -> None:
-        self.timer = None
-        self._pump()
 
 
 class SlowCloseStage(Stage):
@@ -465,10 +466,6 @@ class SlicerStage(_Buffered):
             if self.closed:
                 return
         self._finish_if_idle()
-
-    def _fire(self) -> None:
-        self.timer = None
-        self._pump()
 
 
 class LimitDataStage(Stage):

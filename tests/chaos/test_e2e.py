@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.cluster import Cluster, ClusterSpec
+from harness.cluster import Cluster
 from harness.demo import client_transitions
 from harness.faults import fault
 from harness.history import load_run
@@ -19,7 +18,6 @@ from harness.scenario import Expect, Phases, Scenario, Step, Workload
 
 pytestmark = pytest.mark.chaos
 
-MUTANTS = Path(__file__).resolve().parents[1] / "selftest" / "mutants"
 
 # Issue 4's plan: 8 clients; kill the primary, restart it, then partition the secondary (where the
 # clients now are) so they must fail back to the primary; then heal.
@@ -70,17 +68,6 @@ def test_kill_restart_partition_plan_passes_every_checker(chaos_run: Callable[..
         moved_back += compact[:3] == ["primary", "secondary", "primary"]
     assert moved_back == 8, f"only {moved_back}/8 clients went primary -> secondary -> primary"
     assert {r.status for r in judged.results} == {"pass"}, judged.summary()
-
-
-@pytest.fixture
-def broken_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cmd = f"{sys.executable} {MUTANTS / 'minibalancer.py'} --defect second_reader {{config}}"
-    cluster = Cluster(tmp_path / "cluster", ClusterSpec(balancer_cmd=cmd))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_second_reader_build_is_caught_by_no_concurrent_recv(broken_cluster: Cluster, tmp_path: Path) -> None:

@@ -7,32 +7,19 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from harness.catalog import named_scenarios
-from harness.cluster import Cluster, ClusterSpec
+from harness.cluster import Cluster
 from harness.runner import ScenarioRunner
 from harness.scenario import Scenario
 from harness.strategies import fault_plans
-from tests.selftest.mutants import MUTANTS
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).resolve().parents[2]
-SECOND_READER = MUTANTS["second_reader"]["cmd_str"]
-
-
-@pytest.fixture
-def broken_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path / "cluster", ClusterSpec(balancer_cmd=SECOND_READER))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_failing_generated_example_replays_and_fails_the_same_way(broken_cluster: Cluster, tmp_path: Path) -> None:
