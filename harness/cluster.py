@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 import psutil
 
 from harness.ports import allocate_port, release_port
-from harness.procs import ManagedProcess, ProcessFailed, ReadyCheck, Supervisor, expand_command, wait_until
+from harness.procs import ManagedProcess, ProcessFailed, ReadyCheck, Supervisor, expand_command
+from harness.waiting import wait_until
 from harness.scenario import Keepalive, Limits
 
 REFERENCE_BALANCER_CMD = "python -m balancer {config}"

@@ -66,19 +66,6 @@ def tcp_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, interval: float = 0.02, what: str = "condition"
-) -> None:
-    """Polls ``condition`` until it holds; raises TimeoutError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
-
-
 def expand_command(template: str | Sequence[str], **values: str) -> list[str]:
     """Turns a command template into argv, filling ``{config}``-style placeholders.
 

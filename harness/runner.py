@@ -29,7 +29,8 @@ from harness.history import (
     write_run_meta,
 )
 from harness.nemesis import Nemesis
-from harness.procs import ManagedProcess, wait_until
+from harness.procs import ManagedProcess
+from harness.waiting import wait_until
 from harness.scenario import Scenario
 from harness.swarm import swarm_argv
 

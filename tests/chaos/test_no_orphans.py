@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.procs import OWNER_ENV, wait_until
+from harness.procs import OWNER_ENV
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
