@@ -26,8 +26,8 @@ import psutil
 
 from harness.ports import allocate_port, release_port
 from harness.procs import ManagedProcess, ProcessFailed, ReadyCheck, Supervisor, expand_command
-from harness.waiting import wait_until
 from harness.scenario import Keepalive, Limits
+from harness.waiting import wait_until
 
 REFERENCE_BALANCER_CMD = "python -m balancer {config}"
 BALANCER_CMD_ENV = "WSCHAOS_BALANCER_CMD"

@@ -22,10 +22,10 @@ from harness.faults import Fault
 from harness.history import HISTORY_DIR, HistoryWriter
 from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess, install_signal_handlers
-from harness.waiting import wait_until
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import Scenario, ScenarioError, Step
 from harness.swarm import swarm_argv
+from harness.waiting import wait_until
 
 FAULT_SPACING_S = 2.0
 

@@ -30,9 +30,9 @@ from harness.history import (
 )
 from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess
-from harness.waiting import wait_until
 from harness.scenario import Scenario
 from harness.swarm import swarm_argv
+from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
 SWARM_READY_TIMEOUT_S = 15.0
