@@ -10,7 +10,8 @@ from types import TracebackType
 from typing import Any
 
 from . import gojson
-from .api import VERSION, ApiApp, ApiError
+from .api import VERSION, ApiApp
+from .errors import ApiError
 from .httpserver import HttpServer
 
 # StreamReader buffer limit: also the longest request line or header line accepted.

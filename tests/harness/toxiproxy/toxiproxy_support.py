@@ -127,7 +127,7 @@ class ServerThread:
         return self.call(run())
 
     def connection_count(self) -> int:
-        return self.sync(lambda: sum(len(p.conns) for p in self.server.app.proxies.values()))
+        return self.sync(lambda: sum(len(p.conns) for p in self.server.app.collection.proxies.values()))
 
     def stop(self) -> None:
         self.call(self.server.close())
