@@ -14,9 +14,6 @@ from .api import VERSION, ApiApp
 from .errors import ApiError
 from .httpserver import HttpServer
 
-# StreamReader buffer limit: also the longest request line or header line accepted.
-_READ_LIMIT = 1 << 20
-
 
 class ToxiproxyServer:
     """A Toxiproxy 2.x compatible server running on the current event loop.
@@ -44,7 +41,6 @@ class ToxiproxyServer:
             self._http.handle,
             self.host,
             self.requested_port,
-            limit=_READ_LIMIT,
             reuse_address=True,
         )
         self._server = server
