@@ -82,7 +82,7 @@ def _bad_request(exc: h11.RemoteProtocolError) -> BadRequest:
 
 
 def _headers(request: h11.Request) -> dict[str, str]:
-    # h11 has checked names and framing; repeated fields join as Go's Header.Get sees them.
+    # h11 has checked (and lower-cased) the names; a repeated field is joined with commas.
     headers: dict[str, str] = {}
     for name, value in request.headers:
         key = name.decode("ascii")
