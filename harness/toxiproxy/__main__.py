@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from .api import VERSION, ApiError
+from .api import VERSION
+from .errors import ApiError
 from .server import ToxiproxyServer
 
 log = logging.getLogger("harness.toxiproxy")

@@ -1,9 +1,13 @@
-"""A small HTTP/1.1 server on asyncio streams, enough for every Toxiproxy client.
+"""The API's HTTP/1.1 server: h11 parses and frames, asyncio streams carry the bytes.
 
-Supports keep-alive, pipelined requests, Content-Length and chunked request bodies,
-``Expect: 100-continue`` and HEAD. Malformed requests get the same terse plain-text
-400 that Go's net/http sends, then the connection is closed. Every wait has a deadline
-(Go's server uses 15 s to read a request and 60 s idle).
+h11 does the protocol (request line and headers, Content-Length and chunked bodies,
+keep-alive and pipelining, ``Expect: 100-continue``, HEAD); this module owns the socket,
+the deadlines (Go's server allows 15 s to read a request and 60 s idle) and the bytes Go's
+net/http puts on the wire where h11 leaves a choice: the ``Date`` header, the terse
+plain-text ``400 Bad Request`` (then close) for a request it cannot parse, and 505 for an
+HTTP major version other than 1. Go also skips up to four stray CR/LF bytes before a
+request line (RFC 9112 §2.2), which h11 rejects; that is the one place bytes are looked
+at here (docs/architecture.md, "Embedded Toxiproxy").
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
+import h11
+
 log = logging.getLogger("harness.toxiproxy")
 
 READ_TIMEOUT = 15.0
 IDLE_TIMEOUT = 60.0
 MAX_HEAD = 1 << 20
 MAX_BODY = 16 << 20
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+READ_SIZE = 64 * 1024
+# Go's net/http discards this many leading CR/LF bytes before a request (numLeadingCRorLF
+# over a 4-byte peek).
+_MAX_LEADING_CRLF = 4
+# h11's text for a missing Host header, which Go answers with its own wording.
+_H11_MISSING_HOST = "Missing mandatory Host: header"
 
 
 @dataclass
@@ -48,6 +59,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BadRequest(Exception):
+    """A request Go's net/http refuses before any handler: answered as text, then close."""
+
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.status = status
@@ -61,15 +74,162 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _plain_error(status: int, text: str) -> bytes:
-    # Go's net/http answer to a request it cannot parse.
-    body = f"{status} {text}".encode()
-    return (
-        f"HTTP/1.1 {status} {_reason(status)}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        "Connection: close\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+def _bad_request(exc: h11.RemoteProtocolError) -> BadRequest:
+    status = exc.error_status_hint
+    if status == 400 and str(exc) == _H11_MISSING_HOST:
+        return BadRequest(400, "Bad Request: missing required Host header")
+    return BadRequest(status, _reason(status))
+
+
+def _headers(request: h11.Request) -> dict[str, str]:
+    # h11 has checked (and lower-cased) the names; a repeated field is joined with commas.
+    headers: dict[str, str] = {}
+    for name, value in request.headers:
+        key = name.decode("ascii")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+class _Exchange:
+    """One client connection: an h11 state machine fed from an asyncio stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.skippable = _MAX_LEADING_CRLF
+        # Whether this request's line has ended, and whether the client has closed.
+        self.line_ended = False
+        self.eof = False
+
+    def _feed(self, data: bytes) -> None:
+        if self.skippable and self.conn.their_state is h11.IDLE:
+            head = data[: self.skippable]
+            stray = len(head) - len(head.lstrip(b"\r\n"))
+            self.skippable = 0 if stray < len(head) else self.skippable - stray
+            data = data[stray:]
+        if data:
+            self.skippable = 0
+            self.line_ended = self.line_ended or b"\n" in data
+            self.conn.receive_data(data)
+
+    async def _next_event(self) -> h11.Event:
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if self.eof and self.line_ended:
+                    # Cut off after the request line: Go's server closes without a reply
+                    # (an EOF is a common read error to it); only a partial request line
+                    # is answered, as a malformed one.
+                    raise ConnectionResetError("client closed mid-request") from None
+                raise _bad_request(exc) from None
+            if event is h11.PAUSED:
+                # Only after a complete request, which read_request never asks past.
+                raise BadRequest(400, "Bad Request")
+            if event is not h11.NEED_DATA:
+                assert isinstance(event, h11.Event)
+                return event
+            data = await self.reader.read(READ_SIZE)
+            if data:
+                self._feed(data)
+            else:
+                self.eof = True
+                self.conn.receive_data(b"")
+
+    async def read_request(self) -> Request | None:
+        """The next request with its body; None when the client closed between requests."""
+        async with asyncio.timeout(IDLE_TIMEOUT) as deadline:
+            event = await self._next_event()
+            deadline.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT)
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            assert isinstance(event, h11.Request)
+            if not event.http_version.startswith(b"1."):
+                raise BadRequest(505, "HTTP Version Not Supported")
+            headers = _headers(event)
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_BODY:
+                raise BadRequest(413, "Request Entity Too Large")
+            if self.conn.they_are_waiting_for_100_continue and (
+                length not in ("", "0") or "transfer-encoding" in headers
+            ):
+                # Go sends it when the body is first read, whether or not it already came.
+                self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+                await self.writer.drain()
+            chunks: list[bytes] = []
+            size = 0
+            while not isinstance(part := await self._next_event(), h11.EndOfMessage):
+                assert isinstance(part, h11.Data)
+                size += len(part.data)
+                if size > MAX_BODY:
+                    raise BadRequest(413, "Request Entity Too Large")
+                chunks.append(part.data)
+        return Request(
+            event.method.decode("ascii"),
+            event.target.decode("ascii"),
+            "HTTP/" + event.http_version.decode("ascii"),
+            headers,
+            b"".join(chunks),
+        )
+
+    def _send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.writer.write(data)
+
+    def respond(self, request: Request, response: Response) -> None:
+        headers = dict(response.headers)
+        headers["Date"] = formatdate(usegmt=True)
+        if response.status != 204:
+            # A HEAD reply keeps the size the GET body would have; h11 sends no body.
+            headers["Content-Length"] = str(len(response.body))
+        self._send(
+            h11.Response(
+                status_code=response.status,
+                headers=[(name, headers[name]) for name in sorted(headers)],
+                reason=_reason(response.status),
+            )
+        )
+        if response.body and request.method != "HEAD" and response.status != 204:
+            self._send(h11.Data(data=response.body))
+        self._send(h11.EndOfMessage())
+
+    def refuse(self, bad: BadRequest) -> None:
+        """Go's answer to a request it cannot parse: status, plain text, close."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f"{bad.status} {bad.text}".encode()
+        self._send(
+            h11.Response(
+                status_code=bad.status,
+                headers=[
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Connection", "close"),
+                    ("Content-Length", str(len(body))),
+                ],
+                reason=_reason(bad.status),
+            )
+        )
+        self._send(h11.Data(data=body))
+        self._send(h11.EndOfMessage())
+
+    def next_cycle(self) -> bool:
+        """Get ready for the next request on this connection; False if it must close."""
+        if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+            return False
+        self.conn.start_next_cycle()
+        self.skippable = _MAX_LEADING_CRLF
+        self.line_ended = False
+        leftover, closed = self.conn.trailing_data
+        if leftover[:1] in (b"\r", b"\n"):
+            # A pipelined request behind stray CR/LFs: a fresh parser takes it without them.
+            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+            self._feed(leftover)
+            if closed:
+                self.conn.receive_data(b"")
+        return True
 
 
 class HttpServer:
@@ -89,16 +249,13 @@ class HttpServer:
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, OSError):
+            await self._serve(_Exchange(reader, writer))
+        except (ConnectionError, TimeoutError, OSError):
             pass
         except asyncio.CancelledError:
             # Only close() cancels these; ending normally keeps asyncio's stream callback
             # (which calls task.exception()) from logging the cancellation as an error.
             pass
-        except asyncio.LimitOverrunError:
-            with contextlib.suppress(Exception):
-                writer.write(_plain_error(431, "Request Header Fields Too Large"))
         except Exception as exc:  # a client must never be able to kill the server
             log.warning("HTTP connection error: %r", exc)
         finally:
@@ -117,24 +274,19 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, exchange: _Exchange) -> None:
         while not self._closing:
             try:
-                async with asyncio.timeout(IDLE_TIMEOUT):
-                    first = await self._first_line(reader)
-                if first is None:
-                    return
-                async with asyncio.timeout(READ_TIMEOUT):
-                    request = await self._read_request(first, reader, writer)
-            except BadRequest as exc:
-                writer.write(_plain_error(exc.status, exc.text))
-                await writer.drain()
+                request = await exchange.read_request()
+            except BadRequest as bad:
+                exchange.refuse(bad)
+                await exchange.writer.drain()
                 return
-            keep_alive = self._keep_alive(request)
-            response = await self._dispatch(request)
-            writer.write(self._render(request, response, keep_alive))
-            await writer.drain()
-            if not keep_alive:
+            if request is None:
+                return
+            exchange.respond(request, await self._dispatch(request))
+            await exchange.writer.drain()
+            if not exchange.next_cycle():
                 return
 
     async def _dispatch(self, request: Request) -> Response:
@@ -146,133 +298,3 @@ class HttpServer:
             log.error("internal error on %s %s: %r", request.method, request.target, exc)
             body = b'{"error":"internal server error","status":500}\n'
             return Response(500, body, {"Content-Type": "text/plain; charset=utf-8"})
-
-    @staticmethod
-    async def _first_line(reader: asyncio.StreamReader) -> bytes | None:
-        # RFC 9112 §2.2: ignore empty lines before the request line.
-        for _ in range(8):
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    raise BadRequest(400, "Bad Request") from None
-                return None
-            except asyncio.LimitOverrunError:
-                raise BadRequest(431, "Request Header Fields Too Large") from None
-            if line.strip(b"\r\n"):
-                return line
-        raise BadRequest(400, "Bad Request")
-
-    async def _read_request(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request:
-        parts = first.rstrip(b"\r\n").split(b" ")
-        if len(parts) != 3:
-            raise BadRequest(400, "Bad Request")
-        raw_method, raw_target, raw_version = parts
-        if not raw_method or not set(raw_method) <= _TOKEN:
-            raise BadRequest(400, "Bad Request")
-        if raw_version not in (b"HTTP/1.1", b"HTTP/1.0"):
-            if raw_version.startswith(b"HTTP/1."):
-                raw_version = b"HTTP/1.1"
-            else:
-                raise BadRequest(505, "HTTP Version Not Supported")
-        try:
-            target = raw_target.decode("ascii")
-        except UnicodeDecodeError:
-            raise BadRequest(400, "Bad Request") from None
-        if not target or any(ch <= " " or ch == "\x7f" for ch in target):
-            raise BadRequest(400, "Bad Request")
-        headers: dict[str, str] = {}
-        size = len(first)
-        while True:
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                raise BadRequest(431, "Request Header Fields Too Large") from None
-            size += len(line)
-            if size > MAX_HEAD:
-                raise BadRequest(431, "Request Header Fields Too Large")
-            line = line.rstrip(b"\r\n")
-            if not line:
-                break
-            name, sep, value = line.partition(b":")
-            if not sep or not name or not set(name) <= _TOKEN:
-                raise BadRequest(400, "Bad Request")
-            key = name.decode("ascii").lower()
-            text = value.strip(b" \t").decode("latin-1")
-            if key in headers and key == "content-length" and headers[key] != text:
-                raise BadRequest(400, "Bad Request")
-            headers[key] = f"{headers[key]}, {text}" if key in headers and key != "content-length" else text
-        version = raw_version.decode()
-        if version == "HTTP/1.1" and "host" not in headers:
-            raise BadRequest(400, "Bad Request: missing required Host header")
-        request = Request(raw_method.decode(), target, version, headers)
-        request.body = await self._read_body(request, reader, writer)
-        return request
-
-    @staticmethod
-    async def _read_body(request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-        encoding = request.header("transfer-encoding").lower()
-        length_text = request.header("content-length")
-        if encoding and encoding != "chunked":
-            raise BadRequest(501, "Not Implemented")
-        if not encoding and not length_text:
-            return b""
-        if not encoding:
-            if not length_text.isdigit():
-                raise BadRequest(400, "Bad Request")
-            length = int(length_text)
-            if length > MAX_BODY:
-                raise BadRequest(413, "Request Entity Too Large")
-            if length == 0:
-                return b""
-        if request.header("expect").lower() == "100-continue" and request.version == "HTTP/1.1":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await writer.drain()
-        if not encoding:
-            return await reader.readexactly(length)
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = (await reader.readuntil(b"\n")).rstrip(b"\r\n").split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise BadRequest(400, "Bad Request") from None
-            if size < 0:
-                raise BadRequest(400, "Bad Request")
-            if size == 0:
-                # Trailer section, ended by an empty line.
-                while (await reader.readuntil(b"\n")).rstrip(b"\r\n"):
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY:
-                raise BadRequest(413, "Request Entity Too Large")
-            chunks.append(await reader.readexactly(size))
-            if (await reader.readexactly(2)) not in (b"\r\n",):
-                raise BadRequest(400, "Bad Request")
-
-    @staticmethod
-    def _keep_alive(request: Request) -> bool:
-        tokens = {token.strip().lower() for token in request.header("connection").split(",")}
-        if request.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
-
-    @staticmethod
-    def _render(request: Request, response: Response, keep_alive: bool) -> bytes:
-        headers = dict(response.headers)
-        headers["Date"] = formatdate(usegmt=True)
-        status = response.status
-        if status != 204 and status >= 200:
-            headers["Content-Length"] = str(len(response.body))
-        if not keep_alive:
-            headers["Connection"] = "close"
-        elif request.version == "HTTP/1.0":
-            headers["Connection"] = "keep-alive"
-        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
-        lines.extend(f"{name}: {headers[name]}" for name in sorted(headers))
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if request.method == "HEAD" or status == 204:
-            return head
-        return head + response.body

@@ -18,21 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
-from .toxics import (
-    DOWNSTREAM,
-    UPSTREAM,
-    Sink,
-    Stage,
-    ToxicSpec,
-    make_stage,
-    set_linger_zero,
-)
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
+from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
+from .toxics import Sink, Stage, Timer, make_stage
 
 log = logging.getLogger("harness.toxiproxy")
 
@@ -48,6 +39,29 @@ WRITE_HIGH = 1024 * 1024
 CLOSE_DEADLINE = 30.0
 DIAL_TIMEOUT = 30.0
 READ_SIZE = 64 * 1024
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs of its proxy (``proxy.Proxy``)."""
+
+    name: str
+    upstream: str
+    # Toxics per direction (index: UPSTREAM / DOWNSTREAM), as new links start with them.
+    chains: tuple[list[ToxicSpec], list[ToxicSpec]]
+    conns: set[Connection]
+
+    async def dial(self, side: Side) -> None: ...
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def set_linger_zero(sock: Any) -> None:
+    """Make the next close send RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    except OSError:
+        pass
 
 
 def _drop(data: bytes) -> None:
@@ -133,7 +147,7 @@ class _Writer:
 
 
 class Link:
-    """One direction of one connection."""
+    """One direction of one connection; the :class:`toxics.StageHost` of its stages."""
 
     def __init__(self, conn: Connection, direction: int, src: Side, dst: Side) -> None:
         self.conn = conn
@@ -174,6 +188,17 @@ class Link:
 
     def _feed(self, data: bytes) -> None:
         self.head.push(data, self.loop.time())
+
+    # -- what the stages see (toxics.StageHost) -------------------------------------
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer:
+        return self.loop.call_at(when, callback)
+
+    def reset_peer_after(self, delay: float) -> None:
+        self.conn.reset_after(delay)
 
     # -- flow control -------------------------------------------------------------
 
@@ -271,7 +296,7 @@ class Link:
 class Connection:
     """A client connection, its upstream connection and the two links between them."""
 
-    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, proxy: ConnectionOwner, loop: asyncio.AbstractEventLoop) -> None:
         self.proxy = proxy
         self.loop = loop
         self.client = Side(self, "client")

@@ -10,11 +10,9 @@ from types import TracebackType
 from typing import Any
 
 from . import gojson
-from .api import VERSION, ApiApp, ApiError
+from .api import VERSION, ApiApp
+from .errors import ApiError
 from .httpserver import HttpServer
-
-# StreamReader buffer limit: also the longest request line or header line accepted.
-_READ_LIMIT = 1 << 20
 
 
 class ToxiproxyServer:
@@ -43,7 +41,6 @@ class ToxiproxyServer:
             self._http.handle,
             self.host,
             self.requested_port,
-            limit=_READ_LIMIT,
             reuse_address=True,
         )
         self._server = server

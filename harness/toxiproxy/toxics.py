@@ -1,109 +1,50 @@
-"""Toxic definitions (API side) and their per-link pipeline stages (data side).
+"""The data side of toxics: per-link pipeline stages.
 
 A link (one direction of one connection) is a chain of stages ending in a writer.
-Stages are push-based: ``push`` hands a chunk on, possibly later from a loop timer,
-and ``eof`` says the source is finished. This keeps every toxic on the one event loop
+Stages are push-based: ``push`` hands a chunk on, possibly later from a timer, and
+``eof`` says the source is finished. This keeps every toxic on the one event loop
 without a task per stage, so a chain with only pass-through stages costs a few
 method calls per chunk.
 
-Timestamps travel with chunks (``loop.time()`` when read), as in Toxiproxy, so stacked
-latency toxics add up and a restarted latency toxic keeps the delay already served.
+Stages see the link only through :class:`StageHost` (a clock, timers, the held-bytes
+count and a connection reset), so they can be driven by a fake host in tests.
+
+Timestamps travel with chunks (the host's ``time()`` when read), as in Toxiproxy, so
+stacked latency toxics add up and a restarted latency toxic keeps the delay already served.
 """
 
 from __future__ import annotations
 
 import random
-import socket
-import struct
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from .gojson import FieldType
-
-if TYPE_CHECKING:
-    from .link import Link
-
-UPSTREAM = 0
-DOWNSTREAM = 1
-
-# Attribute names in the order Go's structs declare (and marshal) them.
-TOXIC_ATTRIBUTES: dict[str, dict[str, FieldType]] = {
-    "latency": {"latency": "int64", "jitter": "int64"},
-    "bandwidth": {"rate": "int64"},
-    "slow_close": {"delay": "int64"},
-    "timeout": {"timeout": "int64"},
-    "reset_peer": {"timeout": "int64"},
-    "slicer": {"average_size": "int", "size_variation": "int", "delay": "int"},
-    "limit_data": {"bytes": "int64"},
-    "noop": {},
-}
-
-# Go type names, used in decode error messages.
-TOXIC_GO_TYPES = {
-    "latency": "toxics.LatencyToxic",
-    "bandwidth": "toxics.BandwidthToxic",
-    "slow_close": "toxics.SlowCloseToxic",
-    "timeout": "toxics.TimeoutToxic",
-    "reset_peer": "toxics.ResetToxic",
-    "slicer": "toxics.SlicerToxic",
-    "limit_data": "toxics.LimitDataToxic",
-    "noop": "toxics.NoopToxic",
-}
+from .toxic_spec import ToxicSpec
 
 
-def parse_direction(stream: str) -> int | None:
-    lowered = stream.lower()
-    if lowered == "upstream":
-        return UPSTREAM
-    if lowered == "downstream":
-        return DOWNSTREAM
-    return None
+class Timer(Protocol):
+    def cancel(self) -> None: ...
 
 
-def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
-    """Reject values for which Toxiproxy would panic or loop forever; None if fine.
+class StageHost(Protocol):
+    """What a stage may use of the link it runs on."""
 
-    Go accepts these and then crashes the link (negative slice bounds) or recurses
-    without end (slicer with average_size 0), so a 400 is the only safe answer.
-    """
-    if toxic_type == "bandwidth" and attrs["rate"] < 0:
-        return f"bandwidth rate must not be negative, got {attrs['rate']}"
-    if toxic_type == "slicer":
-        average, variation = attrs["average_size"], attrs["size_variation"]
-        if average <= 0:
-            return f"slicer average_size must be positive, got {average}"
-        if variation < 0:
-            return f"slicer size_variation must not be negative, got {variation}"
-        if variation >= average:
-            return (
-                "slicer size_variation must be smaller than average_size,"
-                f" got size_variation {variation} and average_size {average}"
-            )
-    return None
+    def time(self) -> float:
+        """The clock chunk timestamps and timers use (seconds)."""
+        ...
 
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer:
+        """Run ``callback`` once at ``when`` on the host's clock, unless cancelled."""
+        ...
 
-@dataclass
-class ToxicSpec:
-    """A toxic as the API sees it. Immutable by convention: updates build a new one."""
+    def hold(self, delta: int) -> None:
+        """Bytes held by a stage changed by ``delta`` (the host applies back-pressure)."""
+        ...
 
-    name: str
-    type: str
-    stream: str
-    direction: int
-    toxicity: float
-    attributes: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        from .gojson import Float32
-
-        return {
-            "attributes": dict(self.attributes),
-            "name": self.name,
-            "type": self.type,
-            "stream": self.stream,
-            "toxicity": Float32(self.toxicity),
-        }
+    def reset_peer_after(self, delay: float) -> None:
+        """Reset both sockets of the connection after ``delay`` seconds, whatever happens."""
+        ...
 
 
 class Sink(Protocol):
@@ -120,14 +61,17 @@ _EARLY = 0.0002
 class Stage:
     """Pass-through stage; also what a toxic becomes when its toxicity draw misses."""
 
-    __slots__ = ("closed", "link", "next", "spec")
+    __slots__ = ("closed", "host", "next", "spec", "timer")
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        self.link = link
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        self.host = host
         self.spec = spec
         self.next: Sink = nxt
         # True once EOF has been sent on; later input is dropped, as after a Go stub closes.
         self.closed = False
+        # The one pending timer of a timer-driven stage (latency, bandwidth, slicer,
+        # slow_close, timeout); None when nothing is scheduled.
+        self.timer: Timer | None = None
 
     def push(self, data: bytes, ts: float) -> None:
         if not self.closed:
@@ -149,7 +93,18 @@ class Stage:
         return [], False
 
     def cancel(self) -> None:
-        """Cancel timers; the stage is being discarded."""
+        """Cancel the pending timer; the stage stops or is being discarded."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _schedule(self, when: float) -> None:
+        self.timer = self.host.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        """The timer went off; unless a stage says otherwise, that ends it."""
+        self.timer = None
+        self.close()
 
     def carry(self, old: Stage) -> None:
         """Take over per-connection state from the stage this one replaces on update."""
@@ -159,25 +114,21 @@ class Stage:
 class _Buffered(Stage):
     """A stage that holds chunks and releases them from a loop timer."""
 
-    __slots__ = ("eof_pending", "queue", "timer")
+    __slots__ = ("eof_pending", "queue")
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.queue: deque[tuple[bytes, float]] = deque()
-        self.timer: Any = None
         self.eof_pending = False
 
     def _enqueue(self, data: bytes, ts: float) -> None:
         self.queue.append((data, ts))
-        self.link.hold(len(data))
+        self.host.hold(len(data))
 
     def _dequeue(self) -> tuple[bytes, float]:
         data, ts = self.queue.popleft()
-        self.link.hold(-len(data))
+        self.host.hold(-len(data))
         return data, ts
-
-    def _schedule(self, when: float) -> None:
-        self.timer = self.link.loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self.timer = None
@@ -208,11 +159,6 @@ class _Buffered(Stage):
         pending, self.eof_pending = self.eof_pending, False
         return held, pending
 
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
 
 class LatencyStage(_Buffered):
     """Delay each chunk by latency ± jitter from when it was read, keeping order.
@@ -223,8 +169,8 @@ class LatencyStage(_Buffered):
 
     __slots__ = ("jitter", "last_release", "latency", "origins")
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.latency = spec.attributes["latency"]
         self.jitter = spec.attributes["jitter"]
         self.last_release = 0.0
@@ -243,7 +189,7 @@ class LatencyStage(_Buffered):
             return
         release = max(ts + self._delay(), self.last_release)
         self.last_release = release
-        if not self.queue and release <= self.link.loop.time() + _EARLY:
+        if not self.queue and release <= self.host.time() + _EARLY:
             self.next.push(data, release)
             return
         self._enqueue(data, release)
@@ -253,7 +199,7 @@ class LatencyStage(_Buffered):
 
     def _fire(self) -> None:
         self.timer = None
-        horizon = self.link.loop.time() + _EARLY
+        horizon = self.host.time() + _EARLY
         while self.queue and self.queue[0][1] <= horizon:
             data, release = self._dequeue()
             self.origins.popleft()
@@ -280,8 +226,8 @@ class BandwidthStage(_Buffered):
 
     __slots__ = ("bps", "piece", "virtual_time")
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         rate = spec.attributes["rate"]
         self.bps = rate * 1000.0
         self.piece = max(1, rate * 10)
@@ -295,11 +241,11 @@ class BandwidthStage(_Buffered):
         if self.bps <= 0:
             return
         if was_idle and self.timer is None:
-            self.virtual_time = max(self.virtual_time, self.link.loop.time())
+            self.virtual_time = max(self.virtual_time, self.host.time())
             self._pump()
 
     def _pump(self) -> None:
-        horizon = self.link.loop.time() + _EARLY
+        horizon = self.host.time() + _EARLY
         while self.queue:
             data, ts = self.queue[0]
             size = min(len(data), self.piece)
@@ -313,7 +259,7 @@ class BandwidthStage(_Buffered):
                 self.next.push(data, ts)
             else:
                 self.queue[0] = (data[size:], ts)
-                self.link.hold(-size)
+                self.host.hold(-size)
                 self.next.push(data[:size], ts)
             if self.closed:
                 return
@@ -323,11 +269,10 @@ class BandwidthStage(_Buffered):
 class SlowCloseStage(Stage):
     """Pass data through; delay the EOF by ``delay`` ms."""
 
-    __slots__ = ("timer", "waiting")
+    __slots__ = ("waiting",)
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
-        self.timer: Any = None
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.waiting = False
 
     def eof(self) -> None:
@@ -335,53 +280,33 @@ class SlowCloseStage(Stage):
             return
         self.waiting = True
         delay = max(0, self.spec.attributes["delay"]) / 1000.0
-        self.timer = self.link.loop.call_later(delay, self._fire)
-
-    def _fire(self) -> None:
-        self.timer = None
-        self.close()
+        self._schedule(self.host.time() + delay)
 
     def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
         self.cancel()
         pending, self.waiting = self.waiting, False
         return [], pending
 
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
 
 class TimeoutStage(Stage):
     """Drop all data. timeout 0: never close. timeout > 0: close after that idle time."""
 
-    __slots__ = ("timeout", "timer")
+    __slots__ = ("timeout",)
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.timeout = spec.attributes["timeout"] / 1000.0
-        self.timer: Any = None
         self._arm()
 
     def _arm(self) -> None:
         if self.timeout > 0:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.link.loop.call_later(self.timeout, self._fire)
-
-    def _fire(self) -> None:
-        self.timer = None
-        self.close()
+            self.cancel()
+            self._schedule(self.host.time() + self.timeout)
 
     def push(self, data: bytes, ts: float) -> None:
         if not self.closed:
             # Toxiproxy starts a fresh timer per received chunk: an idle timeout.
             self._arm()
-
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 class ResetPeerStage(Stage):
@@ -389,8 +314,8 @@ class ResetPeerStage(Stage):
 
     __slots__ = ("triggered",)
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.triggered = False
 
     def push(self, data: bytes, ts: float) -> None:
@@ -405,7 +330,7 @@ class ResetPeerStage(Stage):
         self.triggered = True
         # The reset is owned by the connection: like Toxiproxy's uninterruptible sleep,
         # removing or updating the toxic after it fired does not save the connection.
-        self.link.conn.reset_after(max(0, self.spec.attributes["timeout"]) / 1000.0)
+        self.host.reset_peer_after(max(0, self.spec.attributes["timeout"]) / 1000.0)
 
     def carry(self, old: Stage) -> None:
         super().carry(old)
@@ -418,8 +343,8 @@ class SlicerStage(_Buffered):
 
     __slots__ = ("average", "delay", "ready_at", "variation")
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.average = spec.attributes["average_size"]
         self.variation = spec.attributes["size_variation"]
         self.delay = max(0, spec.attributes["delay"]) / 1e6
@@ -455,7 +380,7 @@ class SlicerStage(_Buffered):
             self._pump()
 
     def _pump(self) -> None:
-        now = self.link.loop.time()
+        now = self.host.time()
         while self.queue:
             if self.ready_at > now + _EARLY:
                 self._schedule(self.ready_at)
@@ -473,8 +398,8 @@ class LimitDataStage(Stage):
 
     __slots__ = ("sent",)
 
-    def __init__(self, link: Link, spec: ToxicSpec, nxt: Sink) -> None:
-        super().__init__(link, spec, nxt)
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
         self.sent = 0
 
     def push(self, data: bytes, ts: float) -> None:
@@ -507,19 +432,8 @@ STAGES: dict[str, type[Stage]] = {
 }
 
 
-def make_stage(link: Link, spec: ToxicSpec, nxt: Sink) -> Stage:
+def make_stage(host: StageHost, spec: ToxicSpec, nxt: Sink) -> Stage:
     """Build the stage for one link, drawing toxicity as Toxiproxy does on (re)start."""
     if random.random() < spec.toxicity:
-        return STAGES[spec.type](link, spec, nxt)
-    return Stage(link, spec, nxt)
-
-
-_LINGER_ZERO = struct.pack("ii", 1, 0)
-
-
-def set_linger_zero(sock: Any) -> None:
-    """Make the next close send RST instead of FIN."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    except OSError:
-        pass
+        return STAGES[spec.type](host, spec, nxt)
+    return Stage(host, spec, nxt)

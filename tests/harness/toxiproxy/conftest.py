@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import requests
 import toxiproxy.api
 import uvloop
-from toxiproxy_support import DEADLINE, Api, ServerThread, Upstream
+from toxiproxy_support import DEADLINE, Api, ServerThread, Upstream, wait_for
 
 
 # Both loops: `python -m harness.toxiproxy` runs on uvloop when it is installed.
@@ -43,10 +42,10 @@ def tp(server_thread: ServerThread, caplog: pytest.LogCaptureFixture) -> Iterato
     yield server_thread
     for name in requests.get(server_thread.url + "/proxies", timeout=DEADLINE).json():
         requests.delete(f"{server_thread.url}/proxies/{name}", timeout=DEADLINE)
-    deadline = time.monotonic() + DEADLINE
-    while server_thread.connection_count() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server_thread.connection_count() == 0, "proxied connections leaked"
+    try:
+        wait_for(lambda: server_thread.connection_count() == 0, "every proxied connection to close")
+    except TimeoutError:
+        pytest.fail(f"proxied connections leaked: {server_thread.connection_count()} still open")
     errors = [
         r for r in caplog.records if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("asyncio", "harness")
     ]

@@ -147,11 +147,11 @@ def test_timeout_zero_blackholes_and_removal_closes(api: Api, make_upstream: Cal
         sock.sendall(b"into the void")
         with pytest.raises(TimeoutError):
             sock.recv(100)
-        assert wait_for(lambda: upstream.received == 13)
+        wait_for(lambda: upstream.received == 13, "the upstream to receive all 13 bytes")
         sock.settimeout(5)
         api.remove_toxic("p", "timeout_downstream")
         assert read_to_eof(sock) == b""
-    assert wait_for(lambda: upstream.closed == 1)
+    wait_for(lambda: upstream.closed == 1, "the upstream connection to close")
 
 
 def test_timeout_closes_after_idle_time(api: Api, echo: Upstream) -> None:

@@ -8,26 +8,21 @@ import asyncio
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import requests
 
 from harness.toxiproxy import ToxiproxyServer
+from harness.waiting import wait_until
 
 T = TypeVar("T")
 DEADLINE = 5.0
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Poll ``predicate`` until true or the deadline passes (for state, not timing)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Wait until ``predicate`` holds (state, not timing); TimeoutError naming ``what`` if not."""
+    wait_until(predicate, timeout=timeout, interval=0.005, what=what)
 
 
 def port_of(address: str) -> int:
@@ -127,7 +122,7 @@ class ServerThread:
         return self.call(run())
 
     def connection_count(self) -> int:
-        return self.sync(lambda: sum(len(p.conns) for p in self.server.app.proxies.values()))
+        return self.sync(lambda: sum(len(p.conns) for p in self.server.app.collection.proxies.values()))
 
     def stop(self) -> None:
         self.call(self.server.close())

@@ -1,0 +1,167 @@
+"""Toxics as the API sees them: the schema, its validation and its JSON shape.
+
+A :class:`ToxicSpec` is what ``POST /proxies/{p}/toxics`` creates and ``GET`` shows; the
+data path (``toxics``) turns one into a stage per link. Decoding follows Go's
+``ToxicWrapper`` and each toxic's struct, error texts and all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import gojson
+from .errors import ApiError, bad_body
+
+UPSTREAM = 0
+DOWNSTREAM = 1
+
+# Attribute names in the order Go's structs declare (and marshal) them.
+TOXIC_ATTRIBUTES: dict[str, dict[str, gojson.FieldType]] = {
+    "latency": {"latency": "int64", "jitter": "int64"},
+    "bandwidth": {"rate": "int64"},
+    "slow_close": {"delay": "int64"},
+    "timeout": {"timeout": "int64"},
+    "reset_peer": {"timeout": "int64"},
+    "slicer": {"average_size": "int", "size_variation": "int", "delay": "int"},
+    "limit_data": {"bytes": "int64"},
+    "noop": {},
+}
+
+# Go type names, used in decode error messages.
+TOXIC_GO_TYPES = {
+    "latency": "toxics.LatencyToxic",
+    "bandwidth": "toxics.BandwidthToxic",
+    "slow_close": "toxics.SlowCloseToxic",
+    "timeout": "toxics.TimeoutToxic",
+    "reset_peer": "toxics.ResetToxic",
+    "slicer": "toxics.SlicerToxic",
+    "limit_data": "toxics.LimitDataToxic",
+    "noop": "toxics.NoopToxic",
+}
+
+_WRAPPER_FIELDS: dict[str, gojson.FieldType] = {
+    "attributes": "raw",
+    "name": "string",
+    "type": "string",
+    "stream": "string",
+    "toxicity": "float32",
+}
+_UPDATE_FIELDS: dict[str, gojson.FieldType] = {"attributes": "raw", "toxicity": "float32"}
+_UPDATE_TYPE = "struct { Attributes interface {}; Toxicity float32 }"
+
+
+def parse_direction(stream: str) -> int | None:
+    lowered = stream.lower()
+    if lowered == "upstream":
+        return UPSTREAM
+    if lowered == "downstream":
+        return DOWNSTREAM
+    return None
+
+
+def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
+    """Reject values for which Toxiproxy would panic or loop forever; None if fine.
+
+    Go accepts these and then crashes the link (negative slice bounds) or recurses
+    without end (slicer with average_size 0), so a 400 is the only safe answer.
+    """
+    if toxic_type == "bandwidth" and attrs["rate"] < 0:
+        return f"bandwidth rate must not be negative, got {attrs['rate']}"
+    if toxic_type == "slicer":
+        average, variation = attrs["average_size"], attrs["size_variation"]
+        if average <= 0:
+            return f"slicer average_size must be positive, got {average}"
+        if variation < 0:
+            return f"slicer size_variation must not be negative, got {variation}"
+        if variation >= average:
+            return (
+                "slicer size_variation must be smaller than average_size,"
+                f" got size_variation {variation} and average_size {average}"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class ToxicSpec:
+    """A toxic as the API sees it; updates build a new one."""
+
+    name: str
+    type: str
+    stream: str
+    direction: int
+    toxicity: float
+    attributes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attributes": dict(self.attributes),
+            "name": self.name,
+            "type": self.type,
+            "stream": self.stream,
+            "toxicity": gojson.Float32(self.toxicity),
+        }
+
+
+def decode_fields(value: Any, fields: dict[str, gojson.FieldType], type_name: str) -> dict[str, Any]:
+    """Go's json.Unmarshal of ``value`` into a struct; a mismatch is a 400."""
+    try:
+        return gojson.decode_struct(value, fields, type_name)
+    except gojson.DecodeError as exc:
+        raise bad_body(exc) from None
+
+
+def _decode_attributes(toxic_type: str, raw: Any) -> dict[str, int]:
+    return decode_fields(raw, TOXIC_ATTRIBUTES[toxic_type], TOXIC_GO_TYPES[toxic_type])
+
+
+def _validated(toxic_type: str, attributes: dict[str, int]) -> dict[str, int]:
+    problem = validate_attributes(toxic_type, attributes)
+    if problem is not None:
+        raise bad_body(problem)
+    return attributes
+
+
+def new_toxic(body: Any, taken: Callable[[str], bool]) -> ToxicSpec:
+    """The toxic a create body describes, checked in Go's order; ``taken`` names in use."""
+    wrapper = decode_fields(body, _WRAPPER_FIELDS, "toxics.ToxicWrapper")
+    raw_attributes = wrapper.get("attributes")
+    if raw_attributes is not None and not isinstance(raw_attributes, dict):
+        # Go first decodes attributes into a NoopToxic, which needs an object.
+        raise bad_body(
+            f"json: cannot unmarshal {gojson.kind(raw_attributes).split()[0]}"
+            " into Go struct field ToxicWrapper.attributes of type toxics.NoopToxic"
+        )
+    stream = wrapper.get("stream", "downstream")
+    direction = parse_direction(stream)
+    if direction is None:
+        raise ApiError(400, "stream was invalid, can be either upstream or downstream")
+    toxic_type = wrapper.get("type", "")
+    name = wrapper.get("name") or f"{toxic_type}_{stream}"
+    if toxic_type not in TOXIC_ATTRIBUTES:
+        raise ApiError(400, "invalid toxic type")
+    if taken(name):
+        raise ApiError(409, "toxic already exists")
+    attributes = {key: 0 for key in TOXIC_ATTRIBUTES[toxic_type]}
+    attributes.update(_decode_attributes(toxic_type, raw_attributes))
+    return ToxicSpec(
+        name=name,
+        type=toxic_type,
+        stream=stream,
+        direction=direction,
+        toxicity=wrapper.get("toxicity", 1.0),
+        attributes=_validated(toxic_type, attributes),
+    )
+
+
+def updated_toxic(spec: ToxicSpec, body: Any) -> ToxicSpec:
+    """``spec`` with an update body merged in: missing attributes and toxicity are kept."""
+    fields = decode_fields(body, _UPDATE_FIELDS, _UPDATE_TYPE)
+    attributes = dict(spec.attributes)
+    attributes.update(_decode_attributes(spec.type, fields.get("attributes")))
+    return replace(
+        spec,
+        toxicity=fields.get("toxicity", spec.toxicity),
+        attributes=_validated(spec.type, attributes),
+    )
