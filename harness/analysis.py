@@ -180,10 +180,6 @@ def windows_by_target(windows: Iterable[FaultWindow]) -> dict[str, list[tuple[fl
     return out
 
 
-def run_fault_windows(run: Run) -> list[FaultWindow]:
-    return fault_windows(run.nemesis(), run_end_time(run))
-
-
 # -- failover gaps --------------------------------------------------------------------------------
 
 

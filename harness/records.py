@@ -160,10 +160,6 @@ class RunMeta:
         value = num(self.expect.get(key))
         return value if value is not None and value >= 0 else default
 
-    def has_capability(self, name: str) -> bool | None:
-        value = self.capabilities.get(name)
-        return bool(value) if value is not None else None
-
 
 # -- what a checker finds -------------------------------------------------------------------------
 
