@@ -58,7 +58,12 @@ async def _report() -> None:
 
 
 async def serve(host: str, port: int) -> None:
-    server = await ws_create_server(_listener, host, port, backlog=4096, max_frame_size=64 * 1024 * 1024)
+    # The handshake timeout is websockets' default open_timeout (the reference balancer's too):
+    # picows' own 5 s would close upstream handshakes that a balancer busy re-homing thousands of
+    # sessions is slow to finish, and count them against the balancer as if they were its own limit.
+    server = await ws_create_server(
+        _listener, host, port, backlog=4096, max_frame_size=64 * 1024 * 1024, websocket_handshake_timeout=10
+    )
     async with server:
         await _report()
 

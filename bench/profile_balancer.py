@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
@@ -58,6 +60,15 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--gil", action="store_true", help="py-spy --gil: only samples holding the GIL (Python work, not syscalls)"
+    )
+    parser.add_argument(
+        "--hold",
+        type=int,
+        default=0,
+        help="instead of the load: open this many idle sessions (keepalive 5 s / 5 s) and sample while they open",
+    )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "balancer.collapsed")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -67,30 +78,49 @@ def main() -> int:
     with Supervisor(workdir / "logs") as sup:
         primary = start_backend(sup, "primary")
         secondary = start_backend(sup, "secondary")
-        target = start_target(sup, "reference", primary.address, secondary.address, workdir)
+        keepalive = {"ping_interval_s": 5.0, "ping_timeout_s": 5.0} if args.hold else None
+        target = start_target(sup, "reference", primary.address, secondary.address, workdir, balancer=keepalive)
         duration = args.seconds + 4.0
         start_at = time.time() + 1.5
-        per = [args.conns // args.procs + (1 if i < args.conns % args.procs else 0) for i in range(args.procs)]
+        count = args.hold or args.conns
+        per = [count // args.procs + (1 if i < count % args.procs else 0) for i in range(args.procs)]
+        if args.hold:
+            argv = ["hold", "--duration", str(duration), "--open-concurrency", "32"]
+        else:
+            argv = ["load", "--size", str(args.size), "--duration", str(duration), "--start-at", f"{start_at:.6f}"]
         workers = [
             sup.spawn(
                 f"load-{i}",
-                [sys.executable, str(BENCH / "loadgen.py"), "load", "--url", target.url, "--conns", str(n),
-                 "--size", str(args.size), "--duration", str(duration), "--start-at", f"{start_at:.6f}"],
+                [sys.executable, str(BENCH / "loadgen.py"), *argv, "--url", target.url, "--conns", str(n)],
                 wait=False,
             )
-            for i, n in enumerate(per) if n
-        ]  # fmt: skip
+            for i, n in enumerate(per)
+            if n
+        ]
         wait_until(lambda: time.time() >= start_at + 1.0, timeout=30, what="the load to settle")
         assert target.proc is not None and target.proc.pid is not None
+        balancer = psutil.Process(target.proc.pid)
+        before, wall0 = balancer.cpu_times(), time.perf_counter()
         subprocess.run(
             [py_spy, "record", "--pid", str(target.proc.pid), "--duration", str(int(args.seconds)),
-             "--rate", "200", "--format", "raw", "--output", str(args.out), "--nonblocking"],
+             "--rate", "200", "--format", "raw", "--output", str(args.out), "--nonblocking",
+             *(["--gil"] if args.gil else [])],
             check=True, capture_output=True, timeout=args.seconds + 60,
         )  # fmt: skip
+        after, wall = balancer.cpu_times(), time.perf_counter() - wall0
         for worker in workers:
-            wait_until(lambda w=worker: not w.running, timeout=duration + 30, what="the load generator to finish")
+            if args.hold:
+                worker.terminate(timeout=30)
+            else:
+                wait_until(lambda w=worker: not w.running, timeout=duration + 30, what="the load generator to finish")
     total, own, inclusive = shares(args.out, args.top)
-    print(f"{total} samples of the balancer, {args.conns} connections x {args.size} B; collapsed stacks: {args.out}")
+    what = f"opening {args.hold} idle sessions" if args.hold else f"{args.conns} connections x {args.size} B"
+    print(f"{total} samples of the balancer, {what}; collapsed stacks: {args.out}")
+    user, system = after.user - before.user, after.system - before.system
+    print(
+        f"balancer CPU while sampled: user {user / wall * 100:.0f}% + system {system / wall * 100:.0f}% of one CPU "
+        "(py-spy samples wall time: a frame in a syscall, e.g. a socket send, is counted whether or not it runs)"
+    )
     print("\nown time (the function itself):")
     for name, share in own:
         print(f"  {share * 100:5.1f}%  {name}")
