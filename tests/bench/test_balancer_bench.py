@@ -1,4 +1,4 @@
-"""The balancer benchmark's pure parts, and one real round trip through its load generator.
+"""The balancer benchmark's pure parts (bench/bench_report.py), and one real round trip through its load generator.
 
 The benchmark itself (``make bench``) takes minutes; these check what turns its measurements into
 numbers (percentiles, medians, ratios, the generated section of docs/performance.md) and that the
@@ -72,7 +72,8 @@ def test_failover_quantiles_of_nothing_are_absent_not_zero() -> None:
 
 
 def test_the_generated_section_replaces_itself_and_keeps_the_rest(tmp_path: Path) -> None:
-    bench = _load("balancer_bench")
+    _load("balancer_bench")  # puts bench/ on sys.path for its sibling modules
+    bench = sys.modules["bench_report"]
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\n## Toxiproxy overhead\n\nkept\n")
     report = {
