@@ -212,8 +212,10 @@ class Bench:
         for player in players:
             wait_exit(player, duration + 10)
         per_client: list[dict[str, Any]] = []
+        steady: list[float] = []  # RTTs in the steady second before the fault: what the gap compares with
         for player in players:
             for client in last_json(player)["clients"]:
+                steady += [(r - s) * 1000 for s, r in client["pairs"] if s >= fault_at - PLAY_WARMUP_S and r < fault_at]
                 after = [received - fault_at for sent, received in client["pairs"] if sent >= fault_at]
                 gap = min(after) if after else None
                 before = [received for sent, received in client["pairs"] if received < fault_at]
@@ -234,6 +236,7 @@ class Bench:
             "recovered": len(gaps),
             "window_ms": after_s * 1000,
             "gap_ms": quantiles(gaps),
+            "steady_rtt_ms": quantiles(steady),
             "per_client": per_client,
         }
 
@@ -668,7 +671,7 @@ def print_failover(r: dict[str, Any]) -> None:
     print(
         f"failover {r['fault']:<9} {r['target']:<9} closed {r['closed']}/{r['clients']} recovered "
         f"{r['recovered']}/{r['clients']} gap p50 {fmt(g['p50'], '.1f')} p99 {fmt(g['p99'], '.1f')} "
-        f"max {fmt(g['max'], '.1f')} ms",
+        f"max {fmt(g['max'], '.1f')} ms (steady RTT p99 before: {fmt(r['steady_rtt_ms']['p99'], '.1f')} ms)",
         flush=True,
     )
 

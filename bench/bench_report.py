@@ -103,15 +103,17 @@ def load_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def failover_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| fault | target | clients closed | recovered in window | gap p50 ms | gap p99 ms | gap max ms |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| fault | target | clients closed | recovered in window | gap p50 ms | gap p99 ms | gap max ms "
+        "| steady RTT p50 / p99 ms before the fault |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         g = r["gap_ms"]
+        steady = r.get("steady_rtt_ms") or {}
         lines.append(
             f"| {r['fault']} | {r['target']} | {r['closed']}/{r['clients']} | {r['recovered']}/{r['clients']} "
             f"(window {r['window_ms'] / 1000:.0f} s) | {fmt(g['p50'], '.1f')} | {fmt(g['p99'], '.1f')} | "
-            f"{fmt(g['max'], '.1f')} |"
+            f"{fmt(g['max'], '.1f')} | {fmt(steady.get('p50'), '.1f')} / {fmt(steady.get('p99'), '.1f')} |"
         )
     return lines
 
