@@ -55,6 +55,7 @@ if str(BENCH) not in sys.path:
 from bench_report import (  # noqa: E402
     failover_table,
     fmt,
+    goals_table,
     load_table,
     pct,
     percentile,
@@ -504,6 +505,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "balancer_bench.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to leave docs alone")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "balancer_bench.png")
+    p.add_argument(
+        "--report-only", type=Path, metavar="JSON", help="measure nothing: print and write the docs from a stored run"
+    )
     p.add_argument("--quick", action="store_true", help="1 round of 1 s cells, 1000 sessions: a smoke run")
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -604,6 +608,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(result)
                 print_failover(result)
             report["failover"] = runs
+            report["failover_ping_s"] = PING_S
         if "sessions" not in args.skip and "reference" in targets:
             runs = []
             for count in args.sessions:
@@ -680,18 +685,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    report = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"\nJSON: {args.json}")
+    if args.report_only:
+        try:
+            report = json.loads(args.report_only.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"balancer_bench: cannot read {args.report_only}: {exc}", file=sys.stderr)
+            return 2
+        if report.get("load_cells"):
+            report["load"] = summarise(report["load_cells"])
+    else:
+        report = run(args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nJSON: {args.json}")
     if report.get("load"):
         print("\n".join(load_table(report["load"])))
     if report.get("failover"):
         print("\n".join(failover_table(report["failover"])))
     if report.get("sessions"):
         print("\n".join(sessions_table(report["sessions"])))
+    print("\n".join(goals_table(report, report.get("failover_ping_s", PING_S))))
     plot_path = None
-    if report.get("load") and str(args.plot):
+    if report.get("load") and str(args.plot) not in ("", "."):
         plot(report["load"], args.plot, f"WebSocket echo through each target, {report['date']}, {os.cpu_count()} CPUs")
         plot_path = args.plot
     if str(args.doc) not in ("", "."):

@@ -7,6 +7,7 @@ plot, and rewrites the generated section of docs/performance.md between its mark
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((cell["target"], cell["size"], cell["conns"]), []).append(cell)
 
     def med(rows: list[dict[str, Any]], key: str) -> float | None:
-        values = sorted(r[key] for r in rows if r.get(key) is not None)
-        return values[len(values) // 2] if values else None
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return statistics.median(values) if values else None
 
     rows = []
     for (target, size, conns), group in groups.items():
@@ -134,6 +135,88 @@ def sessions_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+# The issue's goals for the reference balancer; the load ones are judged at 64 B, 16 connections
+# (the issue's own measurement), ratios to HAProxy measured in the same run.
+GOAL_RPS_VS_HAPROXY = 0.75
+GOAL_CPU_VS_HAPROXY = 2.0
+GOAL_P99_VS_HAPROXY = 1.5
+GOAL_KILL_GAP_P99_MS = 10.0
+GOAL_BLACKHOLE_MARGIN_MS = 100.0
+GOAL_REHOME_S = {5000: 3.0, 10000: 5.0}
+GOAL_RSS_10K_MIB = 1024.0
+
+
+def goals(report: dict[str, Any], ping_s: float) -> list[tuple[str, str, str, str]]:
+    """(goal, target, measured, verdict) for each goal this run can judge; others are "not measured"."""
+    out: list[tuple[str, str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "**not met**")
+
+    rows = {(r["target"], r["size"], r["conns"]): r for r in report.get("load") or []}
+    ref = rows.get(("reference", 64, 16), {})
+    for key, label, goal, better_low in (
+        ("rps_vs_haproxy", "round trips/s ÷ HAProxy (64 B, 16 conns)", GOAL_RPS_VS_HAPROXY, False),
+        ("cpu_vs_haproxy", "proxy CPU per round trip ÷ HAProxy (64 B, 16 conns)", GOAL_CPU_VS_HAPROXY, True),
+        ("p99_vs_haproxy", "p99 RTT ÷ HAProxy (64 B, 16 conns)", GOAL_P99_VS_HAPROXY, True),
+    ):
+        value = ref.get(key)
+        ok = None if value is None else (value <= goal if better_low else value >= goal)
+        out.append((label, f"{'≤' if better_low else '≥'} {goal}", fmt(value, ".2f"), verdict(ok)))
+    runs = {(r["target"], r["fault"]): r for r in report.get("failover") or []}
+    kill = runs.get(("reference", "sigkill"))
+    if kill:
+        p99 = kill["gap_ms"]["p99"]
+        ok = p99 is not None and p99 <= GOAL_KILL_GAP_P99_MS and kill["closed"] == 0
+        measured = f"p99 {fmt(p99, '.1f')} ms, {kill['closed']}/{kill['clients']} closed"
+    else:
+        ok, measured = None, "-"
+    out.append(
+        ("failover gap after SIGKILL", f"p99 ≤ {GOAL_KILL_GAP_P99_MS:.0f} ms, none closed", measured, verdict(ok))
+    )
+    hole = runs.get(("reference", "blackhole"))
+    bound = 2 * ping_s * 1000 + GOAL_BLACKHOLE_MARGIN_MS
+    if hole:
+        worst = hole["gap_ms"]["max"]
+        ok = worst is not None and worst <= bound and hole["recovered"] == hole["clients"] and hole["closed"] == 0
+        measured = (f"max {fmt(worst, '.0f')} ms, {hole['recovered']}/{hole['clients']} recovered, "
+                    f"{hole['closed']} closed")  # fmt: skip
+    else:
+        ok, measured = None, "-"
+    out.append(("blackhole noticed and failed over", f"≤ ping_interval + ping_timeout + 100 ms = {bound:.0f} ms",
+                measured, verdict(ok)))  # fmt: skip
+    sessions = {r["sessions"]: r for r in report.get("sessions") or []}
+    for count, limit in GOAL_REHOME_S.items():
+        run = sessions.get(count)
+        if run is None:
+            out.append((f"{count} sessions re-homed", f"≤ {limit:.0f} s, none closed", "-", verdict(None)))
+            continue
+        ok = run["rehome_s"] is not None and run["rehome_s"] <= limit and run["closed"] == 0
+        if run["rehome_s"] is None and run["open_s"] is None:
+            measured = f"could not open them: {run['held']} held at the deadline"
+        else:
+            measured = f"{fmt(run['rehome_s'], '.1f')} s, {fmt(run['closed'])} closed"
+        out.append((f"{count} sessions re-homed", f"≤ {limit:.0f} s, none closed", measured, verdict(ok)))
+    big = sessions.get(10000)
+    if big is not None:
+        measured, ok = f"{big['rss_mib']:.0f} MiB with {big['held']} held", big["rss_mib"] < GOAL_RSS_10K_MIB
+    elif sessions:
+        largest = sessions[max(sessions)]
+        per = largest["rss_kib_per_session"]
+        measured = f"about {per * 10000 / 1024:.0f} MiB (extrapolated from {largest['held']} sessions)" if per else "-"
+        ok = None if not per else per * 10000 / 1024 < GOAL_RSS_10K_MIB
+    else:
+        measured, ok = "-", None
+    out.append(("RSS with 10k idle sessions", f"< {GOAL_RSS_10K_MIB:.0f} MiB", measured, verdict(ok)))
+    return out
+
+
+def goals_table(report: dict[str, Any], ping_s: float) -> list[str]:
+    lines = ["| goal | target | measured in this run | verdict |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in goals(report, ping_s)]
+    return lines
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -200,6 +283,9 @@ def write_doc(doc: Path, report: dict[str, Any], plot_path: Path | None) -> None
             f"{g['verdict']}",
             "",
         ]
+    lines += ["### Where the reference balancer stands against the goals", ""]
+    lines += goals_table(report, report.get("failover_ping_s", 1.0))
+    lines.append("")
     if report.get("load"):
         lines += ["### Throughput and RTT (median over rounds; ratios in the same run)", ""]
         lines += load_table(report["load"])

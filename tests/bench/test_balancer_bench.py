@@ -135,3 +135,26 @@ def test_a_real_load_run_against_the_echo_backend(tmp_path: Path) -> None:
         assert result["errors"] == {}
         lines = backend.stats_lines()
         assert lines and max(line["accepted"] for line in lines) == 2
+
+
+def test_goals_are_judged_from_the_run_and_unmeasured_ones_say_so() -> None:
+    _load("balancer_bench")
+    report_module = sys.modules["bench_report"]
+    report = {
+        "load": [{"target": "reference", "size": 64, "conns": 16, "rps_vs_haproxy": 0.8, "cpu_vs_haproxy": 2.5,
+                  "p99_vs_haproxy": 1.5}],
+        "failover": [
+            {"target": "reference", "fault": "sigkill", "clients": 8, "closed": 0, "recovered": 8,
+             "gap_ms": {"p50": 5.0, "p99": 9.0, "max": 9.5}},
+            {"target": "reference", "fault": "blackhole", "clients": 8, "closed": 0, "recovered": 8,
+             "gap_ms": {"p50": 2000.0, "p99": 2150.0, "max": 2150.0}},
+        ],
+    }  # fmt: skip
+    verdicts = {goal: verdict for goal, _, _, verdict in report_module.goals(report, ping_s=1.0)}
+    assert verdicts["round trips/s ÷ HAProxy (64 B, 16 conns)"] == "met"
+    assert verdicts["proxy CPU per round trip ÷ HAProxy (64 B, 16 conns)"] == "**not met**"
+    assert verdicts["p99 RTT ÷ HAProxy (64 B, 16 conns)"] == "met"  # the bound is inclusive
+    assert verdicts["failover gap after SIGKILL"] == "met"
+    assert verdicts["blackhole noticed and failed over"] == "**not met**"  # 2150 > 1000 + 1000 + 100
+    assert verdicts["5000 sessions re-homed"] == "not measured"
+    assert verdicts["RSS with 10k idle sessions"] == "not measured"
