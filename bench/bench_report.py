@@ -260,7 +260,7 @@ def write_doc(doc: Path, report: dict[str, Any], plot_path: Path | None) -> None
         "",
         f"Run of {report['date']} ({report['wall_s'] / 60:.1f} min), written by `bench/balancer_bench.py`; "
         "do not edit between the markers, the next run replaces it. Method and reading notes: "
-        "[below](#balancer-benchmark-method).",
+        "[Balancer benchmark: method](#balancer-benchmark-method).",
         "",
         f"Machine: {m['cpus']} CPUs ({m['platform']}), load average at start {m['loadavg_start']}, at end "
         f"{m['loadavg_end']}; ulimit -n {m['fd_limit']['now']} (hard {m['fd_limit']['hard']}). "
