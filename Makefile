@@ -34,8 +34,19 @@ demo: $(STAMP)
 certify: $(STAMP)
 	$(BIN)/python -m harness certify --profile quick --report $(REPORT)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The Toxiproxy overhead, then the balancer against direct, HAProxy and nginx (about 10 minutes;
+# writes reports/balancer_bench.json, docs/performance.md and docs/balancer_bench.png). Slow parts
+# are flags: BENCH_ARGS="--sessions 1000,5000,10000 --harness".
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/toxiproxy_overhead.py --loop both --plot docs/toxiproxy_overhead.png
+	$(BIN)/python bench/balancer_bench.py $(BENCH_ARGS)
 
 # Autobahn cases direct vs through the reference balancer (about 25 minutes).
 autobahn: $(STAMP)

@@ -1,0 +1,160 @@
+"""The balancer benchmark's pure parts (bench/bench_report.py), and one real round trip through its load generator.
+
+The benchmark itself (``make bench``) takes minutes; these check what turns its measurements into
+numbers (percentiles, medians, ratios, the generated section of docs/performance.md) and that the
+picows generator and echo backend really talk to each other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_percentile_walks_the_histogram() -> None:
+    bench = _load("balancer_bench")
+    histogram = Counter({10: 98, 50: 1, 900: 1})
+    assert bench.percentile(histogram, 0.5) == 10
+    assert bench.percentile(histogram, 0.99) == 50
+    assert bench.percentile(histogram, 0.999) == 900
+    assert bench.percentile(Counter(), 0.5) is None
+
+
+def test_summary_takes_the_median_and_ratios_to_haproxy_of_the_same_cell() -> None:
+    bench = _load("balancer_bench")
+
+    def cell(target: str, rps: float, p99: float, cpu: float | None) -> dict[str, object]:
+        return {"target": target, "size": 64, "conns": 16, "rps": rps, "p50_us": 1.0, "p99_us": p99,
+                "p999_us": p99, "proxy_cpu_us_per_rt": cpu}  # fmt: skip
+
+    cells = [
+        cell("haproxy", 1000, 100, 20),
+        cell("haproxy", 3000, 300, 40),
+        cell("haproxy", 2000, 200, 30),
+        cell("reference", 500, 600, 150),
+        cell("reference", 400, 700, 140),
+        cell("reference", 600, 500, 160),
+        cell("direct", 9000, 50, None),
+    ]
+    rows = {r["target"]: r for r in bench.summarise(cells)}
+    assert rows["haproxy"]["rps"] == 2000 and rows["haproxy"]["rounds"] == 3
+    assert rows["reference"]["rps_vs_haproxy"] == pytest.approx(0.25)
+    assert rows["reference"]["p99_vs_haproxy"] == pytest.approx(3.0)
+    assert rows["reference"]["cpu_vs_haproxy"] == pytest.approx(5.0)
+    assert rows["direct"]["cpu_vs_haproxy"] is None  # no proxy, no proxy CPU
+    assert [r["target"] for r in bench.summarise(cells)] == ["direct", "reference", "haproxy"]
+
+
+def test_failover_quantiles_of_nothing_are_absent_not_zero() -> None:
+    bench = _load("balancer_bench")
+    assert bench.quantiles([]) == {"p50": None, "p99": None, "max": None}
+    assert bench.quantiles([3.0, 1.0, 2.0])["max"] == 3.0
+
+
+def test_the_generated_section_replaces_itself_and_keeps_the_rest(tmp_path: Path) -> None:
+    _load("balancer_bench")  # puts bench/ on sys.path for its sibling modules
+    bench = sys.modules["bench_report"]
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\n## Toxiproxy overhead\n\nkept\n")
+    report = {
+        "date": "2026-11-30 13:00 UTC", "wall_s": 60.0,
+        "machine": {"cpus": 2, "platform": "linux", "loadavg_start": [1], "loadavg_end": [2],
+                    "fd_limit": {"now": 20000, "hard": 20000}},
+        "versions": {"python": "3.11"}, "notes": ["nginx skipped: not installed"],
+        "failover": [{"target": "reference", "fault": "sigkill", "clients": 8, "closed": 0, "recovered": 8,
+                      "window_ms": 3000, "gap_ms": {"p50": 20.0, "p99": 30.0, "max": 31.0}}],
+    }  # fmt: skip
+    bench.write_doc(doc, report, None)
+    report["failover"][0]["gap_ms"]["p99"] = 44.0
+    bench.write_doc(doc, report, None)
+    text = doc.read_text()
+    assert "## Toxiproxy overhead\n\nkept" in text
+    assert text.count(bench.DOC_BEGIN) == 1 and text.count(bench.DOC_END) == 1
+    assert "| 44.0 |" in text and "| 30.0 |" not in text
+    assert "nginx skipped: not installed" in text
+
+
+def test_bad_flags_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("balancer_bench")
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--targets", "direct,envoy"])
+    assert exc.value.code == 2
+    assert "unknown target(s) envoy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sessions", "1000,lots"])
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_the_generator_refuses_anything_but_loopback() -> None:
+    pytest.importorskip("picows", reason="picows is in the bench extra")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "loadgen.py"), "load", "--url", "ws://10.0.0.1:80/"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "only targets loopback" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_real_load_run_against_the_echo_backend(tmp_path: Path) -> None:
+    pytest.importorskip("picows", reason="picows is in the bench extra")
+    targets = _load("targets")
+    from harness.procs import Supervisor
+
+    with Supervisor(tmp_path / "logs") as sup:
+        backend = targets.start_backend(sup, "primary")
+        done = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "loadgen.py"), "load", "--url", f"ws://127.0.0.1:{backend.port}/",
+             "--conns", "2", "--size", "64", "--duration", "0.5"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["connections"] == 2
+        assert result["count"] > 10
+        assert sum(result["histogram"].values()) == result["count"]
+        assert result["errors"] == {}
+        lines = backend.stats_lines()
+        assert lines and max(line["accepted"] for line in lines) == 2
+
+
+def test_goals_are_judged_from_the_run_and_unmeasured_ones_say_so() -> None:
+    _load("balancer_bench")
+    report_module = sys.modules["bench_report"]
+    report = {
+        "load": [{"target": "reference", "size": 64, "conns": 16, "rps_vs_haproxy": 0.8, "cpu_vs_haproxy": 2.5,
+                  "p99_vs_haproxy": 1.5}],
+        "failover": [
+            {"target": "reference", "fault": "sigkill", "clients": 8, "closed": 0, "recovered": 8,
+             "gap_ms": {"p50": 5.0, "p99": 9.0, "max": 9.5}},
+            {"target": "reference", "fault": "blackhole", "clients": 8, "closed": 0, "recovered": 8,
+             "gap_ms": {"p50": 2000.0, "p99": 2150.0, "max": 2150.0}},
+        ],
+    }  # fmt: skip
+    verdicts = {goal: verdict for goal, _, _, verdict in report_module.goals(report, ping_s=1.0)}
+    assert verdicts["round trips/s ÷ HAProxy (64 B, 16 conns)"] == "met"
+    assert verdicts["proxy CPU per round trip ÷ HAProxy (64 B, 16 conns)"] == "**not met**"
+    assert verdicts["p99 RTT ÷ HAProxy (64 B, 16 conns)"] == "met"  # the bound is inclusive
+    assert verdicts["failover gap after SIGKILL"] == "met"
+    assert verdicts["blackhole noticed and failed over"] == "**not met**"  # 2150 > 1000 + 1000 + 100
+    assert verdicts["5000 sessions re-homed"] == "not measured"
+    assert verdicts["RSS with 10k idle sessions"] == "not measured"
