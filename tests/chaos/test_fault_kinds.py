@@ -7,6 +7,7 @@ backend); the nemesis applies one fault, and the test observes its effect from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -21,8 +22,12 @@ from harness.cluster import Cluster
 from harness.faults import fault
 from harness.game import move_for
 from harness.nemesis import Nemesis
+from harness.waiting import wait_until_async
 
 pytestmark = pytest.mark.chaos
+
+#: How long one read waits before the bounded wait around it looks at its condition again.
+READ_SLICE_S = 0.1
 
 
 class Player:
@@ -54,12 +59,22 @@ class Player:
         await self.ws.send(json.dumps(move))
 
     async def move(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Sends a move and returns its ack; TimeoutError when none comes within ``timeout``."""
         await self.send_move()
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = await self.next_message(max(0.01, deadline - time.monotonic()))
-            if msg.get("type") == "ack" and msg.get("seq") == self.seq:
-                return msg
+        acks: list[dict[str, Any]] = []
+
+        async def acked() -> bool:
+            with contextlib.suppress(TimeoutError):
+                msg = await self.next_message(READ_SLICE_S)
+                if msg.get("type") == "ack" and msg.get("seq") == self.seq:
+                    acks.append(msg)
+            return bool(acks)
+
+        await wait_until_async(acked, timeout=timeout, interval=0, what=f"the ack of move {self.seq}")
+        return acks[0]
+
+    def welcomed_by(self, server: str) -> bool:
+        return bool(self.welcomes and self.welcomes[-1]["server"] == server)
 
 
 @pytest.fixture
@@ -81,14 +96,17 @@ def nemesis(cluster: Cluster) -> Nemesis:
 async def wait_for_welcome_from(p: Player, server: str, timeout: float) -> float:
     """Keeps playing until a welcome from ``server`` arrives; returns how long that took."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
-    while not (p.welcomes and p.welcomes[-1]["server"] == server):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no welcome from {server} within {timeout}s (welcomes: {p.welcomes})")
-        try:
-            await p.next_message(max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
-            continue
+
+    async def welcomed() -> bool:
+        if not p.welcomed_by(server):
+            with contextlib.suppress(TimeoutError):
+                await p.next_message(READ_SLICE_S)
+        return p.welcomed_by(server)
+
+    try:
+        await wait_until_async(welcomed, timeout=timeout, interval=0, what=f"a welcome from {server}")
+    except TimeoutError:
+        raise AssertionError(f"no welcome from {server} within {timeout}s (welcomes: {p.welcomes})") from None
     return time.monotonic() - t0
 
 
@@ -96,7 +114,7 @@ async def test_kill_closes_the_upstream_and_the_client_moves(
     cluster: Cluster, player: Player, nemesis: Nemesis
 ) -> None:
     nemesis.apply(fault("kill", "primary"))
-    assert not cluster.backend("primary").running
+    assert not cluster.process("primary").running
     await wait_for_welcome_from(player, "secondary", timeout=5.0)
     ack = await player.move()
     assert ack["server"] == "secondary"
@@ -177,18 +195,22 @@ async def test_slicer_fragments_but_frames_arrive_whole(player: Player, nemesis:
 
 async def test_limit_data_cuts_the_upstream_after_n_bytes(player: Player, nemesis: Nemesis) -> None:
     nemesis.apply(fault("limit_data", "primary", bytes=600, stream="downstream"))
-    deadline = time.monotonic() + 10
-    while not (player.welcomes and player.welcomes[-1]["server"] == "secondary"):
-        assert time.monotonic() < deadline, "limit_data never cut the primary's connection"
-        try:
-            await player.move(timeout=1.0)
-        except TimeoutError:
-            continue
+
+    async def moved_to_secondary() -> bool:
+        if not player.welcomed_by("secondary"):
+            with contextlib.suppress(TimeoutError):
+                await player.move(timeout=1.0)
+        return player.welcomed_by("secondary")
+
+    try:
+        await wait_until_async(moved_to_secondary, timeout=10, interval=0, what="a failover to secondary")
+    except TimeoutError:
+        raise AssertionError("limit_data never cut the primary's connection") from None
 
 
 async def test_restart_brings_a_killed_backend_back_on_the_same_port(cluster: Cluster, nemesis: Nemesis) -> None:
     port = cluster.ports["primary"]
     active = nemesis.apply(fault("kill", "primary"))
     nemesis.heal(active.fault_id)
-    assert cluster.backend("primary").running
+    assert cluster.process("primary").running
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
