@@ -56,6 +56,7 @@ class ProcessKind(FaultKind):
         return (1006,)  # an aborted balancer drops every client without a close frame
 
 
+@register
 class Kill(ProcessKind):
     name = "kill"
     blocks_on_heal = True  # the heal starts the process again and waits until it is ready
@@ -65,6 +66,7 @@ class Kill(ProcessKind):
         return {}
 
 
+@register
 class Terminate(ProcessKind):
     name = "terminate"
     blocks_on_heal = True
@@ -78,6 +80,7 @@ class Terminate(ProcessKind):
         return (1001, 1006, 1011, 1012)
 
 
+@register
 class Pause(ProcessKind):
     name = "pause"
     blackhole = True
@@ -94,6 +97,7 @@ class Pause(ProcessKind):
         return keepalive_detect_s(keepalive)
 
 
+@register
 class Restart(ProcessKind):
     name = "restart"
     params: ClassVar = {"graceful": Param(bool, False)}
@@ -152,6 +156,7 @@ class ToxicKind(LinkKind):
                 cluster.toxiproxy.remove_toxic(proxy, name)
 
 
+@register
 class Latency(ToxicKind):
     name = "latency"
     toxic_type = "latency"
@@ -188,6 +193,7 @@ class Latency(ToxicKind):
         return keepalive_detect_s(keepalive)
 
 
+@register
 class Bandwidth(ToxicKind):
     name = "bandwidth"
     toxic_type = "bandwidth"
@@ -205,6 +211,7 @@ class Bandwidth(ToxicKind):
         return False  # it only slows traffic
 
 
+@register
 class Partition(ToxicKind):
     name = "partition"
     # Toxiproxy's blackhole: timeout 0 drops everything and never closes.
@@ -219,6 +226,7 @@ class Partition(ToxicKind):
         return keepalive_detect_s(keepalive)
 
 
+@register
 class ResetPeer(ToxicKind):
     name = "reset_peer"
     toxic_type = "reset_peer"
@@ -234,6 +242,7 @@ class ResetPeer(ToxicKind):
         return float(fault.params["timeout_ms"]) / 1000.0
 
 
+@register
 class Down(LinkKind):
     """The proxy disabled: live connections closed, new ones refused."""
 
@@ -250,6 +259,7 @@ class Down(LinkKind):
         cluster.toxiproxy.set_enabled(cluster.proxy_name(fault.target), True)
 
 
+@register
 class Slicer(ToxicKind):
     name = "slicer"
     toxic_type = "slicer"
@@ -286,6 +296,7 @@ class Slicer(ToxicKind):
         return False  # it only fragments traffic
 
 
+@register
 class LimitData(ToxicKind):
     name = "limit_data"
     toxic_type = "limit_data"
@@ -301,8 +312,3 @@ class LimitData(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return math.inf  # it cuts whenever its byte budget runs out
-
-
-for _kind in (Kill(), Terminate(), Pause(), Restart(), Latency(), Bandwidth(), Partition(), ResetPeer(), Down(),
-              Slicer(), LimitData()):  # fmt: skip
-    register(_kind)

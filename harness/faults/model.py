@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 
@@ -142,11 +142,15 @@ class FaultKind:
 KINDS: dict[str, FaultKind] = {}
 
 
-def register(kind: FaultKind) -> FaultKind:
-    if kind.name in KINDS:
-        raise ValueError(f"fault kind {kind.name!r} is registered twice")
-    KINDS[kind.name] = kind
-    return kind
+_K = TypeVar("_K", bound=type[FaultKind])
+
+
+def register(cls: _K) -> _K:
+    """Class decorator: registers one instance of a fault kind under its name."""
+    if cls.name in KINDS:
+        raise ValueError(f"fault kind {cls.name!r} is registered twice")
+    KINDS[cls.name] = cls()
+    return cls
 
 
 def kind_of(name: str) -> FaultKind:
