@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from harness.strategies import Bounds, Intensity
 
 
+#: The streams a one-way fault may take: one direction, never both.
+ONE_WAY = ("upstream", "downstream")
+
+
 def _streams() -> st.SearchStrategy[str]:
     return st.sampled_from(STREAMS)
 
@@ -312,3 +316,23 @@ class LimitData(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return math.inf  # it cuts whenever its byte budget runs out
+
+
+@register
+class OneWayPartition(ToxicKind):
+    """A blackhole on one stream only: the other direction flows and the TCP connection stays
+    ESTABLISHED, so nothing is closed and only a keepalive can notice (a half-open link)."""
+
+    name = "one_way_partition"
+    toxic_type = "timeout"  # as partition: timeout 0 drops everything and never closes
+    blackhole = True
+    params: ClassVar = {"stream": stream_param("upstream", choices=ONE_WAY)}
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return {"timeout": 0}, (params["stream"],)
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"stream": st.sampled_from(ONE_WAY)})
+
+    def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
+        return keepalive_detect_s(keepalive)

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.expectations import derive_expect
 from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, STREAMS, Fault, FaultError, FaultKind, fault
-from harness.scenario import Keepalive, Scenario, ScenarioError
+from harness.faults.kinds import ToxicKind
+from harness.scenario import Keepalive, Scenario, ScenarioError, Step
 from harness.strategies import BOUNDS, INTENSITIES, Intensity
 
 KA = Keepalive()
@@ -136,3 +138,42 @@ def test_latency_effect_counts_each_direction(stream: str, latency: int, jitter:
     f = fault("latency", "lb", latency_ms=latency, jitter_ms=jitter, stream=stream)
     one_way = (latency + jitter) / 1000
     assert f.spec.latency_s(f) == pytest.approx(one_way * (2 if stream == "both" else 1))
+
+
+# -- one_way_partition: the worked example of adding a kind -----------------------------------
+
+
+def test_one_way_partition_validates_one_direction() -> None:
+    f = fault("one_way_partition", "primary")
+    assert f.params == {"stream": "upstream"}
+    assert fault("one_way_partition", "lb", stream="downstream").params == {"stream": "downstream"}
+    assert KINDS["one_way_partition"].targets == ("lb", "primary", "secondary")
+    with pytest.raises(FaultError, match=r"params\.stream: must be one of upstream, downstream"):
+        fault("one_way_partition", "primary", stream="both")
+    with pytest.raises(FaultError, match="cannot target 'balancer'"):
+        fault("one_way_partition", "balancer")
+
+
+@pytest.mark.parametrize("stream", ["upstream", "downstream"])
+def test_one_way_partition_blackholes_only_its_stream(stream: str) -> None:
+    kind = KINDS["one_way_partition"]
+    assert isinstance(kind, ToxicKind)
+    assert kind.toxic_type == "timeout"  # Toxiproxy's blackhole, as partition uses it
+    assert kind.toxic({"stream": stream}) == ({"timeout": 0}, (stream,))
+
+
+def test_one_way_partition_is_noticed_like_a_partition() -> None:
+    one_way = fault("one_way_partition", "primary", stream="downstream")
+    both = fault("partition", "primary")
+    assert one_way.spec.is_disruptive(one_way, KA)
+    assert one_way.spec.blackhole and not one_way.spec.swizzles and one_way.spec.healable
+    for ka in (KA, Keepalive(ping_interval_s=2.0, ping_timeout_s=3.0)):
+        assert one_way.spec.detect_s(one_way, ka) == both.spec.detect_s(both, ka)
+
+
+def test_one_way_partition_expectations_match_a_partition() -> None:
+    for target in ("primary", "lb"):
+        for timed in (None, 2.0):
+            one_way = derive_expect([Step(1.0, fault("one_way_partition", target), timed)], fault_phase_s=6.0)
+            both = derive_expect([Step(1.0, fault("partition", target), timed)], fault_phase_s=6.0)
+            assert one_way == both

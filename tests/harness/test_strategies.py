@@ -273,7 +273,7 @@ def test_latency_raises_the_deadline_above_its_effect() -> None:
 def test_disruptive_kinds() -> None:
     for kind in PROCESS_KINDS:
         assert is_disruptive(fault(kind, "primary"))
-    cutting = {"partition", "down", "reset_peer", "limit_data"}
+    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition"}
     for kind in LINK_KINDS:
         if kind != "latency":
             assert is_disruptive(fault(kind, "primary")) == (kind in cutting)
