@@ -22,6 +22,12 @@ from balancer.state import SessionTable
 
 log = logging.getLogger("balancer.server")
 
+# asyncio's default accept queue is 100. A burst of connects beyond it (a reconnect
+# storm, or a flood past max_connections) has its SYNs dropped, and each client then
+# waits out TCP's 1 s, 3 s, 7 s... retransmits before it even gets its 503. The
+# kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+
 
 class BindError(OSError):
     """A listen or admin address could not be bound (reported as a config error)."""
@@ -35,6 +41,7 @@ class Balancer:
         self.admin = AdminServer(self.ctx)
         self._ws: Server | None = None
         self._ids = itertools.count(1)
+        self._running_sessions = 0
         # Session ids must be unique across restarts that share a log.
         self._prefix = f"{os.getpid():x}"
 
@@ -46,17 +53,22 @@ class Balancer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if self.ctx.stopping:
             return conn.respond(503, "shutting down\n")
-        # Open sessions only; a handshake racing this check can overshoot by
+        # Running sessions only; a handshake racing this check can overshoot by
         # the number of handshakes in flight, which is bounded by the backlog.
-        server = self._ws
-        open_now = len(server.connections) if server is not None else 0
-        if open_now >= self.config.max_connections:
+        # Not len(Server.connections): that builds a set of every connection,
+        # handshakes included, on each call, so a flood of N handshakes would
+        # cost O(N^2) just to be refused.
+        if self._running_sessions >= self.config.max_connections:
             return conn.respond(503, "too many connections\n")
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
         sid = f"{self._prefix}-{next(self._ids)}"
-        await Session(sid, conn, self.ctx).run()
+        self._running_sessions += 1
+        try:
+            await Session(sid, conn, self.ctx).run()
+        finally:
+            self._running_sessions -= 1
 
     async def start(self) -> None:
         """Bind admin first, then listen, so "listen accepts TCP" implies admin is up."""
@@ -77,6 +89,7 @@ class Balancer:
                 ping_timeout=cfg.ping_timeout_s or None,
                 close_timeout=cfg.close_timeout_s,
                 max_size=cfg.max_size,
+                backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:
             await self.admin.close()

@@ -31,11 +31,16 @@ def make_handler(name: str, log: list[str] | None = None) -> Callable[[ServerCon
                 if msg == "abort":
                     ws.transport.abort()
                     return
-                await ws.send(json.dumps({"server": name, "path": path, "msg": msg}))
-            else:
-                await ws.send(name.encode() + b"|" + msg)
+            await ws.send(echo_reply(name, path, msg))
 
     return handler
+
+
+def echo_reply(name: str, path: str, msg: str | bytes) -> str | bytes:
+    """The reply to a message that is not a command."""
+    if isinstance(msg, str):
+        return json.dumps({"server": name, "path": path, "msg": msg})
+    return name.encode() + b"|" + msg
 
 
 async def start(name: str, port: int = 0, log: list[str] | None = None) -> Server:

@@ -1,0 +1,230 @@
+"""A loaded balancer: connection floods, a client that never reads, a backend burst.
+
+Real processes and sockets; memory is the balancer process's RSS (psutil). Every case ends
+with ``BalancerProc.assert_recovered`` (empty tables, descriptors back to baseline, a new
+client served). The measured numbers are printed (``pytest -s``) for the notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pytest
+from balancer_support import (
+    OP_TEXT,
+    BalancerProc,
+    client,
+    encode_frame,
+    recv_json,
+    upgrade_request,
+    ws_url,
+)
+from echo_backend import echo_reply
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from harness.waiting import wait_until_async
+
+MIB = 2**20
+FLOOD = 2000
+BURST = 10_000
+# The balancer's default keepalive (20 s / 20 s) instead of FAST's 0.3 s: under a burst a
+# pong waits behind the megabytes queued ahead of it, and under a flood on a busy 2-core
+# machine the balancer's loop can lag by seconds (one iteration works through every
+# handshake that became readable, about 0.5 ms of CPU each), so a short pong deadline
+# would rightly fail healthy connections with 1011. These tests are about load, not
+# keepalive; tests/balancer/test_balancer_failover.py covers keepalive.
+LOADED_KEEPALIVE: dict[str, Any] = {"ping_interval_s": 20.0, "ping_timeout_s": 20.0}
+
+
+def ensure_fd_limit(needed: int) -> None:
+    """Raises this process's soft open-files limit to ``needed`` (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"open-files hard limit {hard} is below the {needed} this test needs")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def rss(bal: BalancerProc) -> int:
+    return int(psutil.Process(bal.proc.pid).memory_info().rss)
+
+
+@dataclass
+class Producer:
+    """A backend that produces on command, counting what its send() calls have accepted.
+
+    Text commands: ``burst:N:SIZE`` sends N numbered messages of SIZE bytes as fast as
+    the connection takes them; ``stream:SIZE`` sends until the connection closes.
+    """
+
+    sent_bytes: int = 0
+    sent_messages: int = 0
+    last_progress: float = 0.0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        async for message in ws:
+            kind, _, args = message.partition(":") if isinstance(message, str) else ("", "", "")
+            if kind not in ("burst", "stream"):
+                await ws.send(echo_reply("producer", path, message))
+                continue
+            *count, size = (int(n) for n in args.split(":"))
+            i = 0
+            with contextlib.suppress(ConnectionClosed):
+                while not count or i < count[0]:
+                    await ws.send(f"{i:010d}".ljust(size, "."))
+                    i += 1
+                    self.sent_messages += 1
+                    self.sent_bytes += size
+                    self.last_progress = time.monotonic()
+
+
+@contextlib.asynccontextmanager
+async def producer_server() -> AsyncIterator[tuple[Server, Producer]]:
+    producer = Producer()
+    server = await serve(producer.handler, "127.0.0.1", 0, max_size=None, compression=None)
+    try:
+        yield server, producer
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await server.wait_closed()
+
+
+async def test_flood_beyond_max_connections_gets_503(balancer_factory: Any, echo_backends: Any) -> None:
+    limit = 20
+    ensure_fd_limit(2 * (FLOOD + limit) + 200)
+    primary = await echo_backends("primary")
+    bal: BalancerProc = await balancer_factory(
+        [("primary", ws_url(primary))], max_connections=limit, open_timeout_s=10.0, **LOADED_KEEPALIVE
+    )
+    baseline = await bal.baseline_fds()
+    before = rss(bal)
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(client(bal.url + f"/held/{i}")) for i in range(limit)]
+        for ws in held:
+            await ws.send("hi")
+            await recv_json(ws)
+
+        loop = asyncio.get_running_loop()
+
+        async def knock(i: int) -> bytes:
+            # Bare non-blocking sockets: the flood is 2,000 connections at once, and
+            # asyncio streams would cost this process as much CPU as the balancer.
+            with socket.socket() as sock:
+                sock.setblocking(False)
+                async with asyncio.timeout(30):
+                    await loop.sock_connect(sock, ("127.0.0.1", bal.listen))
+                    await loop.sock_sendall(sock, upgrade_request(f"/flood/{i}"))
+                    return await loop.sock_recv(sock, 4096)
+
+        started = time.monotonic()
+        answers = await asyncio.gather(*(knock(i) for i in range(FLOOD)))
+        elapsed = time.monotonic() - started
+        peak = rss(bal)
+        # The held sessions still work after the flood.
+        for ws in held:
+            await ws.send("still here")
+            assert (await recv_json(ws))["msg"] == "still here"
+    print(f"flood: {FLOOD} handshakes in {elapsed:.2f}s, RSS {before / MIB:.1f} -> {peak / MIB:.1f} MiB")
+    status_lines = [answer.split(b"\r\n", 1)[0] for answer in answers]
+    tally = {line: status_lines.count(line) for line in set(status_lines)}
+    assert set(status_lines) == {b"HTTP/1.1 503 Service Unavailable"}, tally
+    await bal.assert_recovered(baseline)
+    opened = [e for e in bal.events() if e["event"] == "session_open"]
+    assert not [e for e in opened if e["path"].startswith("/flood/")], "a refused handshake opened a session"
+
+
+async def open_never_reading_client(port: int, path: str) -> socket.socket:
+    """A client that completes the upgrade and then never reads again.
+
+    A plain socket with a small receive buffer, so that nothing (no StreamReader, no
+    large kernel buffer) drains the balancer's data on its behalf.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, upgrade_request(path))
+    head = b""
+    async with asyncio.timeout(5):
+        while b"\r\n\r\n" not in head:
+            chunk = await loop.sock_recv(sock, 1)  # byte by byte: leave the frames unread
+            assert chunk, "closed during the handshake"
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+async def test_client_that_never_reads_gets_backpressure_then_closed(balancer_factory: Any) -> None:
+    async with producer_server() as (server, producer):
+        # Keepalive off, so that only flow control and the send deadline act:
+        # max(10 x close_timeout_s, 1 s) = 2 s (Config.send_deadline_s).
+        bal: BalancerProc = await balancer_factory(
+            [("primary", ws_url(server))], ping_interval_s=0.0, close_timeout_s=0.2
+        )
+        baseline = await bal.baseline_fds()
+        before = rss(bal)
+        sock = await open_never_reading_client(bal.listen, "/never-reads")
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, encode_frame(OP_TEXT, b"stream:65536"))
+            peak = before
+
+            def backend_blocked() -> bool:
+                nonlocal peak
+                peak = max(peak, rss(bal))
+                return producer.sent_messages > 0 and time.monotonic() - producer.last_progress > 0.3
+
+            # Backpressure reaches the backend: its send() stops returning while the session is open.
+            await wait_until_async(backend_blocked, timeout=1.5, what="the backend's send() to block")
+            assert (await bal.status())["sessions"] == 1, "backpressure, not a closed session, stopped the backend"
+            blocked_at = producer.sent_bytes
+            # Then the send deadline ends the session.
+            await bal.wait_empty(timeout=5)
+        finally:
+            sock.close()
+        stalled = [e for e in bal.events() if e["event"] == "send_stalled"]
+        assert [e["leg"] for e in stalled] == ["client"]
+        print(
+            f"never-reading client: backend blocked after {blocked_at / MIB:.1f} MiB,"
+            f" balancer RSS {before / MIB:.1f} -> peak {peak / MIB:.1f} MiB"
+        )
+        assert blocked_at < 64 * MIB
+        assert peak - before < 16 * MIB
+        await bal.assert_recovered(baseline)
+
+
+async def test_backend_burst_is_relayed_whole_and_in_order(balancer_factory: Any) -> None:
+    size = 1024
+    async with producer_server() as (server, producer):
+        bal: BalancerProc = await balancer_factory([("primary", ws_url(server))], **LOADED_KEEPALIVE)
+        baseline = await bal.baseline_fds()
+        before = peak = rss(bal)
+        started = time.monotonic()
+        async with client(bal.url + "/burst", compression=None) as ws:
+            await ws.send(f"burst:{BURST}:{size}")
+            for i in range(BURST):
+                async with asyncio.timeout(10):
+                    message = await ws.recv()
+                assert message == f"{i:010d}".ljust(size, "."), (i, message[:20])
+                if i % 500 == 0:
+                    peak = max(peak, rss(bal))
+        elapsed = time.monotonic() - started
+        print(
+            f"burst: {BURST} x {size} B in {elapsed:.2f}s, balancer RSS {before / MIB:.1f} -> peak {peak / MIB:.1f} MiB"
+        )
+        assert producer.sent_messages == BURST
+        assert peak - before < 16 * MIB
+        await bal.assert_recovered(baseline)
