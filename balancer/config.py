@@ -7,8 +7,10 @@ message is one line naming the field, so ``__main__`` can print it and exit 2.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +21,22 @@ DEFAULT_ADMIN_HOST = "127.0.0.1"
 # The send deadline when keepalive is disabled (see Config.send_deadline_s).
 SEND_DEADLINE_CLOSE_TIMEOUTS = 10
 MIN_SEND_DEADLINE_S = 1.0
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class ConfigError(ValueError):
     """A config problem; ``str(err)`` is a single line meant for stderr."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable from this machine only (a name other than
+    "localhost" is assumed reachable: what it resolves to can change)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,14 @@ class Config:
     max_connections: int = 1024
     health_interval_s: float = 1.0
     health_probe: str = "ws"
+    # When set, /status and /metrics need "Authorization: Bearer <token>". Kept out of
+    # repr so that a logged or printed Config does not reveal it.
+    admin_token: str | None = field(default=None, repr=False)
+
+    @property
+    def admin_unguarded(self) -> bool:
+        """An admin endpoint that other hosts can reach, with no admin_token to guard it."""
+        return self.admin is not None and self.admin_token is None and not is_loopback(self.admin.host)
 
     @property
     def send_deadline_s(self) -> float:
@@ -155,6 +177,21 @@ def _integer(raw: Mapping[str, Any], key: str, default: int, path: str, minimum:
     return value
 
 
+def _admin_token(raw: Mapping[str, Any]) -> str | None:
+    """Optional; an RFC 6750 b64token. Errors never quote the value: it is a secret."""
+    value = raw.get("admin_token")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"admin_token: expected a string, got {type(value).__name__}")
+    if not _B64TOKEN.fullmatch(value):
+        raise ConfigError(
+            "admin_token: expected 1 or more of A-Z a-z 0-9 - . _ ~ + / then optional '=' padding"
+            " (an RFC 6750 bearer token; it is sent in an HTTP header)"
+        )
+    return value
+
+
 def _backend(raw: Any, index: int) -> BackendSpec:
     where = f"backends[{index}]"
     if not isinstance(raw, Mapping):
@@ -230,6 +267,7 @@ def from_dict(raw: Any) -> Config:
         backends=backends,
         failover=failover,
         health_probe=probe,
+        admin_token=_admin_token(raw),
         **floats,  # type: ignore[arg-type]
         **ints,
     )

@@ -22,6 +22,13 @@ from balancer.events import EventLog
 log = logging.getLogger("balancer.pool")
 
 
+def is_origin_form(target: str) -> bool:
+    """Whether an HTTP request target is origin-form ("/" path, then an optional "?query"),
+    the only form a client of the balancer may use: the upstream's host always comes
+    from config, never from the client (RFC 9112, section 3.2.1)."""
+    return target.startswith("/")
+
+
 @dataclass
 class Backend:
     name: str
@@ -30,10 +37,17 @@ class Backend:
     connection_count: int = 0
 
     def target(self, path: str) -> str:
-        # The client's path and query are forwarded unchanged; only the
-        # backend URL's scheme and authority are used.
+        """The upstream URL for a client's request target: the backend URL's scheme and
+        authority, then the client's path and query unchanged.
+
+        Raises ValueError unless ``path`` is origin-form: pasted after the authority,
+        anything else would become part of it ("@evil:80/x" turns the backend's
+        host:port into userinfo and evil into the host; "00/x" after ":90" changes the port).
+        """
+        if not is_origin_form(path):
+            raise ValueError(f"request target is not a path: {path[:100]!r}")
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}{path or '/'}"
+        return f"{parts.scheme}://{parts.netloc}{path}"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -74,9 +88,11 @@ class Pool:
     async def connect(self, name: str, path: str) -> ClientConnection:
         """Open an upstream; a failure marks the backend down and re-raises."""
         cfg = self.config
+        # Outside the try: a bad request target is the client's fault, not the backend's.
+        url = self.backends[name].target(path)
         try:
             return await connect(
-                self.backends[name].target(path),
+                url,
                 proxy=None,  # proxy env vars would route around the fault proxies
                 # Never "or None": config guarantees open_timeout_s > 0, and
                 # None would let a blackholed backend hold the handshake forever.

@@ -16,7 +16,7 @@ from websockets.http11 import Request, Response
 from balancer.admin import AdminServer
 from balancer.config import Address, Config
 from balancer.events import EventLog
-from balancer.pool import Pool
+from balancer.pool import Pool, is_origin_form
 from balancer.session import Context, Session
 from balancer.state import SessionTable
 
@@ -53,6 +53,10 @@ class Balancer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if self.ctx.stopping:
             return conn.respond(503, "shutting down\n")
+        if not is_origin_form(request.path):
+            # An absolute URI or any other non-path target could otherwise steer the
+            # upstream connection (see Backend.target); backends come from config only.
+            return conn.respond(400, "the request target must be a path, e.g. /play?room=1\n")
         # Running sessions only; a handshake racing this check can overshoot by
         # the number of handshakes in flight, which is bounded by the backlog.
         # Not len(Server.connections): that builds a set of every connection,
@@ -95,6 +99,8 @@ class Balancer:
             await self.admin.close()
             raise BindError(exc.errno, f"listen {cfg.listen}: {exc.strerror or exc}") from None
         log.info("listening on %s, admin on %s", cfg.listen, cfg.admin or "(none)")
+        if cfg.admin_unguarded:
+            log.warning("admin endpoint %s is reachable from other hosts and has no admin_token", cfg.admin)
         self.ctx.events.emit(
             "balancer_ready",
             listen=str(Address(cfg.listen.host, self.port)),

@@ -232,6 +232,7 @@ async def launch_balancer(
             cfg["failover"] = {**cfg["failover"], **value}
         else:
             cfg[key] = value
+    admin = int(str(cfg["admin"]).rpartition(":")[2])  # overrides may set it
     path = directory / f"{name}.json"
     path.write_text(json.dumps(cfg))
     out, err = directory / f"{name}.stdout", directory / f"{name}.stderr"
