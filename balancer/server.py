@@ -6,6 +6,7 @@ TaskGroup; each client session is owned by its websockets handler task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -27,6 +28,42 @@ log = logging.getLogger("balancer.server")
 # waits out TCP's 1 s, 3 s, 7 s... retransmits before it even gets its 503. The
 # kernel caps this at net.core.somaxconn.
 LISTEN_BACKLOG = 4096
+
+
+class ClientFacingConnection(ServerConnection):
+    """A client connection that stops reading while its replies pile up unread.
+
+    websockets writes its automatic replies (a pong for each ping, the close echo) straight
+    to the transport, and its pause_writing() only holds back send(): a client that sends
+    pings and never reads would grow the write buffer without bound. So reading pauses while
+    the write buffer is over its high-water mark, as well as while the receive queue is full
+    (websockets' own reason), and resumes only when neither holds. The client then meets
+    TCP backpressure instead of the balancer buffering for it.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._read_blockers: set[str] = set()
+        self.recv_messages.pause = functools.partial(self._block_reading, "receive queue full")
+        self.recv_messages.resume = functools.partial(self._unblock_reading, "receive queue full")
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._block_reading("write buffer full")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unblock_reading("write buffer full")
+
+    def _block_reading(self, reason: str) -> None:
+        if not self._read_blockers:
+            self.transport.pause_reading()
+        self._read_blockers.add(reason)
+
+    def _unblock_reading(self, reason: str) -> None:
+        self._read_blockers.discard(reason)
+        if not self._read_blockers:
+            self.transport.resume_reading()
 
 
 class BindError(OSError):
@@ -88,6 +125,7 @@ class Balancer:
                 cfg.listen.host,
                 cfg.listen.port,
                 process_request=self._process_request,
+                create_connection=ClientFacingConnection,
                 open_timeout=cfg.open_timeout_s,  # > 0 by config: a stalled handshake must end
                 ping_interval=cfg.ping_interval_s or None,
                 ping_timeout=cfg.ping_timeout_s or None,

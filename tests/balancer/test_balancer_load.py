@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 from balancer_support import (
+    OP_PING,
     OP_TEXT,
     BalancerProc,
     client,
@@ -228,3 +229,33 @@ async def test_backend_burst_is_relayed_whole_and_in_order(balancer_factory: Any
         assert producer.sent_messages == BURST
         assert peak - before < 16 * MIB
         await bal.assert_recovered(baseline)
+
+
+async def test_client_that_pings_and_never_reads_is_stopped_by_backpressure(
+    balancer_factory: Any, echo_backends: Any
+) -> None:
+    """websockets answers each ping with a pong written without flow control; a client that
+    only sends pings and never reads must not make the balancer buffer the pongs forever."""
+    primary = await echo_backends("primary")
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], ping_interval_s=0.0)
+    baseline = await bal.baseline_fds()
+    before = peak = rss(bal)
+    sock = await open_never_reading_client(bal.listen, "/pings")
+    loop = asyncio.get_running_loop()
+    pings = encode_frame(OP_PING, b"p" * 125) * 1024  # 128 KiB of pings, 128 KiB of pongs
+    sent = 0
+    try:
+        # Until a write stalls for 1 s: backpressure has reached the client.
+        with contextlib.suppress(TimeoutError):
+            while sent < 256 * MIB:
+                async with asyncio.timeout(1.0):
+                    await loop.sock_sendall(sock, pings)
+                sent += len(pings)
+                peak = max(peak, rss(bal))
+        peak = max(peak, rss(bal))
+        print(f"ping flood: client blocked after {sent / MIB:.1f} MiB, RSS {before / MIB:.1f} -> {peak / MIB:.1f} MiB")
+        assert sent < 64 * MIB, "the client's pings were never pushed back"
+        assert peak - before < 16 * MIB
+    finally:
+        sock.close()
+    await bal.assert_recovered(baseline)
