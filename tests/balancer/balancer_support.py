@@ -355,6 +355,7 @@ class ServerFrame:
     fin: bool
     opcode: int
     payload: bytes
+    rsv: int = 0
 
     @property
     def close_code(self) -> int | None:
@@ -416,7 +417,7 @@ class RawClient:
             payload = await self.reader.readexactly(length)
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
-        return ServerFrame(bool(b0 & 0x80), b0 & 0xF, payload)
+        return ServerFrame(bool(b0 & 0x80), b0 & 0xF, payload, rsv=(b0 >> 4) & 0x7)
 
     async def outcome(self, timeout: float = 5.0, reply: bool = False) -> tuple[int | None, list[ServerFrame]]:
         """Reads until the server's close frame or a dropped connection.

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import psutil
 import pytest
 import pytest_asyncio
 from balancer_support import (
@@ -176,6 +178,38 @@ async def test_bad_frames_get_the_right_close_code(bal: BalancerProc, case: str)
     assert close_code_of(bal, f"/bad-frames/{case}") == expected
 
 
+def deflated(data: bytes) -> bytes:
+    """A permessage-deflate payload (RFC 7692): raw DEFLATE, sync-flushed, tail removed."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+@pytest.mark.parametrize(
+    ("case", "payload", "expected"),
+    [
+        # 10 KiB on the wire, 10 MiB inflated: max_size applies to the inflated size.
+        ("deflate_bomb", deflated(b"\0" * (10 * 2**20)), 1009),
+        # RFC 7692 only says to fail the connection; websockets does so with 1002.
+        ("deflate_garbage", b"\xff\xfe\xfd not deflate", 1002),
+    ],
+)
+async def test_compressed_frames_are_limited_after_inflating(
+    bal: BalancerProc, case: str, payload: bytes, expected: int
+) -> None:
+    baseline = await bal.baseline_fds()
+    before = psutil.Process(bal.proc.pid).memory_info().rss
+    async with raw_client(bal.listen) as raw:
+        await raw.upgrade(f"/compressed/{case}", extra=[("Sec-WebSocket-Extensions", "permessage-deflate")])
+        await raw.send(encode_frame(OP_BINARY, payload, rsv=0b100))  # RSV1: compressed
+        code, _ = await raw.outcome()
+        assert code == expected
+        await raw.eof()
+    grown = psutil.Process(bal.proc.pid).memory_info().rss - before
+    assert grown < 4 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB inflating a bomb"
+    await bal.assert_recovered(baseline)
+    assert close_code_of(bal, f"/compressed/{case}") == expected
+
+
 # -- Hypothesis: raw frame streams from the client side -------------------------------------
 
 
@@ -230,6 +264,9 @@ def frame_specs(draw: st.DrawFn) -> FrameSpec:
     opcode = draw(OPCODES)
     payload = draw(CLOSE_PAYLOADS if opcode == OP_CLOSE else DATA_PAYLOADS)
     rsv = draw(RSV_BITS)
+    if opcode in (OP_TEXT, OP_BINARY) and draw(st.booleans()):
+        # A compressed message, as permessage-deflate sends it (an error unless negotiated).
+        payload, rsv = deflated(payload), rsv | 0b100
     return FrameSpec(opcode, payload, fin=draw(MOSTLY_TRUE), rsv=rsv, masked=draw(MOSTLY_TRUE))
 
 
@@ -240,6 +277,8 @@ class FrameStream:
     # "truncate": the last `cut` bytes are not sent, then EOF.
     ending: str
     cut: int
+    # Whether the upgrade offers permessage-deflate (the balancer accepts it).
+    deflate: bool
 
     def wire(self) -> bytes:
         data = b"".join(f.encode() for f in self.frames)
@@ -255,6 +294,7 @@ FRAME_STREAMS = st.builds(
     frames=st.lists(frame_specs(), max_size=6).map(tuple),
     ending=st.sampled_from(["close", "eof", "truncate"]),
     cut=st.integers(1, 16),
+    deflate=st.booleans(),
 )
 # The close codes a balancer may answer a client's frames with, whatever they are.
 PROTOCOL_ERROR, INVALID_PAYLOAD, MESSAGE_TOO_BIG = 1002, 1007, 1009
@@ -269,24 +309,30 @@ async def test_generated_frame_streams_end_cleanly(bal: BalancerProc, stream: Fr
     """No crash, no leak, and each stream ends in a proper close code or a dropped connection."""
     baseline = await bal.baseline_fds()
     async with raw_client(bal.listen) as raw:
-        await raw.upgrade("/fuzz")
+        await raw.upgrade("/fuzz", extra=[("Sec-WebSocket-Extensions", "permessage-deflate")] if stream.deflate else [])
         await raw.send(stream.wire())
         if stream.ending != "close":
             raw.end_writing()
         code, frames = await raw.outcome(reply=True)
         await raw.eof()
     event(f"ending={stream.ending}, close code={code}")
+    event(f"deflate={stream.deflate}")
     echoed = {f.close_code for f in stream.frames if f.opcode == OP_CLOSE}
     if stream.ending == "close":
         echoed.add(1000)
     assert code is None or code in {PROTOCOL_ERROR, INVALID_PAYLOAD, MESSAGE_TOO_BIG} | echoed, code
     sent_pings = {f.payload for f in stream.frames if f.opcode == OP_PING}
+    inflater = zlib.decompressobj(-15)  # the server keeps its compression context across messages
     for frame in frames:
         assert frame.fin, frame
+        payload = frame.payload
+        if frame.rsv & 0b100:
+            assert stream.deflate, frame
+            payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
         if frame.opcode == OP_TEXT:
-            assert json.loads(frame.payload)["server"] == "primary", frame
+            assert json.loads(payload)["server"] == "primary", frame
         elif frame.opcode == OP_BINARY:
-            assert frame.payload.startswith(b"primary|"), frame
+            assert payload.startswith(b"primary|"), frame
         else:
             assert frame.opcode == OP_PONG and frame.payload in sent_pings, frame
     await bal.assert_recovered(baseline)
