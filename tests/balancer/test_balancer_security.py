@@ -5,17 +5,22 @@ and where the admin endpoint listens. Real processes and sockets throughout.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 import pytest
+import pytest_asyncio
 from balancer_support import (
     OP_TEXT,
     BalancerProc,
     client,
+    echo_backend_server,
     encode_frame,
     free_port,
+    launch_balancer,
     raw_client,
     recv_json,
     upgrade_request,
@@ -23,7 +28,7 @@ from balancer_support import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from balancer.config import ConfigError, from_dict
+from balancer.config import Address, ConfigError, from_dict
 from balancer.pool import Backend, is_origin_form
 
 MARKER = "c0nfidential-7f3a"
@@ -76,14 +81,38 @@ HOST_PICKING = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(HOST_PICKING))
-async def test_client_cannot_pick_the_upstream_host(balancer_factory: Any, echo_backends: Any, case: str) -> None:
+@dataclass
+class HostPickingSetup:
+    bal: BalancerProc
+    decoy_authority: str
+    seen_by_primary: list[str]
+    seen_by_decoy: list[str]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def host_picking(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HostPickingSetup]:
+    """One balancer for every host-picking case, so that later cases also show the earlier
+    ones left nothing behind; each case clears the backends' logs."""
     seen_by_primary: list[str] = []
     seen_by_decoy: list[str] = []
-    primary = await echo_backends("primary", log=seen_by_primary)
-    decoy = await echo_backends("decoy", log=seen_by_decoy)
-    decoy_authority = f"127.0.0.1:{decoy.sockets[0].getsockname()[1]}"
-    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))])
+    async with (
+        echo_backend_server("primary", log=seen_by_primary) as primary,
+        echo_backend_server("decoy", log=seen_by_decoy) as decoy,
+    ):
+        bal = await launch_balancer(tmp_path_factory.mktemp("host-picking"), "balancer", [("primary", ws_url(primary))])
+        try:
+            authority = f"127.0.0.1:{decoy.sockets[0].getsockname()[1]}"
+            yield HostPickingSetup(bal, authority, seen_by_primary, seen_by_decoy)
+        finally:
+            bal.stop()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("case", sorted(HOST_PICKING))
+async def test_client_cannot_pick_the_upstream_host(host_picking: HostPickingSetup, case: str) -> None:
+    bal, decoy_authority = host_picking.bal, host_picking.decoy_authority
+    host_picking.seen_by_primary.clear()
+    host_picking.seen_by_decoy.clear()
     baseline = await bal.baseline_fds()
     path_template, headers_template = HOST_PICKING[case]
     path = path_template.format(DECOY=decoy_authority)
@@ -104,13 +133,13 @@ async def test_client_cannot_pick_the_upstream_host(balancer_factory: Any, echo_
         else:
             # Not a path at all: refused before any upstream is chosen.
             assert status == 400, head
-    assert seen_by_decoy == []
+    assert host_picking.seen_by_decoy == []
     if path.startswith("/"):
-        assert seen_by_primary == [path]
+        assert host_picking.seen_by_primary == [path]
     status_doc = await bal.status()
     assert [b["healthy"] for b in status_doc["backends"]] == [True], "a client's request marked a backend down"
     await bal.assert_recovered(baseline)
-    assert seen_by_decoy == []
+    assert host_picking.seen_by_decoy == []
 
 
 # -- what a client's request target may be (pure) ---------------------------------------------
@@ -139,23 +168,26 @@ def test_a_target_that_is_not_a_path_never_becomes_an_upstream_url(target: str) 
         Backend("b", "ws://10.0.0.5:90").target(target)
 
 
+def config_with(**extra: Any) -> dict[str, Any]:
+    return {"listen": "127.0.0.1:1", "backends": [{"name": "a", "url": "ws://127.0.0.1:2"}], **extra}
+
+
 # -- the admin endpoint ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", [":{port}", "{port}"])
-async def test_admin_without_a_host_listens_on_loopback_only(
-    balancer_factory: Any, echo_backends: Any, form: str
-) -> None:
+@pytest.mark.parametrize("admin", [":9000", "9000", " 9000 "])
+def test_admin_without_a_host_means_loopback(admin: str) -> None:
+    assert from_dict(config_with(admin=admin)).admin == Address("127.0.0.1", 9000)
+    assert from_dict(config_with()).admin is None, "no admin key, no admin endpoint"
+
+
+async def test_admin_without_a_host_listens_on_loopback_only(balancer_factory: Any, echo_backends: Any) -> None:
     primary = await echo_backends("primary")
     port = free_port()
-    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], admin=form.format(port=port))
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], admin=f":{port}")
     listening = [c.laddr for c in bal.open_sockets() if c.status == psutil.CONN_LISTEN]
     assert [addr.ip for addr in listening if addr.port == port] == ["127.0.0.1"], listening
     assert (await bal.get("/healthz"))[0] == 200
-
-
-def config_with(**extra: Any) -> dict[str, Any]:
-    return {"listen": "127.0.0.1:1", "backends": [{"name": "a", "url": "ws://127.0.0.1:2"}], **extra}
 
 
 @pytest.mark.parametrize(
