@@ -176,9 +176,13 @@ class BalancerProc:
                 f"descriptor leak: {baseline_fds} at baseline, {self.open_fds()} now; sockets: {self.open_sockets()}"
             ) from None
         assert self.proc.poll() is None, f"balancer exited with {self.proc.returncode}: {self.stderr()[-2000:]}"
-        async with client(self.url + "/after-case") as ws:
-            await ws.send("still serving?")
-            assert (await recv_json(ws))["msg"] == "still serving?"
+        try:
+            async with client(self.url + "/after-case") as ws:
+                await ws.send("still serving?")
+                assert (await recv_json(ws))["msg"] == "still serving?"
+        except Exception as exc:
+            failed = [e for e in self.events() if e["event"] == "upstream_connect_failed"][-3:]
+            raise AssertionError(f"a new client was not served: {exc!r}; last connect failures: {failed}") from exc
         await self.wait_empty(timeout)
 
     async def backend_count(self, name: str) -> int:

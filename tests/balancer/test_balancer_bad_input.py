@@ -37,7 +37,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 MAX_SIZE = 1024
-OPEN_TIMEOUT_S = 1.0
+# Also the upstream's handshake timeout: the in-process backend shares this test's loop,
+# and on a busy 2-core machine FAST's 1 s has been seen to run out (the new client after
+# a case then gets 1013). 2 s keeps the slowloris case short.
+OPEN_TIMEOUT_S = 2.0
 
 
 # One balancer process for the whole module: every case must leave it as it found it, and
