@@ -6,12 +6,14 @@ with a ``Response`` means the admin port never upgrades to WebSocket. One
 request per connection; ``open_timeout`` bounds the whole exchange, so a slow
 or hostile admin client can't hold anything for long. Requests websockets
 can't parse (garbage, a body, a bad protocol) get the connection closed or its
-own 4xx, without a log line.
+own 4xx, without a log line. With ``admin_token`` set, /status and /metrics
+need it as a bearer token (401 otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import json
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from websockets.http11 import Request, Response
 from balancer.session import Context
 
 _READ_TIMEOUT_S = 5.0
+# What admin_token guards: everything that reports on the balancer's sessions.
+_GUARDED_PATHS = frozenset({"/status", "/metrics"})
 
 
 def status_snapshot(ctx: Context) -> dict[str, Any]:
@@ -140,9 +144,31 @@ class AdminServer:
             return 200, "text/plain; charset=utf-8", b"ok\n"
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
+    def authorized(self, path: str, authorization: list[str]) -> bool:
+        """Whether a request for ``path`` with these Authorization header values may be answered.
+
+        With ``admin_token`` set, /status and /metrics need exactly one
+        "Authorization: Bearer TOKEN" (RFC 6750); /healthz and unknown paths reveal
+        nothing and stay open. The comparison takes the same time wherever the values
+        differ, so the token can't be guessed a byte at a time.
+        """
+        token = self.ctx.config.admin_token
+        if token is None or path.split("?", 1)[0] not in _GUARDED_PATHS:
+            return True
+        if len(authorization) != 1:
+            return False
+        scheme, _, credentials = authorization[0].strip().partition(" ")
+        given = credentials.strip().encode("utf-8", "surrogateescape")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
+
     def _respond(self, _conn: ServerConnection, request: Request) -> Response:
-        status, ctype, body = self.route(request.method, request.path)
+        if self.authorized(request.path, request.headers.get_all("Authorization")):
+            status, ctype, body = self.route(request.method, request.path)
+        else:
+            status, ctype, body = 401, "text/plain; charset=utf-8", b"admin_token required\n"
         headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close")])
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="wschaos-balancer admin"'
         if status == 405:
             headers["Allow"] = "GET, HEAD"
         return Response(status, http.HTTPStatus(status).phrase, headers, b"" if request.method == "HEAD" else body)

@@ -28,8 +28,11 @@ from balancer_support import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from balancer.admin import AdminServer
 from balancer.config import Address, ConfigError, from_dict
+from balancer.events import EventLog
 from balancer.pool import Backend, is_origin_form
+from balancer.server import Balancer
 
 MARKER = "c0nfidential-7f3a"
 
@@ -229,3 +232,55 @@ def test_a_bad_admin_token_is_a_config_error_that_does_not_quote_it(token: Any) 
         from_dict(config_with(admin_token=token))
     if isinstance(token, str) and token:
         assert token not in str(info.value)
+
+
+TOKEN = "s3cret-T0ken_~+/=="
+
+
+@pytest.mark.parametrize(
+    ("authorization", "allowed"),
+    [
+        ([f"Bearer {TOKEN}"], True),
+        ([f"bearer   {TOKEN} "], True),  # the scheme is case-insensitive (RFC 9110, section 11.1)
+        ([], False),
+        (["Bearer wrong"], False),
+        ([f"Bearer {TOKEN}x"], False),
+        ([f"Bearer {TOKEN[:-1]}"], False),
+        ([f"Basic {TOKEN}"], False),
+        ([TOKEN], False),
+        (["Bearer"], False),
+        ([f"Bearer {TOKEN}", f"Bearer {TOKEN}"], False),  # one credential, not a choice of several
+        (["Bearer caf\udcc3\udca9"], False),  # undecodable bytes, as websockets hands them over
+    ],
+)
+def test_admin_token_check(authorization: list[str], allowed: bool) -> None:
+    admin: AdminServer = Balancer(from_dict(config_with(admin_token=TOKEN)), EventLog()).admin
+    for path in ("/status", "/metrics", "/status?x=1"):
+        assert admin.authorized(path, authorization) is allowed
+    for path in ("/healthz", "/nope"):
+        assert admin.authorized(path, authorization), "only /status and /metrics are guarded"
+    open_admin: AdminServer = Balancer(from_dict(config_with()), EventLog()).admin
+    assert open_admin.authorized("/status", authorization), "no admin_token, no guard"
+
+
+async def test_admin_token_guards_status_and_metrics(balancer_factory: Any, echo_backends: Any) -> None:
+    primary = await echo_backends("primary")
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], admin_token=TOKEN)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/status", "/metrics"):
+        assert (await bal.get(path, headers={}))[0] == 401
+        assert (await bal.get(path, headers={"Authorization": "Bearer nope"}))[0] == 401
+        code, body = await bal.get(path, headers=good)
+        assert code == 200, body
+    assert (await bal.get("/healthz", headers={}))[0] == 200
+    async with raw_client(bal.admin) as raw:
+        await raw.send(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, head = await raw.response_head()
+    assert status == 401
+    assert b'WWW-Authenticate: Bearer realm="wschaos-balancer admin"' in head
+    assert TOKEN.encode() not in head
+    async with raw_client(bal.admin) as raw:
+        await raw.send(f"HEAD /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        status, head = await raw.response_head()
+    assert status == 200, head
+    assert TOKEN not in bal.stderr() and TOKEN not in bal.stdout_path.read_text(), "the token was logged"
