@@ -30,15 +30,23 @@ log = logging.getLogger("balancer.server")
 LISTEN_BACKLOG = 4096
 
 
+# How much unsent output a client may leave unread before the balancer stops reading it.
+# Relayed messages never get near it (send() waits for the buffer to drain below
+# websockets' 32 KiB write limit), except a single larger message; so it only bites on
+# automatic replies, which bypass that limit.
+UNREAD_OUTPUT_LIMIT = 2**20
+
+
 class ClientFacingConnection(ServerConnection):
-    """A client connection that stops reading while its replies pile up unread.
+    """A client connection that stops reading while the replies it provoked pile up unread.
 
     websockets writes its automatic replies (a pong for each ping, the close echo) straight
-    to the transport, and its pause_writing() only holds back send(): a client that sends
-    pings and never reads would grow the write buffer without bound. So reading pauses while
-    the write buffer is over its high-water mark, as well as while the receive queue is full
-    (websockets' own reason), and resumes only when neither holds. The client then meets
-    TCP backpressure instead of the balancer buffering for it.
+    to the transport, and its flow control only holds back send(): a client that sends
+    pings and never reads would grow the write buffer without bound. So once the unsent
+    output passes UNREAD_OUTPUT_LIMIT, reading pauses until the client has drained it (down
+    to the transport's low-water mark); the client then meets TCP backpressure instead of
+    the balancer buffering for it. websockets also pauses reading while its receive queue is
+    full; reading resumes only when neither reason holds.
     """
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -47,13 +55,15 @@ class ClientFacingConnection(ServerConnection):
         self.recv_messages.pause = functools.partial(self._block_reading, "receive queue full")
         self.recv_messages.resume = functools.partial(self._unblock_reading, "receive queue full")
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._block_reading("write buffer full")
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.get_write_buffer_size() > UNREAD_OUTPUT_LIMIT:
+            # Past the high-water mark too, so resume_writing() follows once it drains.
+            self._block_reading("output unread")
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._unblock_reading("write buffer full")
+        self._unblock_reading("output unread")
 
     def _block_reading(self, reason: str) -> None:
         if not self._read_blockers:
@@ -61,6 +71,8 @@ class ClientFacingConnection(ServerConnection):
         self._read_blockers.add(reason)
 
     def _unblock_reading(self, reason: str) -> None:
+        if reason not in self._read_blockers:
+            return
         self._read_blockers.discard(reason)
         if not self._read_blockers:
             self.transport.resume_reading()
