@@ -96,10 +96,13 @@ def certify(build: str, reports: Path, fail_fast: bool) -> Row:
     return Row(build, expected, verdict, caught_by, sorted(others), seconds)
 
 
-def markdown(rows: list[Row], fail_fast: bool) -> str:
+def markdown(rows: list[Row], fail_fast: bool, commit: str | None, planned: int) -> str:
     caught = sum(1 for r in rows if r.expected and r.ok)
     mutants = sum(1 for r in rows if r.expected)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    if commit is None:
+        head = ["git", "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(head, capture_output=True, text=True, cwd=ROOT).stdout.strip() or "unknown"
+    pending = f" ({planned - len(rows)} of {planned} builds not run yet)" if len(rows) < planned else ""
     lines = [
         "# Mutant builds: what the harness catches",
         "",
@@ -108,9 +111,9 @@ def markdown(rows: list[Row], fail_fast: bool) -> str:
         "README for each defect and its trigger). A mutant is *caught* when the build is rejected and "
         "its expected invariant is among those violated. The control build must be certified.",
         "",
-        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at commit `{commit.strip()}` on "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at commit `{commit}` on "
         f"{platform.node()} ({platform.platform()}, Python {platform.python_version()}): "
-        f"**{caught} of {mutants} mutants caught**.",
+        f"**{caught} of {mutants} mutants caught**{pending}.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "docs" / "mutants.md"), help="Markdown table to write")
     parser.add_argument("--reports", default=str(ROOT / "reports" / "mutation"), help="certify reports go here")
-    parser.add_argument("--only", nargs="*", choices=sorted(MUTANTS), help="these builds only (no file written)")
+    parser.add_argument("--only", nargs="*", choices=sorted(MUTANTS), help="these builds only")
+    parser.add_argument("--commit", help="the commit the table is for (default: git rev-parse HEAD)")
     args = parser.parse_args(argv)
     builds = args.only or ["control", *sorted(n for n, m in MUTANTS.items() if m["expected_invariant"])]
     reports = Path(args.reports)
@@ -135,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         row = certify(build, reports, fail_fast)
         rows.append(row)
         print(" | ".join(row.cells()), flush=True)
-    table = markdown(rows, fail_fast)
+        # Rewritten after every row: a long run that is cut short still leaves what it measured.
+        Path(args.out).write_text(markdown(rows, fail_fast, args.commit, len(builds)), encoding="utf-8")
     print()
-    print(table)
-    if not args.only:
-        Path(args.out).write_text(table, encoding="utf-8")
-        print(f"written to {args.out}")
+    print(markdown(rows, fail_fast, args.commit, len(builds)))
+    print(f"written to {args.out}")
     missed = [r.build for r in rows if not r.ok]
     if missed:
         print(f"NOT OK: {', '.join(missed)}")
