@@ -66,16 +66,20 @@ def client_id_of(path: str) -> str | None:
     return values[0] if values and values[0] else None
 
 
+#: Query parameter asking the backend to end the session right after its welcome (harness.probes).
+END_WITH_PARAM = "end_with"
+
+
 def end_code_of(path: str) -> int | None:
     """The close code a request asks the backend to end its session with right after the welcome
     (``end_with=4321``: how the harness checks that a build passes close codes through); None when
     not asked. Raises ValueError for a code a server may not send."""
-    values = parse_qs(urlsplit(path).query).get("end_with", [])
+    values = parse_qs(urlsplit(path).query).get(END_WITH_PARAM, [])
     if not values:
         return None
     code = int(values[0])
     if code != 1000 and not 3000 <= code <= 4999:
-        raise ValueError(f"end_with: {code} is not 1000 or 3000-4999")
+        raise ValueError(f"{END_WITH_PARAM}: {code} is not 1000 or 3000-4999")
     return code
 
 

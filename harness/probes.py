@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from harness.backend import END_WITH_PARAM
 from harness.history import HistoryWriter
 
 if TYPE_CHECKING:  # harness.scenario imports this module for PROBE_KINDS
@@ -33,8 +34,6 @@ if TYPE_CHECKING:  # harness.scenario imports this module for PROBE_KINDS
 
 PROBE_KINDS = ("max_connections", "max_size", "close_codes")
 PROBE_PROCESS = "probe"
-#: The backend ends a session right after its welcome with this close code (harness.backend).
-END_WITH_PARAM = "end_with"
 #: A normal close and an application code: both must reach the client unchanged (contract §4).
 PROBED_CLOSE_CODES = (1000, 4321)
 STEP_TIMEOUT_S = 3.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from harness.backend import client_id_of
 from harness.history import Record, Run
 
 from .base import (
@@ -41,7 +42,6 @@ from .base import (
     time_of,
 )
 from .journal import UpstreamConn, index_upstreams
-from .paths import client_of
 
 NAME = "failover_delivery"
 DEFAULT_MARGIN_S = 0.25
@@ -78,7 +78,7 @@ def check_failover_delivery(run: Run) -> CheckResult:
             NAME, [], checked=False, notes=["no balancer event lines: when the build noticed a loss is unknown"]
         )
     client_of_session = {
-        str(e.get("session")): client_of(str(e.get("path")))
+        str(e.get("session")): client_id_of(str(e.get("path")))
         for e in events
         if e.get("event") == "session_open" and isinstance(e.get("path"), str)
     }

@@ -15,6 +15,7 @@ without that probe.
 from __future__ import annotations
 
 from harness.history import Record, Run
+from harness.probes import PROBE_PROCESS
 
 from .base import (
     CheckResult,
@@ -35,7 +36,6 @@ from .base import (
 CONNECTION_LIMIT = "connection_limit"
 SIZE_LIMIT = "size_limit"
 CLOSE_PASSTHROUGH = "close_passthrough"
-PROBE_PROCESS = "probe"  # harness.probes.PROBE_PROCESS; checkers import nothing that does I/O
 MESSAGE_TOO_BIG = 1009
 SERVICE_UNAVAILABLE = 503
 

@@ -9,18 +9,12 @@ one X requested is a violation. Clients without a recorded path are not judged.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
+from harness.backend import client_id_of
 from harness.history import Run
 
 from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded, records, time_of
 
 NAME = "path_forwarded"
-
-
-def client_of(path: str) -> str | None:
-    values = parse_qs(urlsplit(path).query).get("client", [])
-    return values[0] if values and values[0] else None
 
 
 @guarded(NAME)
@@ -30,7 +24,7 @@ def check_path_forwarded(run: Run) -> CheckResult:
         path = rec.get("path")
         if not isinstance(path, str) or rec.get("f") not in ("conn_open", "connect_attempt", "close_probe"):
             continue
-        client = client_of(path)
+        client = client_id_of(path)
         if client is not None:
             requested.setdefault(client, set()).add(path)
     if not requested:

@@ -37,10 +37,10 @@ from .base import (
     time_of,
 )
 from .failover_limits import Limits, read_limits
+from .liveness import TRY_AGAIN_LATER
 
 NAME = "refusals_justified"
 DEFAULT_TOLERANCE_S = 0.1
-TRY_AGAIN_LATER = 1013
 
 
 def refusal_reason(limits: Limits, allowed_before: list[float], t: float, tolerance: float) -> str | None:
