@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from harness.analysis import client_histories, conn_key
 from harness.backend import client_id_of
 from harness.history import Record, Run
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
-    conn_key,
     evidence,
-    expect_number,
     finish,
     fmt_t,
     guarded,
@@ -71,7 +69,7 @@ def _before_resume(run: Run, uc: UpstreamConn) -> set[int] | None:
 
 @guarded(NAME)
 def check_failover_delivery(run: Run) -> CheckResult:
-    margin = expect_number(run, "delivery_margin_s", DEFAULT_MARGIN_S)
+    margin = run.run_meta.expect_number("delivery_margin_s", DEFAULT_MARGIN_S)
     events = [e for e in records(run.balancer_events) if time_of(e) is not None]
     if not events:
         return finish(
@@ -90,7 +88,7 @@ def check_failover_delivery(run: Run) -> CheckResult:
     index = index_upstreams(run)
     violations: list[Violation] = []
     judged = 0
-    for client, recs in client_histories(run).items():
+    for client, recs in client_histories(run.history).items():
         by_conn: dict[str, list[Record]] = {}
         for rec in recs:
             key = conn_key(rec)

@@ -14,20 +14,18 @@ without that probe.
 
 from __future__ import annotations
 
+from harness.analysis import client_histories, conn_key
 from harness.history import Record, Run
 from harness.probes import PROBE_PROCESS
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
-    conn_key,
     evidence,
     finish,
     fmt_t,
     guarded,
     integer,
-    meta_section,
     num,
     records,
     time_of,
@@ -46,14 +44,14 @@ def _probe_records(run: Run, *fs: str) -> list[Record]:
 
 
 def _configured(run: Run, key: str) -> int | None:
-    value = integer(meta_section(run, "balancer_config").get(key))
+    value = integer(run.run_meta.balancer_config.get(key))
     return value if value is not None and value >= 1 else None
 
 
 def _client_intervals(run: Run) -> list[tuple[float, float]]:
     """(open, close) of every game-client connection; close is +inf when never seen closed."""
     intervals: list[tuple[float, float]] = []
-    for recs in client_histories(run).values():
+    for recs in client_histories(run.history).values():
         opened: dict[str | None, float] = {}
         for rec in recs:
             t = time_of(rec) or 0.0

@@ -19,20 +19,17 @@ connection is justified when, counting that connection's earlier *allowed* failo
 
 from __future__ import annotations
 
+from harness.analysis import client_histories, conn_key
 from harness.history import Record, Run
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
-    conn_key,
     evidence,
-    expect_number,
     finish,
     fmt_t,
     guarded,
     integer,
-    meta_section,
     records,
     time_of,
 )
@@ -69,7 +66,7 @@ def check_refusals_justified(run: Run) -> CheckResult:
     limits = read_limits(run)
     if limits is None:
         return finish(NAME, [], checked=False, notes=["run.json has no usable failover limits"])
-    tolerance = expect_number(run, "clock_tolerance_s", DEFAULT_TOLERANCE_S)
+    tolerance = run.run_meta.expect_number("clock_tolerance_s", DEFAULT_TOLERANCE_S)
     violations: list[Violation] = []
     notes: list[str] = []
     checked = False
@@ -103,8 +100,8 @@ def check_refusals_justified(run: Run) -> CheckResult:
                     )
                 )
 
-    if meta_section(run, "expect").get("backends_reachable") is True:
-        for client, recs in client_histories(run).items():
+    if run.run_meta.expect.get("backends_reachable") is True:
+        for client, recs in client_histories(run.history).items():
             checked = True
             welcomes: dict[str | None, list[float]] = {}
             for rec in recs:
