@@ -1,6 +1,6 @@
 """A backend that ends a session on purpose: its close code reaches the client, no failover."""
 
-from harness.scenario import Phases, Scenario, Workload
+from harness.scenario import Expect, Phases, Scenario, Workload
 from scenarios._limits import PROBED_LIMITS
 
 SCENARIO = Scenario(
@@ -13,6 +13,7 @@ SCENARIO = Scenario(
     # The three probe scenarios share their limits: the build is not restarted between them.
     limits=PROBED_LIMITS,
     phases=Phases(warmup_s=0.3, deadline_s=6.0, quiesce_s=5.0),
+    expect=Expect(failover_deadline_s=4.0),
     probes=("close_codes",),
     tags=("quick", "close_codes"),
 )

@@ -1,6 +1,6 @@
 """max_connections at its edge: that many clients are admitted, the next one gets HTTP 503."""
 
-from harness.scenario import Phases, Scenario, Workload
+from harness.scenario import Expect, Phases, Scenario, Workload
 from scenarios._limits import PROBED_LIMITS
 
 SCENARIO = Scenario(
@@ -13,6 +13,7 @@ SCENARIO = Scenario(
     # The three probe scenarios share their limits: the build is not restarted between them.
     limits=PROBED_LIMITS,
     phases=Phases(warmup_s=0.3, deadline_s=6.0, quiesce_s=5.0),
+    expect=Expect(failover_deadline_s=4.0),
     probes=("max_connections",),
     tags=("quick", "limits", "boundary"),
 )

@@ -19,6 +19,6 @@ SCENARIO = Scenario(
         Step(at_s=2.3, fault=fault("down", "primary"), duration_s=0.4),
     ),
     phases=Phases(warmup_s=0.5, deadline_s=8.0, quiesce_s=5.0),
-    expect=Expect(close_codes=(1013,), failover_deadline_s=5.0, backends_reachable=True),
+    expect=Expect(close_codes=(1013,), failover_deadline_s=4.0, backends_reachable=True),
     tags=("quick", "network", "limits", "boundary"),
 )
