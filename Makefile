@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 REPORT ?= reports/reference
 
-.PHONY: install test test-all lint demo certify bench autobahn clean
+.PHONY: install test test-all lint demo certify bench autobahn mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(STAMP)
 
 certify: $(STAMP)
 	$(BIN)/python -m harness certify --profile quick --report $(REPORT)
+
+# A full `certify --profile quick` of every mutant build (and the control): prints the mutant
+# table and writes it to docs/mutants.md. Fails if a mutant is not caught naming its invariant.
+mutation: $(STAMP)
+	$(BIN)/python tests/selftest/mutation_table.py --out docs/mutants.md
 
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 BENCH_ARGS ?=

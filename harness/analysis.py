@@ -40,6 +40,12 @@ def client_process(rec: Mapping[str, Any]) -> str | None:
     return None
 
 
+def conn_key(rec: Mapping[str, Any]) -> str | None:
+    """A client record's connection number as a key; None when absent or not a scalar."""
+    conn = rec.get("conn")
+    return None if conn is None or isinstance(conn, Mapping | list) else str(conn)
+
+
 def client_ids(history: Iterable[Any]) -> list[str]:
     return sorted({p for p in (client_process(r) for r in _records(history)) if p is not None})
 

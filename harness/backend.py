@@ -66,6 +66,23 @@ def client_id_of(path: str) -> str | None:
     return values[0] if values and values[0] else None
 
 
+#: Query parameter asking the backend to end the session right after its welcome (harness.probes).
+END_WITH_PARAM = "end_with"
+
+
+def end_code_of(path: str) -> int | None:
+    """The close code a request asks the backend to end its session with right after the welcome
+    (``end_with=4321``: how the harness checks that a build passes close codes through); None when
+    not asked. Raises ValueError for a code a server may not send."""
+    values = parse_qs(urlsplit(path).query).get(END_WITH_PARAM, [])
+    if not values:
+        return None
+    code = int(values[0])
+    if code != 1000 and not 3000 <= code <= 4999:
+        raise ValueError(f"{END_WITH_PARAM}: {code} is not 1000 or 3000-4999")
+    return code
+
+
 class GameServer:
     """Per-process game state and the connection handler. One instance per backend process."""
 
@@ -86,6 +103,10 @@ class GameServer:
             return connection.respond(HTTPStatus.OK, "ok\n")
         if client_id_of(request.path) is None:
             return connection.respond(HTTPStatus.BAD_REQUEST, "missing client id: connect to /play?client=ID\n")
+        try:
+            end_code_of(request.path)
+        except ValueError as exc:
+            return connection.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
         return None
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -102,6 +123,9 @@ class GameServer:
         try:
             state = self.states.get(client, game.INITIAL_STATE)
             await self._send(ws, conn, client, game.welcome(self.name, client, conn, state))
+            end_code = end_code_of(path)
+            if end_code is not None:
+                await ws.close(end_code, "session ended by the backend")
             # The only reader of this connection.
             while True:
                 frame = await ws.recv()

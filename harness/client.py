@@ -177,7 +177,8 @@ class GameClient:
         task.cancel()
 
     async def _session(self, ws: ClientConnection, conn: int) -> None:
-        self._rec("event", "conn_open", conn=conn)
+        # The path as requested, so a checker can tell whether the build forwarded it.
+        self._rec("event", "conn_open", conn=conn, path=ws.request.path if ws.request else None)
         self._conn_welcomed.clear()
         self._wake.clear()
         async with asyncio.TaskGroup() as tg:

@@ -275,6 +275,10 @@ class Cluster:
             "ping_interval_s": keepalive.ping_interval_s,
             "ping_timeout_s": keepalive.ping_timeout_s,
         }
+        # Sent only when a scenario sets them (its boundary probes); otherwise the build's default.
+        for key in ("max_size", "max_connections"):
+            if getattr(limits, key):
+                self.config[key] = getattr(limits, key)
         self.config_path.write_text(json.dumps(self.config, indent=2), encoding="utf-8")
         self.spec.limits = limits
         self.spec.keepalive = keepalive

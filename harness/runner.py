@@ -29,6 +29,7 @@ from harness.history import (
     parse_event_lines,
 )
 from harness.nemesis import Nemesis
+from harness.probes import run_probes
 from harness.procs import ManagedProcess
 from harness.records import RUN_META_FILE, RunMeta, Verdict, render_violations
 from harness.scenario import Scenario
@@ -261,6 +262,12 @@ class ScenarioRunner:
         )
         time.sleep(state.scenario.phases.warmup_s)  # the warm-up is a timed phase, not a wait
         state.phase("warmup_end")
+        if state.scenario.probes:
+            c = self.cluster
+            probe_log = HistoryWriter(state.run_dir / HISTORY_DIR / "probes.jsonl", "probe")
+            prefix = f"probe{c.client_id_offset()}"
+            state.notes += run_probes(state.scenario.probes, c.lb_url, prefix, probe_log, state.scenario.limits)
+            probe_log.close()
 
     def _heal_phase(self, state: _RunState) -> None:
         state.nemesis.heal_all()
@@ -313,11 +320,7 @@ class ScenarioRunner:
             failover=dict(c.config.get("failover", {})),
             capabilities={"status": state.status_before is not None, "events": bool(events)},
             phases=state.phases,
-            expect={
-                "close_codes": list(scenario.expect.close_codes),
-                "failover_deadline_s": scenario.expect.failover_deadline_s,
-                "recovery_deadline_s": scenario.expect.recovery_deadline_s,
-            },
+            expect=scenario.to_dict()["expect"],
             baseline={"balancer_sockets": state.baseline_sockets, "status": state.status_before},
             final=state.final,
             faults=[s.fault.to_dict() for s in scenario.steps],

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.checkers import NAMES as CHECKER_NAMES
 from harness.faults import Fault, FaultError
+from harness.probes import PROBE_KINDS
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +43,10 @@ class Limits:
     max_attempts: int = 3
     window_s: float = 6.0
     min_interval_s: float = 0.5
+    #: Largest client message in bytes (contract `max_size`); 0: not given, the build's own default.
+    max_size: int = 0
+    #: Open client connections (contract `max_connections`); 0: not given, the build's own default.
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class Expect:
     failover_deadline_s: float = 10.0
     #: After the heal, every client must play again within this.
     recovery_deadline_s: float = 10.0
+    #: Some backend is reachable throughout, so every 1013 a client sees must be a refusal the
+    #: failover limits call for (`refusals_justified` judges the clients' side only then).
+    backends_reachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class Scenario:
     invariants: tuple[str, ...] = INVARIANTS
     tags: tuple[str, ...] = ()
     seed: int | None = None
+    #: Limit probes run at the start of the fault phase (harness.probes.PROBE_KINDS).
+    probes: tuple[str, ...] = ()
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -124,6 +134,7 @@ class Scenario:
             "invariants": list(self.invariants),
             "tags": list(self.tags),
             "seed": self.seed,
+            "probes": list(self.probes),
         }
 
     def to_json(self) -> str:
@@ -168,6 +179,12 @@ class Scenario:
         seed = data.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ScenarioError("seed: expected an integer or null")
+        probes = data.get("probes", [])
+        if not isinstance(probes, list) or not all(isinstance(x, str) for x in probes):
+            raise ScenarioError("probes: expected a list of names")
+        for probe in probes:
+            if probe not in PROBE_KINDS:
+                raise ScenarioError(f"probes: unknown probe {probe!r} (known: {', '.join(PROBE_KINDS)})")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ScenarioError("description: expected a string")
@@ -186,6 +203,9 @@ class Scenario:
         limits = _build(Limits, _section(data, "limits"), "limits")
         if limits.max_attempts < 0:
             raise ScenarioError("limits.max_attempts: must be >= 0")
+        for probe in probes:
+            if probe in ("max_connections", "max_size") and getattr(limits, probe) < 1:
+                raise ScenarioError(f"probes: {probe} needs limits.{probe} >= 1 (the limit it probes)")
         return cls(
             name=name,
             description=description,
@@ -198,6 +218,7 @@ class Scenario:
             invariants=tuple(invariants),
             tags=tuple(tags),
             seed=seed,
+            probes=tuple(probes),
         )
 
     @classmethod

@@ -20,4 +20,12 @@ ORDER = (
     "slicer",
     "limit_data",
     "one_way_partition",
+    # Default limits like those above, so no restart of the build between them.
+    "slow_failover",
+    "boundary_max_attempts",
+    "boundary_min_interval",
+    "boundary_window",
+    "boundary_max_connections",
+    "boundary_max_size",
+    "backend_ends_session",
 )

@@ -15,9 +15,13 @@ from harness.history import Run
 from .balancer_output import check_no_concurrent_recv
 from .base import Checker, CheckResult, Status, Violation
 from .cleanup import check_cleanup_complete
+from .delivery import check_failover_delivery
+from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
 from .liveness import check_clean_failover, check_recovers_after_heal
+from .paths import check_path_forwarded
+from .refusals import check_refusals_justified
 from .replies import check_no_crosstalk, check_ordered, check_state_continuity
 from .upstream import check_single_upstream
 
@@ -32,6 +36,13 @@ ALL: list[tuple[str, Checker]] = [
     ("clean_failover", check_clean_failover),
     ("state_continuity", check_state_continuity),
     ("recovers_after_heal", check_recovers_after_heal),
+    # The other side of each limit, delivery during a failover, and the limit probes' verdicts.
+    ("refusals_justified", check_refusals_justified),
+    ("path_forwarded", check_path_forwarded),
+    ("failover_delivery", check_failover_delivery),
+    ("connection_limit", check_connection_limit),
+    ("size_limit", check_size_limit),
+    ("close_passthrough", check_close_passthrough),
 ]
 NAMES = [name for name, _ in ALL]
 

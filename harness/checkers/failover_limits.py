@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from harness.analysis import client_histories
+from harness.analysis import client_histories, conn_key
 from harness.history import Record, Run
 
 from .base import (
@@ -91,11 +91,6 @@ def limit_breaches(limits: Limits, times: list[float], tolerance: float) -> list
     return found
 
 
-def _conn_key(rec: Record) -> str | None:
-    conn = rec.get("conn")
-    return None if conn is None or isinstance(conn, dict | list) else str(conn)
-
-
 @guarded(NAME)
 def check_reconnect_limits(run: Run) -> CheckResult:
     limits = read_limits(run)
@@ -136,7 +131,7 @@ def check_reconnect_limits(run: Run) -> CheckResult:
         welcomes_by_conn: dict[str, list[Record]] = {}
         for rec in recs:
             if rec.get("type") == "event" and rec.get("f") == "welcome":
-                key = _conn_key(rec)
+                key = conn_key(rec)
                 if key is None:
                     unattributed += 1
                     continue

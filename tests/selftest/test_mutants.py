@@ -50,10 +50,21 @@ def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> N
     )
 
 
-@pytest.mark.parametrize("build", ["reference", "control"])
-def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, tmp_path: Path) -> None:
+def _halves(names: list[str]) -> list[list[str]]:
+    return [names[: len(names) // 2], names[len(names) // 2 :]]
+
+
+# Each correct build in two halves of its scenarios, so that `pytest -n 2` can share them out.
+CORRECT = [
+    pytest.param(build, half, id=f"{build}-{i}")
+    for build, scenarios in (("reference", AIMED), ("control", MUTANTS["control"]["scenarios"]))
+    for i, half in enumerate(_halves(scenarios), start=1)
+]
+
+
+@pytest.mark.parametrize(("build", "scenarios"), CORRECT)
+def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, scenarios: list[str], tmp_path: Path) -> None:
     cmd = "python -m balancer {config}" if build == "reference" else MUTANTS["control"]["cmd_str"]
-    scenarios = AIMED if build == "reference" else MUTANTS["control"]["scenarios"]
     cert = certify(cmd, scenarios, tmp_path / "report")
     failures = {
         s["name"]: sorted(i for i, r in s["results"].items() if r["status"] == "fail") for s in cert["scenarios"]

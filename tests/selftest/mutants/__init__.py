@@ -40,6 +40,13 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "flapping_primary",
             "rolling_restart",
             "both_down",
+            "slow_failover",
+            "boundary_max_attempts",
+            "boundary_min_interval",
+            "boundary_window",
+            "boundary_max_connections",
+            "boundary_max_size",
+            "backend_ends_session",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -75,6 +82,71 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         "clean_failover",
         ["partition_primary", "pause_primary"],
         "the primary is blackholed or paused: clients stall, no failover happens",
+    ),
+    "max_attempts_plus_one": (
+        "reconnect_limits",
+        ["boundary_max_attempts"],
+        "max_attempts + 1 failovers of one connection inside window_s: the last one is allowed",
+    ),
+    "max_attempts_minus_one": (
+        "refusals_justified",
+        ["boundary_max_attempts"],
+        "the max_attempts-th failover inside window_s: it is refused although allowed",
+    ),
+    "min_interval_short": (
+        "reconnect_limits",
+        ["boundary_min_interval"],
+        "a loss between min_interval_s - 0.4 s and min_interval_s after the last failover: it is allowed",
+    ),
+    "min_interval_long": (
+        "refusals_justified",
+        ["boundary_min_interval"],
+        "a loss between min_interval_s and min_interval_s + 0.5 s after the last failover: it is refused",
+    ),
+    "window_short": (
+        "reconnect_limits",
+        ["boundary_window"],
+        "with max_attempts used up, a loss between window_s / 2 and window_s later: it is allowed",
+    ),
+    "max_connections_plus_one": (
+        "connection_limit",
+        ["boundary_max_connections"],
+        "a connection attempt with max_connections open: it is admitted",
+    ),
+    "no_503": (
+        "connection_limit",
+        ["boundary_max_connections"],
+        "a connection attempt with max_connections open: the handshake succeeds, then close 1013",
+    ),
+    "max_size_plus_one": (
+        "size_limit",
+        ["boundary_max_size"],
+        "a client message of max_size + 1 bytes: it is relayed instead of closed with 1009",
+    ),
+    "path_dropped_on_failover": (
+        "path_forwarded",
+        ["kill_primary"],
+        "any failover: the new upstream gets `/?query`, not the client's path",
+    ),
+    "close_code_swallowed": (
+        "close_passthrough",
+        ["backend_ends_session"],
+        "a backend closing with 1000 or 4000-4999: the build fails over, the client ends up with 1013",
+    ),
+    "queued_dropped": (
+        "failover_delivery",
+        ["slow_failover"],
+        "moves the client sends while the new upstream is being opened: thrown away",
+    ),
+    "resent_twice": (
+        "single_upstream",
+        ["kill_primary"],
+        "any failover: the last message, already delivered to the old backend, is sent again",
+    ),
+    "half_open_unnoticed": (
+        "clean_failover",
+        ["partition_primary"],
+        "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
     ),
 }
 

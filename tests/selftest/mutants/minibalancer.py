@@ -22,11 +22,14 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 DEFECTS = (
@@ -38,10 +41,25 @@ DEFECTS = (
     "upstream_left_open",
     "two_upstreams",
     "no_keepalive",
+    "max_attempts_plus_one",
+    "max_attempts_minus_one",
+    "min_interval_short",
+    "min_interval_long",
+    "window_short",
+    "max_connections_plus_one",
+    "no_503",
+    "max_size_plus_one",
+    "path_dropped_on_failover",
+    "close_code_swallowed",
+    "queued_dropped",
+    "resent_twice",
+    "half_open_unnoticed",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
 RETRY_DOWN_S = 2.0  # a backend marked down is preferred last until this long has passed
+DEFAULT_MAX_SIZE = 2**20
+DEFAULT_MAX_CONNECTIONS = 1024
 log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
 #: --black-box: a build that implements only the required part of the contract.
@@ -78,6 +96,16 @@ class Limiter:
     """Failovers of one client connection: <= max_attempts per window_s, >= min_interval_s apart."""
 
     def __init__(self, max_attempts: int, window_s: float, min_interval_s: float) -> None:
+        if defect("max_attempts_plus_one"):  # DEFECT(max_attempts_plus_one): one attempt too many
+            max_attempts += 1
+        if defect("max_attempts_minus_one"):  # DEFECT(max_attempts_minus_one): one attempt too few
+            max_attempts -= 1
+        if defect("min_interval_short"):  # DEFECT(min_interval_short): the interval 0.4 s short
+            min_interval_s -= 0.4
+        if defect("min_interval_long"):  # DEFECT(min_interval_long): the interval 0.5 s long
+            min_interval_s += 0.5
+        if defect("window_short"):  # DEFECT(window_short): attempts forgotten after half the window
+            window_s /= 2
         self.max_attempts, self.window_s, self.min_interval_s = max_attempts, window_s, min_interval_s
         self.times: collections.deque[float] = collections.deque()
 
@@ -101,6 +129,7 @@ class Session:
     upstream: ClientConnection | None = None
     backend: Backend | None = None
     pending: str | bytes | None = None  # read from the client, not delivered before a loss
+    last_forwarded: str | bytes | None = None  # resent_twice only
     old_upstreams: list[ClientConnection] = field(default_factory=list)  # two_upstreams only
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -115,6 +144,7 @@ class Balancer:
         self.reconnect_attempts: dict[str, Limiter] = {}
         self.upstreams: dict[ClientConnection, Backend] = {}  # every open upstream socket
         self.concurrent_recv = 0
+        self.open_clients = 0  # admitted client connections, for max_connections
         self._ids = itertools.count(1)
 
     # ---- admin ----------------------------------------------------------------------------
@@ -162,20 +192,33 @@ class Balancer:
             writer.close()
 
     # ---- upstream management --------------------------------------------------------------
-    async def open_upstream(self, s: Session) -> bool:
+    def admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """HTTP 503 once max_connections client connections are open."""
+        limit = self.cfg["max_connections"]
+        if defect("max_connections_plus_one"):  # DEFECT(max_connections_plus_one): one client too many
+            limit += 1
+        if self.open_clients >= limit and not defect("no_503"):  # DEFECT(no_503): handshake accepted
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        return None
+
+    async def open_upstream(self, s: Session, failover: bool = False) -> bool:
         """Connect to the first healthy backend (then the others), forwarding path+query."""
         now = time.monotonic()
+        path = s.path
+        if failover and defect("path_dropped_on_failover"):
+            path = "/?" + urlsplit(s.path).query  # DEFECT(path_dropped_on_failover): only the query
         for b in sorted(self.backends, key=lambda b: not b.healthy(now)):  # stable: keeps priority
             try:
                 ws = await connect(
-                    b.url + s.path,
+                    b.url + path,
                     proxy=None,
                     open_timeout=OPEN_TIMEOUT_S,
                     close_timeout=1.0,
                     # DEFECT(no_keepalive): no pings upstream, so a blackholed backend goes unnoticed.
                     # two_upstreams runs its own keepalive (watchdog) that does not close the socket.
                     ping_interval=None if DEFECT in ("no_keepalive", "two_upstreams") else self.cfg["ping_interval_s"],
-                    ping_timeout=self.cfg["ping_timeout_s"],
+                    # DEFECT(half_open_unnoticed): pings go out, a missing pong is never acted on.
+                    ping_timeout=None if defect("half_open_unnoticed") else self.cfg["ping_timeout_s"],
                 )
             except Exception as exc:  # refused, reset, bad handshake, open_timeout: try the next
                 log.info("backend %s unreachable: %r", b.name, exc)
@@ -211,6 +254,7 @@ class Balancer:
         except ConnectionClosed:
             s.pending = msg  # re-sent once on the next upstream
             return UPSTREAM_LOST
+        s.last_forwarded = msg
         for old in list(s.old_upstreams):
             # DEFECT(two_upstreams): client messages also go to the upstream we failed over from.
             with contextlib.suppress(Exception):
@@ -297,10 +341,18 @@ class Balancer:
         # DEFECT(no_rate_limit): every failover is allowed.
         allowed = True if defect("no_rate_limit") else self.reconnect_attempts[s.sid].allow(now)
         emit("failover_attempt", ts=now, session=s.sid, allowed=allowed)
-        if not allowed or not await self.open_upstream(s):
+        if not allowed or not await self.open_upstream(s, failover=True):
             await s.client.close(1013, "failover limit" if not allowed else "no backend")
             return False
         self.connection_states[s.sid] = "connected"
+        if defect("queued_dropped"):
+            # DEFECT(queued_dropped): what the client sent during the failover is thrown away as stale.
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(s.client.recv(), 0.005)
+        if defect("resent_twice") and s.last_forwarded is not None and s.pending is None:
+            # DEFECT(resent_twice): the last message, already delivered, is sent again "to be safe".
+            await self.forward(s, s.last_forwarded)
         if s.pending is not None:
             msg, s.pending = s.pending, None
             await self.forward(s, msg)  # a second loss is noticed by the next relay round
@@ -312,14 +364,19 @@ class Balancer:
             return
         self.connection_states[s.sid] = "connected"
         reader: asyncio.Task[str] | None = None
+        failed_over = False
         while True:
             if reader is None or reader.done():
                 reader = self.spawn(s, self.client_to_upstream(s))
-            elif defect("second_reader"):
+            # After every failover, whether or not the kept reader is still in recv(): had these
+            # waited for that, a client message arriving during the failover (the kept reader then
+            # ends on the dead upstream) would hide the defect, as it did under load.
+            if failed_over and defect("second_reader"):
                 # DEFECT(second_reader): a new reader for the new upstream, the old one still reads.
                 asyncio.create_task(self.client_to_upstream(s))  # noqa: RUF006
-            elif defect("async_for_shared"):
+            elif failed_over and defect("async_for_shared"):
                 asyncio.create_task(self.drain_client(s))  # noqa: RUF006  (see drain_client)
+            failed_over = False
             watch = {reader, self.spawn(s, self.upstream_to_client(s))}
             if defect("two_upstreams"):
                 watch.add(self.spawn(s, self.watchdog(s)))
@@ -348,13 +405,25 @@ class Balancer:
                     await self.forward(s, msg)
                 continue
             code = up.close_code or 1006
-            if code == 1000 or 4000 <= code <= 4999:  # the backend ended the session on purpose
+            ends = code == 1000 or 4000 <= code <= 4999  # the backend ended the session on purpose
+            if ends and not defect("close_code_swallowed"):  # DEFECT(close_code_swallowed): fails over
                 await s.client.close(code, up.close_reason or "")
                 return
             if not await self.failover(s, UNRESPONSIVE if UNRESPONSIVE in outcomes else UPSTREAM_LOST):
                 return
+            failed_over = True
 
     async def handle(self, client: ServerConnection) -> None:
+        self.open_clients += 1
+        try:
+            if defect("no_503") and self.open_clients > self.cfg["max_connections"]:
+                await client.close(1013, "too many connections")  # DEFECT(no_503): admitted, then closed
+                return
+            await self.session(client)
+        finally:
+            self.open_clients -= 1
+
+    async def session(self, client: ServerConnection) -> None:
         assert client.request is not None
         s = Session(f"s{next(self._ids)}", client, client.request.path)
         self.sessions[s.sid], self.active_connections[s.sid] = s, client
@@ -397,6 +466,9 @@ async def amain(cfg: dict[str, Any]) -> int:
         close_timeout=1.0,
         ping_interval=cfg["ping_interval_s"],
         ping_timeout=cfg["ping_timeout_s"],
+        # DEFECT(max_size_plus_one): one byte more than max_size is accepted.
+        max_size=cfg["max_size"] + 1 if defect("max_size_plus_one") else cfg["max_size"],
+        process_request=bal.admit,
     )
     await stop.wait()
     server.close()  # closes every client with 1001; their handlers then close the upstreams
@@ -431,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
             float(cfg["failover"][key])
         cfg.setdefault("ping_interval_s", 1.0)
         cfg.setdefault("ping_timeout_s", 1.0)
+        for key, default in (("max_size", DEFAULT_MAX_SIZE), ("max_connections", DEFAULT_MAX_CONNECTIONS)):
+            cfg[key] = cfg.get(key, default)
+            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+                raise ValueError(f"{key}: expected an integer >= 1, got {cfg[key]!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"minibalancer: bad config {args.config}: {exc!r}", file=sys.stderr)
         return 2
