@@ -13,6 +13,7 @@ from dataclasses import dataclass
 ALLOWED = "allowed"
 REFUSED_MIN_INTERVAL = "min_interval"
 REFUSED_MAX_ATTEMPTS = "max_attempts"
+REFUSED_SHUTTING_DOWN = "shutting_down"
 
 
 @dataclass(frozen=True)
@@ -74,27 +75,12 @@ class FailoverLimiter:
         return Decision(True, ALLOWED)
 
 
-def failover_order(
-    backends: Iterable[str],
-    health: Mapping[str, bool],
-    exclude: Collection[str] = (),
-) -> list[str]:
-    """Backends to try, best first: healthy ones in priority order, then the rest.
-
-    Unhealthy backends stay on the list as a last resort, because health is
-    only as fresh as the last probe; a refused connect to one is cheap.
-    """
-    eligible = [b for b in backends if b not in exclude]
-    healthy = [b for b in eligible if health.get(b, True)]
-    return healthy + [b for b in eligible if not health.get(b, True)]
-
-
 def choose_backend(
     backends: Iterable[str],
     health: Mapping[str, bool],
     exclude: Collection[str] = (),
 ) -> str | None:
-    """The first healthy backend in priority order, or None."""
+    """The first healthy backend in priority order, or None; one missing from ``health`` counts as healthy."""
     for b in backends:
         if b not in exclude and health.get(b, True):
             return b

@@ -18,7 +18,6 @@ from websockets.exceptions import InvalidStatus
 
 from balancer.config import Config
 from balancer.events import EventLog
-from balancer.policy import failover_order
 
 log = logging.getLogger("balancer.pool")
 
@@ -51,9 +50,6 @@ class Pool:
 
     def health(self) -> dict[str, bool]:
         return {name: b.healthy for name, b in self.backends.items()}
-
-    def candidates(self, exclude: frozenset[str] = frozenset()) -> list[str]:
-        return failover_order(self.backends, self.health(), exclude)
 
     def _set_health(self, name: str, healthy: bool, why: str) -> None:
         b = self.backends[name]

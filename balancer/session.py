@@ -1,4 +1,9 @@
-"""The relay: one client connection, one upstream at a time, failover in place.
+"""The relay's I/O: one client connection, one upstream at a time, failover in place.
+
+Every choice (passthrough, failover, 1013, 1001, the resend-once rule) is made
+by the session's ``RelayMachine`` (balancer.machine); this module only reads
+and writes the sockets, reports what happened to the machine, and carries out
+the actions it returns.
 
 Reader discipline: each socket has exactly one reader at any moment. A "leg"
 is one upstream connection's lifetime; it runs the two pumps in a TaskGroup
@@ -15,7 +20,8 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection
@@ -26,22 +32,26 @@ from websockets.typing import Data
 
 from balancer.config import Config
 from balancer.events import EventLog, Stats
+from balancer.machine import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    Action,
+    CloseClient,
+    CloseUpstream,
+    Connect,
+    Count,
+    Emit,
+    Enter,
+    MarkDown,
+    RelayMachine,
+    Resend,
+)
 from balancer.policy import FailoverLimiter
 from balancer.pool import Pool
 from balancer.state import ConnState, SessionTable
 
 log = logging.getLogger("balancer.session")
-
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_GOING_AWAY = 1001
-CLOSE_NORMAL = 1000
-CLOSE_ABNORMAL = 1006
-
-
-def ends_session(code: int) -> bool:
-    """A backend close that is a decision, not a failure: pass it on, no failover."""
-    return code == CLOSE_NORMAL or 4000 <= code <= 4999
 
 
 def is_concurrent_recv(exc: BaseException) -> bool:
@@ -49,13 +59,6 @@ def is_concurrent_recv(exc: BaseException) -> bool:
     return isinstance(exc, ConcurrencyError) or (
         isinstance(exc, RuntimeError) and "cannot call recv while another coroutine" in str(exc)
     )
-
-
-def sendable(code: int | None) -> int:
-    """A close code we may put on the wire to the other leg."""
-    if code is not None and (code in (1000, 1001) or 3000 <= code <= 4999):
-        return code
-    return CLOSE_GOING_AWAY
 
 
 class Outcome(enum.Enum):
@@ -76,27 +79,29 @@ class Context:
     stopping: bool = False
 
 
-@dataclass
-class _Inflight:
-    data: Data
-    resent: bool
-
-
 class Session:
     def __init__(self, sid: str, client: ServerConnection, ctx: Context) -> None:
         self.sid = sid
         self.client = client
         self.ctx = ctx
         self.path = client.request.path if client.request is not None else "/"
-        self.backend: str | None = None
-        # The client message currently being handed to the upstream; if the
-        # leg ends with it set, it was not delivered.
-        self._inflight: _Inflight | None = None
-        # The message to re-send first on the next upstream.
-        self._retry: _Inflight | None = None
+        fo = ctx.config.failover
+        self.machine = RelayMachine(
+            list(ctx.pool.backends),
+            limiter=lambda: ctx.table.limiter(
+                sid, lambda: FailoverLimiter(fo.max_attempts, fo.window_s, fo.min_interval_s)
+            ),
+        )
+        self._upstream: ClientConnection | None = None
+        # What the machine asked to deliver first on the current upstream.
+        self._resend: Data | None = None
         self._close_code: int | None = None
         # Always finite, also with keepalive disabled: see Config.send_deadline_s.
         self._send_deadline = ctx.config.send_deadline_s
+
+    @property
+    def backend(self) -> str | None:
+        return self.machine.backend
 
     # -- plumbing -------------------------------------------------------
 
@@ -111,45 +116,64 @@ class Session:
         log.error("session %s: concurrent recv detected: %s", self.sid, exc)
         self._emit("concurrent_recv", error=str(exc))
 
-    async def _open_upstream(self, exclude: frozenset[str]) -> ClientConnection | None:
-        """Try backends best-first; attach the session to the first that opens."""
-        for name in self.ctx.pool.candidates(exclude):
-            if self.client.state is not State.OPEN or self.ctx.stopping:
-                return None
-            try:
-                upstream = await self.ctx.pool.connect(name, self.path)
-            except Exception as exc:
-                log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
-                self._emit("upstream_connect_failed", backend=name, error=str(exc))
-                continue
-            try:
-                self._adopt(name)
-            except BaseException:
-                # Until this returns, nobody else holds a reference to the new
-                # upstream: close it here on every exit path (cancellation too),
-                # or it would stay open on the backend.
-                await self._discard(upstream)
-                raise
-            return upstream
-        return None
+    async def _carry_out(self, actions: Iterable[Action]) -> None:
+        """Carry out the machine's actions in order; results go back in as events."""
+        queue: deque[Action] = deque(actions)
+        while queue:
+            match queue.popleft():
+                case Connect(backend):
+                    queue.extend(await self._connect(backend))
+                case Resend(data):
+                    self._resend = data
+                case CloseClient(code, reason):
+                    await self._close_client(code, reason)
+                case CloseUpstream(code, reason):
+                    if self._upstream is not None:
+                        await self._close(self._upstream, code, reason)
+                case MarkDown(backend, why):
+                    self.ctx.pool.mark_down(backend, why)
+                case Enter(state):
+                    self._state(state)
+                case Emit(event, fields):
+                    self._emit(event, **fields)
+                case Count(stat):
+                    stats = self.ctx.stats
+                    setattr(stats, stat, getattr(stats, stat) + 1)
+
+    async def _connect(self, name: str) -> list[Action]:
+        """Open the upstream the machine chose; the outcome is the machine's next event."""
+        if self.ctx.stopping:
+            return self.machine.shutdown()
+        if self.client.state is not State.OPEN:
+            return self.machine.client_closed(self.client.close_code)
+        try:
+            upstream = await self.ctx.pool.connect(name, self.path)
+        except Exception as exc:
+            log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
+            self._emit("upstream_connect_failed", backend=name, error=str(exc))
+            return self.machine.connect_failed(name, self.ctx.pool.health())
+        try:
+            self._adopt(name)
+        except BaseException:
+            # Until _adopt returns, nobody else holds a reference to the new
+            # upstream: close it here on every exit path (cancellation too),
+            # or it would stay open on the backend.
+            await self._discard(upstream)
+            raise
+        self._upstream = upstream
+        return self.machine.upstream_opened(name)
 
     def _adopt(self, name: str) -> None:
         """Account for a just-opened upstream; undo any partial step if one raises."""
         ctx = self.ctx
-        attached = acquired = False
+        attached = False
         try:
             ctx.table.attach(self.sid, name)
             attached = True
             ctx.pool.acquire(name)
-            acquired = True
-            self.backend = name
-            self._emit("upstream_open", backend=name)
         except BaseException:
             # The caller closes the upstream, so the tables must not go on
             # counting it (and _cleanup must not release a count never taken).
-            self.backend = None
-            if acquired:
-                ctx.pool.release(name)
             if attached:
                 ctx.table.detach(self.sid)
             raise
@@ -167,7 +191,6 @@ class Session:
         name = self.ctx.table.detach(self.sid)
         if name is not None:
             self.ctx.pool.release(name)
-        self.backend = None
 
     async def _finish(self, conn: ClientConnection | ServerConnection) -> None:
         """Wait for a closing connection to be closed, aborting it past the deadline."""
@@ -215,14 +238,12 @@ class Session:
 
     # -- the two directions ---------------------------------------------
 
-    async def _pump_client(self, upstream: ClientConnection) -> Outcome:
-        if self._retry is not None:
-            self._inflight, self._retry = self._retry, None
-            if not await self._deliver(upstream, self._inflight.data):
+    async def _pump_client(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
+        machine = self.machine
+        if resend is not None:
+            if not await self._deliver(upstream, resend):
                 return Outcome.UPSTREAM_GONE
-            self._inflight = None
-            self.ctx.stats.resent_messages += 1
-            self._emit("message_resent", backend=self.backend)
+            await self._carry_out(machine.message_delivered())
         while True:
             try:
                 data = await self.client.recv()
@@ -232,10 +253,11 @@ class Session:
                 if is_concurrent_recv(exc):
                     self._note_concurrency(exc)
                 raise
-            self._inflight = _Inflight(data, resent=False)
+            machine.client_message(data)
             if not await self._deliver(upstream, data):
                 return Outcome.UPSTREAM_GONE
-            self._inflight = None
+            if actions := machine.message_delivered():
+                await self._carry_out(actions)
 
     async def _pump_upstream(self, upstream: ClientConnection) -> Outcome:
         while True:
@@ -250,9 +272,9 @@ class Session:
             if not await self._deliver(self.client, data):
                 return Outcome.CLIENT_GONE
 
-    async def _leg(self, upstream: ClientConnection) -> Outcome:
+    async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
         async with asyncio.TaskGroup() as tg:
-            c2u = tg.create_task(self._pump_client(upstream), name=f"{self.sid}:c2u")
+            c2u = tg.create_task(self._pump_client(upstream, resend), name=f"{self.sid}:c2u")
             u2c = tg.create_task(self._pump_upstream(upstream), name=f"{self.sid}:u2c")
             done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -269,85 +291,41 @@ class Session:
         ctx.table.register(self.sid, self.path)
         ctx.stats.sessions_total += 1
         self._emit("session_open", path=self.path)
-        upstream: ClientConnection | None = None
         try:
-            upstream = await self._open_upstream(frozenset())
-            if upstream is None:
-                await self._close_client(CLOSE_TRY_AGAIN_LATER, "no backend available")
-                return
-            self._state(ConnState.CONNECTED)
-            while True:
-                outcome = await self._leg(upstream)
+            await self._carry_out(self.machine.start(ctx.pool.health()))
+            while not self.machine.finished:
+                upstream = self._upstream
+                assert upstream is not None, "the machine relays only with an upstream attached"
+                # Taken here so that a leg which never got to it can't leave it for the next.
+                resend, self._resend = self._resend, None
+                outcome = await self._leg(upstream, resend)
                 if outcome is Outcome.CLIENT_GONE:
-                    code = self.client.close_code
-                    await self._close(upstream, sendable(code), "client closed")
-                    return
-                upstream = await self._after_upstream_loss(upstream)
-                if upstream is None:
-                    return
+                    await self._carry_out(self.machine.client_closed(self.client.close_code))
+                else:
+                    await self._carry_out(await self._upstream_lost(upstream))
         except Exception:
             log.exception("session %s failed", self.sid)
             if self.client.state is State.OPEN:
                 await self._close_client(CLOSE_INTERNAL_ERROR, "balancer error")
         finally:
-            await self._cleanup(upstream)
+            await self._cleanup()
 
-    async def _after_upstream_loss(self, upstream: ClientConnection) -> ClientConnection | None:
-        """Decide between passthrough, failover and 1013; returns the next upstream."""
+    async def _upstream_lost(self, upstream: ClientConnection) -> list[Action]:
+        """Let the lost upstream finish closing, release it, and ask the machine what next."""
         ctx = self.ctx
         await self._finish(upstream)
-        code = upstream.close_code or CLOSE_ABNORMAL
-        reason = upstream.close_reason or ""
-        failed = self.backend
-        assert failed is not None
+        self._upstream = None
         self._drop_upstream()
-        ctx.stats.upstreams_lost += 1
-        self._emit("upstream_lost", backend=failed, code=code)
-        if self._inflight is not None:
-            if self._inflight.resent:
-                ctx.stats.dropped_inflight += 1
-            else:
-                self._retry = _Inflight(self._inflight.data, resent=True)
-            self._inflight = None
-
-        if ends_session(code):
-            self._retry = None
-            await self._close_client(code, reason)
-            return None
-
-        ctx.pool.mark_down(failed, f"upstream closed with {code}")
-        self._state(ConnState.FAILING_OVER)
-        if self.client.state is not State.OPEN:
-            return None
-        fo = ctx.config.failover
-        limiter = ctx.table.limiter(
-            self.sid,
-            lambda: FailoverLimiter(fo.max_attempts, fo.window_s, fo.min_interval_s),
+        actions = self.machine.shutdown() if ctx.stopping else []
+        return actions + self.machine.upstream_lost(
+            upstream.close_code,
+            upstream.close_reason or "",
+            now=ctx.clock(),
+            health=ctx.pool.health(),
+            client_open=self.client.state is State.OPEN,
         )
-        decision = limiter.try_acquire(ctx.clock())
-        if ctx.stopping:
-            decision = type(decision)(False, "shutting_down")
-        self._emit("failover_attempt", allowed=decision.allowed, reason=decision.reason)
-        if not decision.allowed:
-            ctx.stats.failover_refused += 1
-            await self._close_client(CLOSE_TRY_AGAIN_LATER, f"failover refused: {decision.reason}")
-            return None
-        ctx.stats.failover_allowed += 1
-        nxt = await self._open_upstream(frozenset({failed}))
-        if nxt is None:
-            await self._close_client(CLOSE_TRY_AGAIN_LATER, "no backend reachable")
-            return None
-        # If the client left while we were connecting, the next leg sees it
-        # at once and closes nxt.
-        try:
-            self._state(ConnState.CONNECTED)
-        except BaseException:
-            # run() still holds the old upstream, so _cleanup would not see nxt.
-            await self._discard(nxt)
-            raise
-        return nxt
 
-    async def _cleanup(self, upstream: ClientConnection | None) -> None:
+    async def _cleanup(self) -> None:
         """Runs on every exit path; it is bounded and must not raise.
 
         Both legs are closed concurrently, so the whole cleanup takes at most
@@ -360,6 +338,7 @@ class Session:
             if st is not None and st.state not in (ConnState.CLOSING, ConnState.CLOSED):
                 st.transition(ConnState.CLOSING)
             closes = []
+            upstream = self._upstream
             if upstream is not None and upstream.state is not State.CLOSED:
                 closes.append(self._close(upstream, CLOSE_GOING_AWAY, "session ended"))
             if self.client.state is State.OPEN:

@@ -70,7 +70,7 @@ async def test_exception_in_a_session_closes_1011_and_cleans_up(
     async def boom(self: Session, upstream: Any) -> None:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(Session, "_after_upstream_loss", boom)
+    monkeypatch.setattr(Session, "_upstream_lost", boom)
     async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
         await ws.send("hi")
         assert (await recv_json(ws))["server"] == "primary"
@@ -88,10 +88,10 @@ async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
     original = Session._pump_client
     rogues: list[asyncio.Task[Any]] = []
 
-    async def with_rogue_reader(self: Session, upstream: Any) -> Any:
+    async def with_rogue_reader(self: Session, upstream: Any, resend: Any) -> Any:
         rogues.append(asyncio.create_task(self.client.recv()))
         await asyncio.sleep(0)  # let the rogue become the reader first
-        return await original(self, upstream)
+        return await original(self, upstream, resend)
 
     monkeypatch.setattr(Session, "_pump_client", with_rogue_reader)
     async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
@@ -142,7 +142,7 @@ async def test_open_upstream_closes_it_on_any_exception(
     cfg = from_dict({**FAST, "listen": "127.0.0.1:0", "backends": [{"name": "primary", "url": ws_url(backend)}]})
     events = EventLog(stream=io.StringIO())
     ctx = Context(config=cfg, pool=Pool(cfg, events), table=SessionTable(), events=events)
-    # _open_upstream only looks at the client's request and state.
+    # Connecting only looks at the client's request and state.
     session = Session("s1", cast(ServerConnection, SimpleNamespace(request=None, state=State.OPEN)), ctx)
     ctx.table.register("s1", "/")
 
@@ -154,7 +154,7 @@ async def test_open_upstream_closes_it_on_any_exception(
     else:
         monkeypatch.setattr(ctx.pool, "acquire", fail)
     with pytest.raises(type(exc)):
-        await session._open_upstream(frozenset())
+        await session._carry_out(session.machine.start(ctx.pool.health()))
     await wait_for(lambda: len(backend.connections) == 0, what="the orphaned upstream to close")
     assert ctx.table.get("s1").upstream is None, "a partial attach is undone"
     assert ctx.pool.backends["primary"].connection_count == 0

@@ -14,7 +14,6 @@ from balancer.policy import (
     Decision,
     FailoverLimiter,
     choose_backend,
-    failover_order,
 )
 
 
@@ -131,11 +130,3 @@ def test_choose_backend_priority_first_healthy() -> None:
     assert choose_backend(names, {"primary": False, "secondary": True}) == "secondary"
     assert choose_backend(names, {}, exclude={"primary"}) == "secondary"
     assert choose_backend(names, dict.fromkeys(names, False)) is None
-
-
-def test_failover_order_healthy_first_then_last_resort() -> None:
-    names = ["p", "s", "t"]
-    health = {"p": False, "s": True, "t": True}
-    assert failover_order(names, health) == ["s", "t", "p"]
-    assert failover_order(names, health, exclude={"s"}) == ["t", "p"]
-    assert failover_order(names, {"p": True}, exclude={"p"}) == ["s", "t"]
