@@ -188,10 +188,6 @@ class Cluster:
         return f"ws://{HOST}:{self.ports['lb']}"
 
     @property
-    def balancer_url(self) -> str:
-        return f"ws://{HOST}:{self.ports['balancer']}"
-
-    @property
     def admin_url(self) -> str:
         return f"http://{HOST}:{self.ports['admin']}"
 
@@ -199,10 +195,8 @@ class Cluster:
     def balancer(self) -> ManagedProcess:
         return self.supervisor["balancer"]
 
-    def backend(self, name: str) -> ManagedProcess:
-        return self.supervisor[name]
-
     def process(self, target: str) -> ManagedProcess:
+        """The process behind a fault target or backend name: primary, secondary or balancer."""
         return self.supervisor[target]
 
     def journal_path(self, name: str) -> Path:
@@ -332,12 +326,12 @@ class Cluster:
     def backend_open_connections(self) -> dict[str, int]:
         out = {}
         for name in BACKEND_NAMES:
-            proc = self.backend(name)
+            proc = self.process(name)
             out[name] = established_on_port(proc.pid, self.ports[name]) if proc.pid and proc.running else 0
         return out
 
     def backend_alive(self) -> dict[str, bool]:
-        return {name: self.backend(name).running for name in BACKEND_NAMES}
+        return {name: self.process(name).running for name in BACKEND_NAMES}
 
     # -- healing ------------------------------------------------------------------------------
     def heal_all(self) -> None:

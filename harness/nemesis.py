@@ -1,23 +1,25 @@
-"""The nemesis: applies and heals faults on a live cluster, and records each in the history."""
+"""The nemesis: applies and heals faults on a live cluster, and records each in the history.
+
+How each kind acts lives with the kind (:mod:`harness.faults.kinds`); this is the bookkeeping:
+fault ids, what is still active, and the history record of every attempt.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.cluster import Cluster
-from harness.faults import Fault
+from harness.faults import Applied, Fault
 from harness.history import HistoryWriter
-
-_STREAMS = {"both": ("upstream", "downstream"), "upstream": ("upstream",), "downstream": ("downstream",)}
 
 
 @dataclass
 class ActiveFault:
     fault_id: str
     fault: Fault
-    toxics: tuple[str, ...] = ()
+    applied: Applied = field(default_factory=Applied)
 
 
 class Nemesis:
@@ -36,13 +38,12 @@ class Nemesis:
         active = ActiveFault(fault_id=f"f{next(self._ids)}", fault=fault)
         self._record("invoke", "apply", active)
         try:
-            active.toxics, outcome = self._apply(fault, active.fault_id)
+            active.applied = fault.spec.apply(self.cluster, fault, active.fault_id)
         except Exception as exc:
             self._record("fail", "apply", active, error=f"{type(exc).__name__}: {exc}")
             raise
-        self._record("ok", "apply", active, **outcome)
-        # A restart is over once applied; there is nothing to heal.
-        if fault.kind != "restart":
+        self._record("ok", "apply", active, **active.applied.outcome)
+        if fault.spec.healable:
             self.active[active.fault_id] = active
         return active
 
@@ -52,7 +53,7 @@ class Nemesis:
             return
         self._record("invoke", "heal", active)
         try:
-            self._heal(active)
+            active.fault.spec.heal(self.cluster, active.fault, active.applied)
         except Exception as exc:
             self._record("fail", "heal", active, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -68,77 +69,3 @@ class Nemesis:
                 errors.append(f"{fault_id}: {type(exc).__name__}: {exc}")
         if errors:
             raise RuntimeError("could not heal every fault: " + "; ".join(errors))
-
-    # -- the vocabulary -----------------------------------------------------------------------
-    def _apply(self, fault: Fault, fault_id: str) -> tuple[tuple[str, ...], dict[str, Any]]:
-        """Applies a fault; returns the toxics it added and what is worth recording about it."""
-        c = self.cluster
-        p = fault.params
-        if fault.is_process_fault:
-            proc = c.process(fault.target)
-            outcome: dict[str, Any] = {}
-            if fault.kind == "kill":
-                proc.kill()
-            elif fault.kind == "terminate":
-                # How a process answers SIGTERM is evidence (the contract wants exit 0 after 1001s).
-                outcome["exit_code"] = proc.terminate()
-            elif fault.kind == "pause":
-                proc.pause()
-            elif fault.kind == "restart":
-                outcome["exit_code"] = proc.restart(
-                    graceful=bool(p.get("graceful")), ready_timeout=c.spec.ready_timeout_s
-                )
-            return (), outcome
-        assert c.toxiproxy is not None
-        proxy = c.proxy_name(fault.target)
-        if fault.kind == "down":
-            c.toxiproxy.set_enabled(proxy, False)
-            return (), {}
-        toxic_type, attributes, streams = self._toxic(fault)
-        names = []
-        for stream in streams:
-            name = f"{fault_id}_{fault.kind}_{stream}"
-            c.toxiproxy.add_toxic(proxy, name=name, type=toxic_type, stream=stream, attributes=attributes)
-            names.append(name)
-        return tuple(names), {}
-
-    @staticmethod
-    def _toxic(fault: Fault) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-        p = fault.params
-        streams = _STREAMS[p.get("stream", "both")]
-        if fault.kind == "latency":
-            return "latency", {"latency": p["latency_ms"], "jitter": p["jitter_ms"]}, streams
-        if fault.kind == "bandwidth":
-            return "bandwidth", {"rate": p["rate_kbps"]}, streams
-        if fault.kind == "partition":
-            # Toxiproxy's blackhole: timeout 0 drops everything and never closes.
-            return "timeout", {"timeout": 0}, _STREAMS["both"]
-        if fault.kind == "reset_peer":
-            return "reset_peer", {"timeout": p["timeout_ms"]}, streams
-        if fault.kind == "slicer":
-            attrs = {"average_size": p["average_size"], "size_variation": p["size_variation"], "delay": p["delay_us"]}
-            return "slicer", attrs, streams
-        if fault.kind == "limit_data":
-            return "limit_data", {"bytes": p["bytes"]}, streams
-        raise ValueError(f"no toxic for fault kind {fault.kind!r}")
-
-    def _heal(self, active: ActiveFault) -> None:
-        c = self.cluster
-        fault = active.fault
-        if fault.is_process_fault:
-            proc = c.process(fault.target)
-            if fault.kind == "pause":
-                proc.resume()
-            elif not proc.running:
-                proc.start()
-                proc.wait_ready(c.spec.ready_timeout_s)
-            return
-        assert c.toxiproxy is not None
-        proxy = c.proxy_name(fault.target)
-        if fault.kind == "down":
-            c.toxiproxy.set_enabled(proxy, True)
-            return
-        present = set(c.toxiproxy.toxics(proxy))
-        for name in active.toxics:
-            if name in present:
-                c.toxiproxy.remove_toxic(proxy, name)

@@ -98,7 +98,7 @@ def toxiproxy(cluster: Cluster) -> ToxiproxyHandle:
 
 @pytest.fixture
 def backends(cluster: Cluster) -> dict[str, ManagedProcess]:
-    return {name: cluster.backend(name) for name in ("primary", "secondary")}
+    return {name: cluster.process(name) for name in ("primary", "secondary")}
 
 
 @pytest.fixture

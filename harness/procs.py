@@ -26,12 +26,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.waiting import wait_until
 
 OWNER_ENV = "WSCHAOS_OWNER"
 #: One token per Python process that supervises; children inherit it, survivors are found by it.
@@ -164,20 +165,20 @@ class ManagedProcess:
         """Waits for TCP accept on the ready address; fails fast if the child exits."""
         if self.ready is None:
             return
-        deadline = time.monotonic() + timeout
-        while True:
+        ready = self.ready
+
+        def accepting() -> bool:
             code = self.poll()
             if code is not None:
                 raise ProcessFailed(self._failure(f"exited with code {code} before it was ready"))
-            if tcp_accepts(self.ready.host, self.ready.port):
-                return
-            if time.monotonic() >= deadline:
-                raise ProcessFailed(
-                    self._failure(
-                        f"not ready: {self.ready.host}:{self.ready.port} did not accept within {timeout:.1f}s"
-                    )
-                )
-            time.sleep(0.02)
+            return tcp_accepts(ready.host, ready.port)
+
+        try:
+            wait_until(accepting, timeout=timeout, what=f"{self.name} to accept")
+        except TimeoutError:
+            raise ProcessFailed(
+                self._failure(f"not ready: {ready.host}:{ready.port} did not accept within {timeout:.1f}s")
+            ) from None
 
     def _failure(self, what: str) -> str:
         parts = [f"{self.name} ({shlex.join(self.argv)}) {what}"]

@@ -31,6 +31,7 @@ from harness.history import (
 from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess
 from harness.scenario import Scenario
+from harness.schedule import agenda
 from harness.swarm import swarm_argv
 from harness.waiting import wait_until
 
@@ -335,31 +336,22 @@ class ScenarioRunner:
 
     def _fault_phase(self, scenario: Scenario, nemesis: Nemesis, notes: list[str]) -> None:
         t0 = time.monotonic()
-        # (when, seq, action, payload): applies and timed heals, executed in time order.
-        agenda: list[tuple[float, int, str, Any]] = [
-            (step.at_s, i, "apply", step) for i, step in enumerate(scenario.steps)
-        ]
-        seq = len(agenda)
-        while agenda:
-            agenda.sort(key=lambda item: (item[0], item[1]))
-            when, _, action, payload = agenda.pop(0)
-            delay = t0 + when - time.monotonic()
+        fault_ids: dict[int, str] = {}
+        for action in agenda(scenario.steps):
+            delay = t0 + action.at_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # the schedule itself: faults happen at their planned times
-            if action == "apply":
+            step = scenario.steps[action.step]
+            if action.verb == "apply":
                 try:
-                    active = nemesis.apply(payload.fault)
+                    fault_ids[action.step] = nemesis.apply(step.fault).fault_id
                 except Exception as exc:
-                    notes.append(f"fault {payload.fault.describe()} could not be applied: {exc}")
-                    continue
-                if payload.duration_s is not None:
-                    seq += 1
-                    agenda.append((when + payload.duration_s, seq, "heal", active.fault_id))
-            else:
+                    notes.append(f"fault {step.fault.describe()} could not be applied: {exc}")
+            elif action.step in fault_ids:  # nothing to heal when the apply failed
                 try:
-                    nemesis.heal(payload)
+                    nemesis.heal(fault_ids[action.step])
                 except Exception as exc:
-                    notes.append(f"heal of {payload} failed: {exc}")
+                    notes.append(f"heal of {fault_ids[action.step]} failed: {exc}")
         rest = t0 + scenario.fault_phase_s - time.monotonic()
         if rest > 0:
             time.sleep(rest)

@@ -16,7 +16,7 @@ Every generated :class:`~harness.scenario.Scenario` carries an ``expect`` derive
 :func:`derive_expect` (the rules are documented there), so a correct build passes every generated
 plan and a failure is a finding, not noise.
 
-The vocabulary. Every kind of :data:`harness.faults.FAULT_KINDS` is enabled by default; the one
+The vocabulary. Every kind of :data:`harness.faults.KINDS` is enabled by default; the one
 exclusion is *pause on the balancer*: a paused balancer hangs every client past any deadline, which
 is the expected behaviour of a frozen proxy, not a finding. The balancer process is left out of the
 targets entirely unless ``include_balancer=True`` (it then gets ``kill``, ``terminate`` and
@@ -41,15 +41,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from harness.faults import FAULT_KINDS, PROCESS_KINDS, STREAMS, Fault, fault
-from harness.scenario import INVARIANTS, Expect, Keepalive, Limits, Phases, Scenario, Step
+from harness.expectations import derive_expect
+from harness.faults import KINDS, PROCESS_KINDS, fault
+from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step
 
 __all__ = [
     "BALANCER_PROCESS_KINDS",
@@ -59,26 +61,19 @@ __all__ = [
     "Bounds",
     "FaultProfile",
     "Intensity",
-    "derive_expect",
     "fault_plans",
     "fault_profiles",
-    "is_disruptive",
-    "latency_effect_s",
     "note_plan_events",
 ]
 
 # -- the vocabulary ---------------------------------------------------------------------------
 
-DEFAULT_KINDS: tuple[str, ...] = tuple(FAULT_KINDS)
+DEFAULT_KINDS: tuple[str, ...] = tuple(KINDS)
 BACKENDS = ("primary", "secondary")
 #: Process faults the balancer may get. Not pause: see the module docstring.
-BALANCER_PROCESS_KINDS = ("kill", "terminate", "restart")
+BALANCER_PROCESS_KINDS = tuple(k for k, v in KINDS.items() if v.family == "process" and v.on_balancer_in_plans)
 #: Kinds that cut a backend off; the swizzle uses these.
-SWIZZLE_KINDS = ("partition", "down")
-#: Faults that blackhole a hop silently: nothing is closed, so only a keepalive notices.
-BLACKHOLE_KINDS = ("partition", "pause")
-#: Link faults that end (or refuse) every connection through the link.
-_CUTTING_LINK_KINDS = ("partition", "down", "reset_peer", "limit_data")
+SWIZZLE_KINDS = tuple(k for k, v in KINDS.items() if v.swizzles)
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ INTENSITIES: tuple[Intensity, ...] = (
 
 
 def _targets_for(kind: str, include_balancer: bool) -> tuple[str, ...]:
-    targets, _spec = FAULT_KINDS[kind]
+    targets = KINDS[kind].targets
     if kind in BALANCER_PROCESS_KINDS and include_balancer:
         return targets
     return tuple(t for t in targets if t != "balancer")
@@ -171,9 +166,9 @@ def _check_args(max_steps: int, horizon_s: float, kinds: Sequence[str] | None) -
     chosen = DEFAULT_KINDS if kinds is None else tuple(dict.fromkeys(kinds))
     if not chosen:
         raise ValueError("kinds: must name at least one fault kind")
-    unknown = [k for k in chosen if k not in FAULT_KINDS]
+    unknown = [k for k in chosen if k not in KINDS]
     if unknown:
-        raise ValueError(f"kinds: unknown fault kind(s) {', '.join(unknown)} (known: {', '.join(FAULT_KINDS)})")
+        raise ValueError(f"kinds: unknown fault kind(s) {', '.join(unknown)} (known: {', '.join(KINDS)})")
     return chosen
 
 
@@ -232,35 +227,9 @@ def _profiles(
 # -- steps ------------------------------------------------------------------------------------
 
 
-def _streams() -> st.SearchStrategy[str]:
-    return st.sampled_from(STREAMS)
-
-
-@st.composite
-def _params(draw: st.DrawFn, kind: str, intensity: Intensity) -> dict[str, object]:
-    """Parameters for ``kind``, within BOUNDS and the intensity; each shrinks to its lower bound."""
-    b = BOUNDS
-    if kind == "restart":
-        return {"graceful": draw(st.booleans())}
-    if kind == "latency":
-        latency = draw(st.integers(10, intensity.max_latency_ms))
-        # Jitter never exceeds the latency, so a delay is never negative.
-        return {"latency_ms": latency, "jitter_ms": draw(st.integers(0, latency)), "stream": draw(_streams())}
-    if kind == "bandwidth":
-        return {"rate_kbps": draw(st.integers(intensity.min_rate_kbps, b.max_rate_kbps)), "stream": draw(_streams())}
-    if kind == "reset_peer":
-        return {"timeout_ms": draw(st.integers(0, b.max_reset_timeout_ms)), "stream": draw(_streams())}
-    if kind == "limit_data":
-        return {"bytes": draw(st.integers(intensity.min_limit_bytes, b.max_limit_bytes)), "stream": draw(_streams())}
-    if kind == "slicer":
-        average = draw(st.integers(intensity.min_slice_avg, b.max_slice_avg))
-        return {
-            "average_size": average,
-            "size_variation": draw(st.integers(0, average - 1)),  # Toxiproxy requires < average
-            "delay_us": draw(st.integers(0, b.max_slice_delay_us)),
-            "stream": draw(_streams()),
-        }
-    return {}
+def _params(kind: str, intensity: Intensity) -> st.SearchStrategy[dict[str, Any]]:
+    """Parameters for ``kind``, within BOUNDS and the intensity: the kind draws its own."""
+    return KINDS[kind].params_strategy(intensity, BOUNDS)
 
 
 def _tenths(horizon_s: float) -> int:
@@ -276,8 +245,8 @@ def _step(draw: st.DrawFn, profile: FaultProfile, horizon_s: float) -> Step:
     # Strictly before the horizon: a fault applied at the heal would be healed unseen.
     at = draw(st.integers(0, horizon - 1))
     duration: int | None = None
-    # A restart is over once applied, so a duration would mean nothing.
-    if kind != "restart":
+    # A kind that is over once applied (restart) has nothing to heal, so a duration would mean nothing.
+    if KINDS[kind].healable:
         cap = max(1, min(horizon - at, int(horizon * profile.intensity.max_duration_frac)))
         # None first: held until the heal is the simplest shape.
         duration = draw(st.none() | st.integers(1, cap))
@@ -383,253 +352,6 @@ def _describe(steps: Sequence[Step]) -> str:
         held = "until heal" if s.duration_s is None else f"for {s.duration_s:g}s"
         parts.append(f"@{s.at_s:g}s {s.fault.describe()} {held}")
     return "Generated: " + "; ".join(parts)
-
-
-# -- what a correct build does ----------------------------------------------------------------
-
-#: The balancer's close timeout on its upstream leg (the reference's default; the contract's 1 s).
-CLOSE_TIMEOUT_S = 1.0
-#: Slack for scheduling and the failover itself (connect, resume, resend, acknowledgement).
-MARGIN_S = 2.0
-#: A failover under latency costs about two round trips (open the upstream, then the acknowledged
-#: resend), so latency counts twice against the deadline.
-LATENCY_FACTOR = 2.0
-#: How long one blocking nemesis action may hold up the schedule: the runner applies steps in one
-#: thread, and a restart (or the timed heal of a kill/terminate) waits for the process to be ready.
-BLOCKING_SLACK_S = 3.0
-
-
-def latency_effect_s(f: Fault) -> float:
-    """The worst extra round-trip time a latency fault adds, in seconds (0 for other kinds).
-
-    Toxiproxy delays each chunk by latency ± jitter in each direction the toxic is on; a request
-    and its reply cross both directions.
-    """
-    if f.kind != "latency":
-        return 0.0
-    one_way = (f.params["latency_ms"] + f.params["jitter_ms"]) / 1000.0
-    return one_way * (2 if f.params["stream"] == "both" else 1)
-
-
-def _latency_breaks_keepalive(f: Fault, keepalive: Keepalive) -> bool:
-    # Half the ping timeout, not all of it: jitter, chunk scheduling in the proxy and a loaded CI
-    # machine eat into the budget, and a spurious close code allowed is cheaper than a false alarm.
-    return latency_effect_s(f) >= keepalive.ping_timeout_s / 2
-
-
-def is_disruptive(f: Fault, keepalive: Keepalive | None = None) -> bool:
-    """Whether ``f`` can end the connections through its target (and so cause a failover or drop).
-
-    Process faults always can. Of link faults, partition (keepalive), down (closed and refused),
-    reset_peer and limit_data (cut) can; latency can when it breaks the keepalive; bandwidth and
-    slicer only slow or fragment traffic and never end a connection.
-    """
-    if f.kind in PROCESS_KINDS:
-        return True
-    if f.kind in _CUTTING_LINK_KINDS:
-        return True
-    return f.kind == "latency" and _latency_breaks_keepalive(f, keepalive or Keepalive())
-
-
-@dataclass(frozen=True)
-class _Window:
-    step: Step
-    start: float
-    end: float
-
-
-def _latest_schedule(steps: Sequence[Step], fault_phase_s: float) -> list[tuple[float, float]]:
-    """For each step, the latest it can be applied and the latest it can be healed.
-
-    The runner applies steps and timed heals in one thread, in planned order. A restart, and the
-    timed heal of a kill or a terminate (which starts the process again), wait there until the
-    process is ready, which holds up everything planned meanwhile; each such wait is taken to last
-    at most :data:`BLOCKING_SLACK_S`. Faults held until the heal are healed once the fault phase
-    and the whole agenda are over.
-    """
-    # (planned time, applies before heals at equal times as the runner's sequence numbers do, step)
-    agenda: list[tuple[float, int, int]] = [(s.at_s, 0, i) for i, s in enumerate(steps)]
-    agenda += [(s.at_s + s.duration_s, 1, i) for i, s in enumerate(steps) if s.duration_s is not None]
-    agenda.sort()
-    clock = 0.0
-    applied: dict[int, float] = {}
-    healed: dict[int, float] = {}
-    for planned, is_heal, i in agenda:
-        now = max(planned, clock)
-        kind = steps[i].fault.kind
-        if is_heal:
-            healed[i] = now
-            blocking = kind in ("kill", "terminate")
-        else:
-            applied[i] = now
-            blocking = kind == "restart"
-        if blocking:
-            clock = now + BLOCKING_SLACK_S
-    phase_end = max(fault_phase_s, clock)
-    out = []
-    for i, s in enumerate(steps):
-        if s.fault.kind == "restart":
-            end = applied[i] + BLOCKING_SLACK_S  # over once the process is back
-        else:
-            end = healed.get(i, phase_end)
-        out.append((applied[i], end))
-    return out
-
-
-def _detect_s(f: Fault, keepalive: Keepalive) -> float:
-    """How long after it is applied a fault can end a connection at the latest."""
-    if f.kind in BLACKHOLE_KINDS or f.kind == "latency":
-        # Silent: noticed by a failed keepalive, then the closing handshake is given up.
-        return keepalive.ping_interval_s + keepalive.ping_timeout_s + CLOSE_TIMEOUT_S
-    if f.kind == "reset_peer":
-        return f.params["timeout_ms"] / 1000.0
-    return 0.0  # limit_data acts whenever its byte budget runs out: _onsets handles it
-
-
-def _onsets(steps: Sequence[Step], keepalive: Keepalive, fault_phase_s: float) -> list[_Window]:
-    """When each step can first end connections: from ``at_s`` to the latest it can take effect.
-
-    That is the latest it can be applied, plus a keepalive and a close timeout for a silent fault
-    or the reset timeout for reset_peer; limit_data acts whenever its byte budget runs out, so at
-    any time until it is healed.
-    """
-    out = []
-    for s, (applied, healed) in zip(steps, _latest_schedule(steps, fault_phase_s), strict=True):
-        latest = healed if s.fault.kind == "limit_data" else applied + _detect_s(s.fault, keepalive)
-        out.append(_Window(s, s.at_s, latest))
-    return out
-
-
-def _lifetimes(steps: Sequence[Step], fault_phase_s: float) -> list[_Window]:
-    """From ``at_s`` to the latest the step can be healed."""
-    return [
-        _Window(s, s.at_s, healed)
-        for s, (_applied, healed) in zip(steps, _latest_schedule(steps, fault_phase_s), strict=True)
-    ]
-
-
-def _too_close(windows: Sequence[_Window], min_interval_s: float) -> bool:
-    for i, a in enumerate(windows):
-        for b in windows[i + 1 :]:
-            gap = max(a.start, b.start) - min(a.end, b.end)
-            if gap < min_interval_s:
-                return True
-    return False
-
-
-def _most_in_window(windows: Sequence[_Window], window_s: float) -> int:
-    # The count of windows meeting [t, t + window_s] peaks at some t equal to a window's start or end.
-    best = 0
-    for t in {w.start for w in windows} | {w.end for w in windows}:
-        best = max(best, sum(1 for w in windows if w.start <= t + window_s and w.end >= t))
-    return best
-
-
-def _max_concurrent_latency(windows: Sequence[_Window]) -> float:
-    # Stacked latency toxics add up. Any time t lies in some active window a, and every latency
-    # window active at t overlaps a, so this bounds the largest sum in force at any moment.
-    lat = [w for w in windows if w.step.fault.kind == "latency"]
-    best = 0.0
-    for a in lat:
-        total = sum(latency_effect_s(b.step.fault) for b in lat if b.start <= a.end and b.end >= a.start)
-        best = max(best, total)
-    return best
-
-
-def derive_expect(
-    steps: Iterable[Step],
-    *,
-    limits: Limits | None = None,
-    keepalive: Keepalive | None = None,
-    fault_phase_s: float,
-) -> Expect:
-    """The close codes and deadlines a correct build shows under ``steps``.
-
-    Close codes (what a client may see from the remote side):
-
-    * **1013** (try again later) when the plan can legitimately leave a session without a
-      failover. Judged conservatively, since a 1013 wrongly forbidden is a false alarm that
-      shrinks to nonsense:
-
-      - any fault on *both* backends (not only disruptive ones: a build may judge a slowed or
-        throttled backend unhealthy by its own probe timeouts, which the contract does not fix);
-      - two disruptive backend steps whose onsets come within ``limits.min_interval_s`` of each
-        other;
-      - more than ``limits.max_attempts`` disruptive backend steps whose onsets fit in one
-        ``limits.window_s``.
-
-      An onset spans from the step's ``at_s`` to the latest it can end a connection: a keepalive
-      and a close timeout later for silent faults, the reset timeout for reset_peer, the heal for
-      limit_data (its byte budget may run out at any time), all measured from the latest the step
-      can be applied once blocking actions (restarts, timed heals of kills) have held up the
-      runner's schedule (:data:`BLOCKING_SLACK_S` each). :func:`is_disruptive` says which steps
-      count. Faults on ``lb`` or the balancer process start new sessions, which start with fresh
-      limits, so they never count.
-
-      On this two-backend topology the timing rules only add cases beyond "both backends" when
-      ``max_attempts`` is 0: a failover never returns to the backend it left, so a session fails
-      over twice only if both backends were hit. They are kept, as asked of a conservative
-      oracle, so that a build whose policy differs (failing back, say) is not flagged for it.
-    * **1006** and **1011** when a disruptive fault hits the ``lb`` link: the client's own
-      connection is cut (no close frame: 1006) or the balancer's keepalive towards the client
-      fails (1011). Bandwidth and slicer on ``lb`` allow nothing: slowing or fragmenting traffic
-      must never cost a client its connection.
-    * **1006** when the balancer is killed; **1001, 1006, 1011, 1012** when it is terminated or
-      restarted (a graceful shutdown says 1001 or 1012, an aborted one drops with 1006, sessions
-      failing during shutdown may say 1011).
-
-    ``failover_deadline_s`` is the longest a connected client with outstanding moves may wait:
-
-    * the base is ``ping_interval + ping_timeout + close timeout (1 s) + 2 s margin``: the time to
-      notice a silent backend, give up its closing handshake, fail over and be acknowledged;
-    * plus ``LATENCY_FACTOR`` times the largest latency in force at once (all links' latency toxics
-      that can overlap, summed), so the deadline always exceeds the largest latency effect;
-    * plus the longest blackhole (partition or pause) when one can hold a client for as long as it
-      lasts, which a correct build cannot prevent: a partition on ``lb`` (the client has no
-      keepalive of its own and cannot hear the balancer give up), or a blackholed backend in a plan
-      that also touches the other backend or drops client connections (a failover or a fresh
-      session may pick the blackholed backend and wait for its open timeout). A blackholed backend
-      alone does *not* extend it: noticing that within the base is exactly what is being judged.
-
-    ``recovery_deadline_s`` keeps its default: after the heal nothing is faulted any more.
-    """
-    steps = list(steps)
-    limits = limits or Limits()
-    keepalive = keepalive or Keepalive()
-    codes: set[int] = set()
-
-    on = {t: [s for s in steps if s.fault.target == t] for t in ("lb", "balancer", *BACKENDS)}
-    both_backends = bool(on["primary"] and on["secondary"])
-    if both_backends:
-        codes.add(1013)
-    backend_disruptions = [
-        w
-        for w in _onsets(steps, keepalive, fault_phase_s)
-        if w.step.fault.target in BACKENDS and is_disruptive(w.step.fault, keepalive)
-    ]
-    if _too_close(backend_disruptions, limits.min_interval_s):
-        codes.add(1013)
-    if _most_in_window(backend_disruptions, limits.window_s) > limits.max_attempts:
-        codes.add(1013)
-
-    lb_disruptive = [s for s in on["lb"] if is_disruptive(s.fault, keepalive)]
-    if lb_disruptive:
-        codes.update((1006, 1011))
-    for s in on["balancer"]:
-        codes.add(1006)
-        if s.fault.kind in ("terminate", "restart"):
-            codes.update((1001, 1011, 1012))
-
-    deadline = keepalive.ping_interval_s + keepalive.ping_timeout_s + CLOSE_TIMEOUT_S + MARGIN_S
-    lifetimes = _lifetimes(steps, fault_phase_s)
-    deadline += LATENCY_FACTOR * _max_concurrent_latency(lifetimes)
-    blackholes = [w for w in lifetimes if w.step.fault.kind in BLACKHOLE_KINDS]
-    lb_blackhole = any(w.step.fault.target == "lb" for w in blackholes)
-    backend_blackhole = any(w.step.fault.target in BACKENDS for w in blackholes)
-    drops_clients = bool(lb_disruptive or on["balancer"])
-    if lb_blackhole or (backend_blackhole and (both_backends or drops_clients)):
-        deadline += max(w.end - w.start for w in blackholes)
-    return Expect(close_codes=tuple(sorted(codes)), failover_deadline_s=math.ceil(deadline * 10) / 10)
 
 
 # -- statistics -------------------------------------------------------------------------------

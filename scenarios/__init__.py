@@ -19,4 +19,5 @@ ORDER = (
     "reset_peer",
     "slicer",
     "limit_data",
+    "one_way_partition",
 )

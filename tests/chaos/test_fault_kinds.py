@@ -7,6 +7,7 @@ backend); the nemesis applies one fault, and the test observes its effect from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -20,9 +21,15 @@ from websockets.exceptions import ConnectionClosed
 from harness.cluster import Cluster
 from harness.faults import fault
 from harness.game import move_for
+from harness.history import read_jsonl
 from harness.nemesis import Nemesis
+from harness.scenario import Keepalive, Limits
+from harness.waiting import wait_until_async
 
 pytestmark = pytest.mark.chaos
+
+#: How long one read waits before the bounded wait around it looks at its condition again.
+READ_SLICE_S = 0.1
 
 
 class Player:
@@ -54,22 +61,42 @@ class Player:
         await self.ws.send(json.dumps(move))
 
     async def move(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Sends a move and returns its ack; TimeoutError when none comes within ``timeout``."""
         await self.send_move()
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = await self.next_message(max(0.01, deadline - time.monotonic()))
-            if msg.get("type") == "ack" and msg.get("seq") == self.seq:
-                return msg
+        return await self.ack_of(self.seq, timeout)
+
+    async def ack_of(self, seq: int, timeout: float) -> dict[str, Any]:
+        acks: list[dict[str, Any]] = []
+
+        async def acked() -> bool:
+            with contextlib.suppress(TimeoutError):
+                msg = await self.next_message(READ_SLICE_S)
+                if msg.get("type") == "ack" and msg.get("seq") == seq:
+                    acks.append(msg)
+            return bool(acks)
+
+        await wait_until_async(acked, timeout=timeout, interval=0, what=f"the ack of move {seq}")
+        return acks[0]
+
+    def welcomed_by(self, server: str) -> bool:
+        return bool(self.welcomes and self.welcomes[-1]["server"] == server)
 
 
-@pytest.fixture
-async def player(cluster: Cluster) -> AsyncIterator[Player]:
+@contextlib.asynccontextmanager
+async def joined(cluster: Cluster) -> AsyncIterator[Player]:
+    """A player welcomed by the primary, with one move acknowledged."""
     # No compression: the bandwidth test reasons about bytes on the wire.
     async with connect(f"{cluster.lb_url}/play?client=p1", proxy=None, open_timeout=5, compression=None) as ws:
         p = Player(ws, "p1")
         welcome = await p.next_message(5.0)
         assert welcome["type"] == "welcome" and welcome["server"] == "primary"
         await p.move()
+        yield p
+
+
+@pytest.fixture
+async def player(cluster: Cluster) -> AsyncIterator[Player]:
+    async with joined(cluster) as p:
         yield p
 
 
@@ -81,14 +108,17 @@ def nemesis(cluster: Cluster) -> Nemesis:
 async def wait_for_welcome_from(p: Player, server: str, timeout: float) -> float:
     """Keeps playing until a welcome from ``server`` arrives; returns how long that took."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
-    while not (p.welcomes and p.welcomes[-1]["server"] == server):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no welcome from {server} within {timeout}s (welcomes: {p.welcomes})")
-        try:
-            await p.next_message(max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
-            continue
+
+    async def welcomed() -> bool:
+        if not p.welcomed_by(server):
+            with contextlib.suppress(TimeoutError):
+                await p.next_message(READ_SLICE_S)
+        return p.welcomed_by(server)
+
+    try:
+        await wait_until_async(welcomed, timeout=timeout, interval=0, what=f"a welcome from {server}")
+    except TimeoutError:
+        raise AssertionError(f"no welcome from {server} within {timeout}s (welcomes: {p.welcomes})") from None
     return time.monotonic() - t0
 
 
@@ -96,7 +126,7 @@ async def test_kill_closes_the_upstream_and_the_client_moves(
     cluster: Cluster, player: Player, nemesis: Nemesis
 ) -> None:
     nemesis.apply(fault("kill", "primary"))
-    assert not cluster.backend("primary").running
+    assert not cluster.process("primary").running
     await wait_for_welcome_from(player, "secondary", timeout=5.0)
     ack = await player.move()
     assert ack["server"] == "secondary"
@@ -177,18 +207,110 @@ async def test_slicer_fragments_but_frames_arrive_whole(player: Player, nemesis:
 
 async def test_limit_data_cuts_the_upstream_after_n_bytes(player: Player, nemesis: Nemesis) -> None:
     nemesis.apply(fault("limit_data", "primary", bytes=600, stream="downstream"))
-    deadline = time.monotonic() + 10
-    while not (player.welcomes and player.welcomes[-1]["server"] == "secondary"):
-        assert time.monotonic() < deadline, "limit_data never cut the primary's connection"
-        try:
-            await player.move(timeout=1.0)
-        except TimeoutError:
-            continue
+
+    async def moved_to_secondary() -> bool:
+        if not player.welcomed_by("secondary"):
+            with contextlib.suppress(TimeoutError):
+                await player.move(timeout=1.0)
+        return player.welcomed_by("secondary")
+
+    try:
+        await wait_until_async(moved_to_secondary, timeout=10, interval=0, what="a failover to secondary")
+    except TimeoutError:
+        raise AssertionError("limit_data never cut the primary's connection") from None
 
 
 async def test_restart_brings_a_killed_backend_back_on_the_same_port(cluster: Cluster, nemesis: Nemesis) -> None:
     port = cluster.ports["primary"]
     active = nemesis.apply(fault("kill", "primary"))
     nemesis.heal(active.fault_id)
-    assert cluster.backend("primary").running
+    assert cluster.process("primary").running
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- one_way_partition: a blackhole on one stream, the other flowing ---------------------------
+
+#: Keepalive long enough that nothing notices a half-open link while a test watches it.
+UNNOTICED = Keepalive(ping_interval_s=30.0, ping_timeout_s=30.0)
+#: How long the primary's replies are held so that one is in flight when the upstream is cut.
+HELD_S = 1.5
+#: How long "no ack" is watched for; a healthy round trip here takes milliseconds.
+SILENCE_S = 1.0
+
+
+def primary_journaled(cluster: Cluster, event: str, kind: str, seq: int) -> bool:
+    recs, _problems = read_jsonl(cluster.journal_path("primary"))
+    return any(
+        r["event"] == event and r.get("kind") == kind and r.get("seq") == seq and r.get("client") == "p1" for r in recs
+    )
+
+
+async def assert_no_ack(p: Player, seq: int) -> None:
+    with pytest.raises(TimeoutError):
+        await p.ack_of(seq, SILENCE_S)
+
+
+async def resumes_on_secondary(p: Player) -> None:
+    # Toxiproxy closes the connections of a timeout toxic when it is removed: the half-open link
+    # lasts until the heal and ends there, and the balancer fails the player over to the secondary.
+    await wait_for_welcome_from(p, "secondary", timeout=5.0)
+    ack = await p.move()
+    assert ack["server"] == "secondary"
+
+
+async def only_keepalive_could_notice(cluster: Cluster) -> None:
+    cluster.reconfigure(Limits(), UNNOTICED)
+    assert cluster.wait_balancer_sees_backends_healthy(timeout=10.0)
+
+
+async def test_one_way_partition_downstream_lets_moves_in_and_no_acks_out(cluster: Cluster, nemesis: Nemesis) -> None:
+    await only_keepalive_could_notice(cluster)
+    async with joined(cluster) as player:
+        cut = nemesis.apply(fault("one_way_partition", "primary", stream="downstream"))
+        await player.send_move()
+        seq = player.seq
+        # Upstream flows: the primary receives the move and answers it...
+        await wait_until_async(
+            lambda: primary_journaled(cluster, "send", "ack", seq), timeout=5.0, what=f"the primary to ack {seq}"
+        )
+        assert primary_journaled(cluster, "recv", "move", seq)
+        # ...but downstream the answer is swallowed, and nothing closes: the link is half-open.
+        await assert_no_ack(player, seq)
+        assert len(player.welcomes) == 1, "something noticed a link that only a keepalive can"
+        nemesis.heal(cut.fault_id)
+        await resumes_on_secondary(player)
+
+
+async def test_one_way_partition_upstream_lets_replies_out_and_no_moves_in(cluster: Cluster, nemesis: Nemesis) -> None:
+    await only_keepalive_could_notice(cluster)
+    async with joined(cluster) as player:
+        held = nemesis.apply(fault("latency", "primary", latency_ms=int(HELD_S * 1000), stream="downstream"))
+        sent = time.monotonic()
+        await player.send_move()
+        first = player.seq
+        await wait_until_async(
+            lambda: primary_journaled(cluster, "send", "ack", first), timeout=5.0, what=f"the primary to ack {first}"
+        )
+        cut = nemesis.apply(fault("one_way_partition", "primary", stream="upstream"))
+        # The reply leaves the proxy HELD_S after the move was sent at the earliest, so it crosses
+        # the link after the cut: downstream still flows.
+        assert time.monotonic() - sent < HELD_S, "the cut came too late to show anything"
+        ack = await player.ack_of(first, timeout=5.0)
+        assert ack["server"] == "primary"
+        # Upstream nothing passes: the next move never reaches the primary.
+        await player.send_move()
+        second = player.seq
+        await assert_no_ack(player, second)
+        assert not primary_journaled(cluster, "recv", "move", second)
+        assert len(player.welcomes) == 1, "something noticed a link that only a keepalive can"
+        nemesis.heal(held.fault_id)
+        nemesis.heal(cut.fault_id)
+        await resumes_on_secondary(player)
+
+
+@pytest.mark.parametrize("stream", ["upstream", "downstream"])
+async def test_one_way_partition_is_noticed_by_keepalive(player: Player, nemesis: Nemesis, stream: str) -> None:
+    nemesis.apply(fault("one_way_partition", "primary", stream=stream))
+    await player.send_move()
+    await wait_for_welcome_from(player, "secondary", timeout=10.0)
+    await player.move()

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness import game
 from harness.history import read_jsonl
+from harness.waiting import wait_until_async
 
 REPLY_TIMEOUT = 5.0
 
@@ -114,16 +115,19 @@ async def test_replies_follow_the_protocol_and_state_outlives_the_connection(bac
 async def wait_journal(
     path: Path, done: Callable[[list[dict[str, Any]]], bool], within: float = REPLY_TIMEOUT
 ) -> list[dict[str, Any]]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
+    recs: list[dict[str, Any]] = []
+
+    def met() -> bool:
+        nonlocal recs
         recs, problems = read_jsonl(path)
         assert not problems
-        if done(recs):
-            return recs
-        if loop.time() > deadline:
-            raise AssertionError(f"journal condition not met within {within}s: {recs[-5:]}")
-        await asyncio.sleep(0.02)  # polling a file: the condition, not the sleep, is the sync
+        return done(recs)
+
+    try:
+        await wait_until_async(met, timeout=within, what="the journal condition")
+    except TimeoutError:
+        raise AssertionError(f"journal condition not met within {within}s: {recs[-5:]}") from None
+    return recs
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from harness import game
 from harness.client import GameClient, play_url
 from harness.history import HistoryWriter, Record, read_jsonl
+from harness.waiting import wait_until_async
 
 DEADLINE = 10.0
 
@@ -40,12 +41,7 @@ def start_backend_url(spawn: Callable[..., Proc], name: str, journal: Path) -> t
 
 
 async def until(cond: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.01)  # polling the condition; the deadline bounds it
+    await wait_until_async(cond, timeout=within, interval=0.01, what=what)
 
 
 def records(path: Path, process: str | None = None) -> list[Record]:

@@ -11,16 +11,14 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness import hypothesis_profiles as hp
-from harness.faults import FAULT_KINDS, LINK_KINDS, PROCESS_KINDS, fault
+from harness.expectations import derive_expect, is_disruptive, latency_effect_s
+from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Scenario, Step
 from harness.strategies import (
     BOUNDS,
     FaultProfile,
-    derive_expect,
     fault_plans,
     fault_profiles,
-    is_disruptive,
-    latency_effect_s,
     note_plan_events,
 )
 
@@ -122,7 +120,7 @@ def test_profiles_are_consistent(p: FaultProfile) -> None:
     assert ("pause", "balancer") not in p.pairs
     for kind, target in p.pairs:
         assert kind in p.kinds and target in p.targets
-        assert target in FAULT_KINDS[kind][0]
+        assert target in KINDS[kind].targets
     if p.swizzle:
         assert p.density >= 2 and {"partition", "down"} & set(p.kinds)
 
@@ -168,7 +166,7 @@ def test_the_swizzle_cuts_both_backends_then_restores_them() -> None:
     assert 1013 in s.expect.close_codes
 
 
-@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_every_kind_is_reachable(kind: str) -> None:
     s = find(
         fault_plans(include_balancer=True),
@@ -275,7 +273,7 @@ def test_latency_raises_the_deadline_above_its_effect() -> None:
 def test_disruptive_kinds() -> None:
     for kind in PROCESS_KINDS:
         assert is_disruptive(fault(kind, "primary"))
-    cutting = {"partition", "down", "reset_peer", "limit_data"}
+    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition"}
     for kind in LINK_KINDS:
         if kind != "latency":
             assert is_disruptive(fault(kind, "primary")) == (kind in cutting)

@@ -1,0 +1,206 @@
+"""What a correct build does under a plan: the expectation derived from its steps.
+
+Pure: it reads each step's kind from the registry (:mod:`harness.faults`: disruptive or not, how
+soon it is noticed, how much latency it adds) and the runner's schedule from
+:func:`harness.schedule.latest_times`, which predicts from the very agenda the runner executes.
+Generated plans carry :func:`derive_expect`; named scenarios hand-write an ``expect`` that
+tests/harness/test_expectations.py checks against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from harness.faults import Fault, keepalive_detect_s
+from harness.scenario import Expect, Keepalive, Limits, Scenario, Step
+from harness.schedule import latest_times
+
+__all__ = [
+    "LATENCY_FACTOR",
+    "MARGIN_S",
+    "derive_expect",
+    "expect_for",
+    "is_disruptive",
+    "latency_effect_s",
+]
+
+BACKENDS = ("primary", "secondary")
+#: Slack for scheduling and the failover itself (connect, resume, resend, acknowledgement).
+MARGIN_S = 2.0
+#: A failover under latency costs about two round trips (open the upstream, then the acknowledged
+#: resend), so latency counts twice against the deadline.
+LATENCY_FACTOR = 2.0
+
+
+def latency_effect_s(f: Fault) -> float:
+    """The worst extra round-trip time ``f`` adds, in seconds (0 for kinds that add none)."""
+    return f.spec.latency_s(f)
+
+
+def is_disruptive(f: Fault, keepalive: Keepalive | None = None) -> bool:
+    """Whether ``f`` can end the connections through its target (and so cause a failover or drop).
+
+    Process faults always can. Of link faults, partition (keepalive), down (closed and refused),
+    reset_peer and limit_data (cut) can; latency can when it breaks the keepalive; bandwidth and
+    slicer only slow or fragment traffic and never end a connection. Each kind says so itself.
+    """
+    return f.spec.is_disruptive(f, keepalive or Keepalive())
+
+
+@dataclass(frozen=True)
+class _Window:
+    step: Step
+    start: float
+    end: float
+
+
+def _onsets(steps: Sequence[Step], keepalive: Keepalive, fault_phase_s: float) -> list[_Window]:
+    """When each step can first end connections: from ``at_s`` to the latest it can take effect.
+
+    That is the latest it can be applied plus the kind's detection time (a keepalive and a close
+    timeout for a silent fault, the reset timeout for reset_peer); a kind that acts at any time
+    while in place (limit_data) until the latest it is healed.
+    """
+    out = []
+    for w in latest_times(steps, fault_phase_s):
+        f = w.step.fault
+        detect = f.spec.detect_s(f, keepalive)
+        latest = w.healed if math.isinf(detect) else w.applied + detect
+        out.append(_Window(w.step, w.step.at_s, latest))
+    return out
+
+
+def _lifetimes(steps: Sequence[Step], fault_phase_s: float) -> list[_Window]:
+    """From ``at_s`` to the latest the step can be healed."""
+    return [_Window(w.step, w.step.at_s, w.healed) for w in latest_times(steps, fault_phase_s)]
+
+
+def _too_close(windows: Sequence[_Window], min_interval_s: float) -> bool:
+    for i, a in enumerate(windows):
+        for b in windows[i + 1 :]:
+            gap = max(a.start, b.start) - min(a.end, b.end)
+            if gap < min_interval_s:
+                return True
+    return False
+
+
+def _most_in_window(windows: Sequence[_Window], window_s: float) -> int:
+    # The count of windows meeting [t, t + window_s] peaks at some t equal to a window's start or end.
+    best = 0
+    for t in {w.start for w in windows} | {w.end for w in windows}:
+        best = max(best, sum(1 for w in windows if w.start <= t + window_s and w.end >= t))
+    return best
+
+
+def _max_concurrent_latency(windows: Sequence[_Window]) -> float:
+    # Stacked latency toxics add up. Any time t lies in some active window a, and every latency
+    # window active at t overlaps a, so this bounds the largest sum in force at any moment.
+    lat = [w for w in windows if latency_effect_s(w.step.fault) > 0]
+    best = 0.0
+    for a in lat:
+        total = sum(latency_effect_s(b.step.fault) for b in lat if b.start <= a.end and b.end >= a.start)
+        best = max(best, total)
+    return best
+
+
+def derive_expect(
+    steps: Iterable[Step],
+    *,
+    limits: Limits | None = None,
+    keepalive: Keepalive | None = None,
+    fault_phase_s: float,
+) -> Expect:
+    """The close codes and deadlines a correct build shows under ``steps``.
+
+    Close codes (what a client may see from the remote side):
+
+    * **1013** (try again later) when the plan can legitimately leave a session without a
+      failover. Judged conservatively, since a 1013 wrongly forbidden is a false alarm that
+      shrinks to nonsense:
+
+      - any fault on *both* backends (not only disruptive ones: a build may judge a slowed or
+        throttled backend unhealthy by its own probe timeouts, which the contract does not fix);
+      - two disruptive backend steps whose onsets come within ``limits.min_interval_s`` of each
+        other;
+      - more than ``limits.max_attempts`` disruptive backend steps whose onsets fit in one
+        ``limits.window_s``.
+
+      An onset spans from the step's ``at_s`` to the latest it can end a connection: the kind's
+      detection time (:meth:`~harness.faults.FaultKind.detect_s`) after the latest it can be
+      applied, once blocking actions (restarts, timed heals of kills) have held up the runner's
+      schedule (:func:`harness.schedule.latest_times`). :func:`is_disruptive` says which steps
+      count. Faults on ``lb`` or the balancer process start new sessions, which start with fresh
+      limits, so they never count.
+
+      On this two-backend topology the timing rules only add cases beyond "both backends" when
+      ``max_attempts`` is 0: a failover never returns to the backend it left, so a session fails
+      over twice only if both backends were hit. They are kept, as asked of a conservative
+      oracle, so that a build whose policy differs (failing back, say) is not flagged for it.
+    * **1006** and **1011** when a disruptive fault hits the ``lb`` link: the client's own
+      connection is cut (no close frame: 1006) or the balancer's keepalive towards the client
+      fails (1011). Bandwidth and slicer on ``lb`` allow nothing: slowing or fragmenting traffic
+      must never cost a client its connection.
+    * What the kind says for a fault on the balancer process: **1006** when it is killed; **1001,
+      1006, 1011, 1012** when it is terminated or restarted (a graceful shutdown says 1001 or
+      1012, an aborted one drops with 1006, sessions failing during shutdown may say 1011).
+
+    ``failover_deadline_s`` is the longest a connected client with outstanding moves may wait:
+
+    * the base is ``ping_interval + ping_timeout + close timeout (1 s) + 2 s margin``: the time to
+      notice a silent backend, give up its closing handshake, fail over and be acknowledged;
+    * plus ``LATENCY_FACTOR`` times the largest latency in force at once (all links' latency toxics
+      that can overlap, summed), so the deadline always exceeds the largest latency effect;
+    * plus the longest blackhole (a kind with ``blackhole`` set: partition, pause) when one can
+      hold a client for as long as it lasts, which a correct build cannot prevent: a blackhole on
+      ``lb`` (the client has no keepalive of its own and cannot hear the balancer give up), or a
+      blackholed backend in a plan that also touches the other backend or drops client
+      connections (a failover or a fresh session may pick the blackholed backend and wait for its
+      open timeout). A blackholed backend alone does *not* extend it: noticing that within the
+      base is exactly what is being judged.
+
+    ``recovery_deadline_s`` keeps its default: after the heal nothing is faulted any more.
+    """
+    steps = list(steps)
+    limits = limits or Limits()
+    keepalive = keepalive or Keepalive()
+    codes: set[int] = set()
+
+    on = {t: [s for s in steps if s.fault.target == t] for t in ("lb", "balancer", *BACKENDS)}
+    both_backends = bool(on["primary"] and on["secondary"])
+    if both_backends:
+        codes.add(1013)
+    backend_disruptions = [
+        w
+        for w in _onsets(steps, keepalive, fault_phase_s)
+        if w.step.fault.target in BACKENDS and is_disruptive(w.step.fault, keepalive)
+    ]
+    if _too_close(backend_disruptions, limits.min_interval_s):
+        codes.add(1013)
+    if _most_in_window(backend_disruptions, limits.window_s) > limits.max_attempts:
+        codes.add(1013)
+
+    lb_disruptive = [s for s in on["lb"] if is_disruptive(s.fault, keepalive)]
+    if lb_disruptive:
+        codes.update((1006, 1011))
+    for s in on["balancer"]:
+        codes.update(s.fault.spec.balancer_close_codes(s.fault))
+
+    deadline = keepalive_detect_s(keepalive) + MARGIN_S
+    lifetimes = _lifetimes(steps, fault_phase_s)
+    deadline += LATENCY_FACTOR * _max_concurrent_latency(lifetimes)
+    blackholes = [w for w in lifetimes if w.step.fault.spec.blackhole]
+    lb_blackhole = any(w.step.fault.target == "lb" for w in blackholes)
+    backend_blackhole = any(w.step.fault.target in BACKENDS for w in blackholes)
+    drops_clients = bool(lb_disruptive or on["balancer"])
+    if lb_blackhole or (backend_blackhole and (both_backends or drops_clients)):
+        deadline += max(w.end - w.start for w in blackholes)
+    return Expect(close_codes=tuple(sorted(codes)), failover_deadline_s=math.ceil(deadline * 10) / 10)
+
+
+def expect_for(scenario: Scenario) -> Expect:
+    """The expectation derived for a whole scenario, from its steps, limits and keepalive."""
+    return derive_expect(
+        scenario.steps, limits=scenario.limits, keepalive=scenario.keepalive, fault_phase_s=scenario.fault_phase_s
+    )

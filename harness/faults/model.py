@@ -1,0 +1,214 @@
+"""What a fault is (kind, target, params) and what a fault *kind* must say about itself.
+
+A :class:`Fault` is pure data so scenarios can be generated, shrunk, saved and replayed. A
+:class:`FaultKind` is the one home of everything the harness knows about one kind: its targets and
+parameter schema, how to apply and heal it through the cluster, how to draw its parameters, whether
+it can end connections and how soon a correct build notices it. The concrete kinds live in
+:mod:`harness.faults.kinds`; everything else (nemesis, scenario validation, strategies,
+expectations) reads them through :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from harness.cluster import Cluster
+    from harness.scenario import Keepalive
+    from harness.strategies import Bounds, Intensity
+
+PROCESS_TARGETS = ("primary", "secondary", "balancer")
+LINK_TARGETS = ("lb", "primary", "secondary")
+STREAMS = ("upstream", "downstream", "both")
+#: Which Toxiproxy streams a ``stream`` parameter puts a toxic on.
+STREAM_DIRECTIONS: dict[str, tuple[str, ...]] = {
+    "both": ("upstream", "downstream"),
+    "upstream": ("upstream",),
+    "downstream": ("downstream",),
+}
+
+#: The balancer's close timeout on its upstream leg (the reference's default; the contract's 1 s).
+CLOSE_TIMEOUT_S = 1.0
+
+
+class FaultError(ValueError):
+    """A fault description that cannot be applied; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a fault kind: its type, default and the values it may take."""
+
+    type: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, value: Any, where: str) -> Any:
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise FaultError(f"{where}: expected an integer, got {value!r}")
+        if self.type is bool and not isinstance(value, bool):
+            raise FaultError(f"{where}: expected true or false, got {value!r}")
+        if self.type is str and not isinstance(value, str):
+            raise FaultError(f"{where}: expected a string, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise FaultError(f"{where}: must be >= {self.minimum:g}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise FaultError(f"{where}: must be <= {self.maximum:g}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise FaultError(f"{where}: must be one of {', '.join(self.choices)}")
+        return value
+
+
+def stream_param(default: str, choices: tuple[str, ...] = STREAMS) -> Param:
+    return Param(str, default, choices=choices)
+
+
+def keepalive_detect_s(keepalive: Keepalive) -> float:
+    """How long a silent hop can go unnoticed: a failed keepalive, then the close handshake given up."""
+    return keepalive.ping_interval_s + keepalive.ping_timeout_s + CLOSE_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a fault left behind (the toxics to remove) and what is worth recording."""
+
+    toxics: tuple[str, ...] = ()
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+
+class FaultKind:
+    """One kind of fault. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    #: "process" (a signal to a process) or "link" (the Toxiproxy proxy in front of a target).
+    family: ClassVar[str]
+    targets: ClassVar[tuple[str, ...]]
+    params: ClassVar[Mapping[str, Param]] = {}
+    #: False when the fault is over once applied (restart): nothing to heal, no duration.
+    healable: ClassVar[bool] = True
+    #: Whether applying (resp. healing) waits for a process to be ready, holding up the schedule.
+    blocks_on_apply: ClassVar[bool] = False
+    blocks_on_heal: ClassVar[bool] = False
+    #: A silent blackhole: nothing is closed, and a client waiting on it waits as long as it lasts.
+    blackhole: ClassVar[bool] = False
+    #: Cuts a backend off entirely; the swizzle of generated plans uses these.
+    swizzles: ClassVar[bool] = False
+    #: Generated plans may aim it at the balancer process (never pause: a frozen proxy hangs all).
+    on_balancer_in_plans: ClassVar[bool] = False
+
+    # -- the schema ---------------------------------------------------------------------------
+    def validate(self, params: dict[str, Any], where: str) -> None:
+        """Checks that span parameters, after each has been checked on its own and defaulted."""
+
+    # -- acting -------------------------------------------------------------------------------
+    def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
+        raise NotImplementedError
+
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+        raise NotImplementedError
+
+    # -- generating ---------------------------------------------------------------------------
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        """Parameters for generated plans, within ``bounds`` and ``intensity``; each shrinks to its mildest."""
+        return st.just({})
+
+    # -- what a correct build does ------------------------------------------------------------
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        """Whether the fault can end the connections through its target (a failover or a drop)."""
+        return True
+
+    def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
+        """How long after it is applied the fault can end a connection at the latest.
+
+        ``math.inf`` means at any time while it is in place (limit_data: whenever its budget runs out).
+        """
+        return 0.0
+
+    def latency_s(self, fault: Fault) -> float:
+        """The worst extra round-trip time the fault adds, in seconds."""
+        return 0.0
+
+    def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
+        """Close codes clients may see when this fault hits the balancer process."""
+        return ()
+
+
+KINDS: dict[str, FaultKind] = {}
+
+
+_K = TypeVar("_K", bound=type[FaultKind])
+
+
+def register(cls: _K) -> _K:
+    """Class decorator: registers one instance of a fault kind under its name."""
+    if cls.name in KINDS:
+        raise ValueError(f"fault kind {cls.name!r} is registered twice")
+    KINDS[cls.name] = cls()
+    return cls
+
+
+def kind_of(name: str) -> FaultKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise FaultError(f"unknown fault kind {name!r} (known: {', '.join(KINDS)})") from None
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FaultKind:
+        return KINDS[self.kind]
+
+    @property
+    def is_process_fault(self) -> bool:
+        return self.spec.family == "process"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "fault") -> Fault:
+        if not isinstance(data, dict):
+            raise FaultError(f"{where}: expected an object, got {type(data).__name__}")
+        name = data.get("kind")
+        if not isinstance(name, str) or name not in KINDS:
+            raise FaultError(f"{where}.kind: unknown fault kind {name!r} (known: {', '.join(KINDS)})")
+        kind = KINDS[name]
+        target = data.get("target")
+        if target not in kind.targets:
+            raise FaultError(f"{where}.target: {name} cannot target {target!r} (it targets: {', '.join(kind.targets)})")
+        raw = data.get("params", {})
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise FaultError(f"{where}.params: expected an object")
+        params: dict[str, Any] = {}
+        for pname, value in raw.items():
+            if pname not in kind.params:
+                known = ", ".join(kind.params) or "none"
+                raise FaultError(f"{where}.params.{pname}: unknown parameter for {name} (known: {known})")
+            params[pname] = kind.params[pname].check(value, f"{where}.params.{pname}")
+        for pname, param in kind.params.items():
+            params.setdefault(pname, param.default)
+        kind.validate(params, f"{where}.params")
+        return cls(kind=name, target=target, params=params)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.kind}({self.target}{', ' + shown if shown else ''})"
+
+
+def fault(kind: str, target: str, **params: Any) -> Fault:
+    """Builds and validates a fault: ``fault("latency", "primary", latency_ms=300)``."""
+    return Fault.from_dict({"kind": kind, "target": target, "params": params})

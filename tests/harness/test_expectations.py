@@ -1,0 +1,114 @@
+"""Named scenarios' hand-written ``expect`` against the expectation derived from their steps.
+
+Every named scenario must be at least as strict as :func:`harness.expectations.expect_for`: its
+close codes a subset of the derived ones, its deadlines no longer. Where a scenario is looser, the
+table below says why, field by field; a documented looseness that is no longer there fails too,
+so the table cannot go stale.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.catalog import named_scenarios
+from harness.expectations import expect_for
+from harness.scenario import Expect, Scenario
+
+DEADLINES = ("failover_deadline_s", "recovery_deadline_s")
+
+#: scenario -> {field: why its hand-written value may be looser than the derived one}.
+LOOSER: dict[str, dict[str, str]] = {
+    "kill_primary": {
+        "failover_deadline_s": "5.0 s, set by hand before derivation: a kill is seen at once (the TCP close), "
+        "so the derived 4.0 s base, sized for silent faults, would do; kept until re-tuned on a loaded CI.",
+    },
+    "terminate_primary": {
+        "failover_deadline_s": "5.0 s, as kill_primary: SIGTERM closes with 1001 at once; the derived 4.0 s "
+        "would do and the hand-written value is slack for a loaded machine.",
+    },
+    "pause_primary": {
+        "failover_deadline_s": "4.5 s against the derived 4.0 s: the scenario's arithmetic (keepalive 0.5 + "
+        "0.5 s, 1 s close timeout, about 2 s to notice) plus 2.5 s slack. What matters is that it stays "
+        "well below the fault's 6.5 s, so the no-keepalive mutant stalls past it; it does.",
+    },
+    "partition_primary": {
+        "failover_deadline_s": "4.5 s, as pause_primary: the blackhole outlasts the deadline by 2 s, so a "
+        "build without keepalive still fails it.",
+    },
+    "latency_spike": {
+        "failover_deadline_s": "5.0 s against the derived 4.8 s (4.0 s base + 2 x 0.4 s round trip of "
+        "150 +/- 50 ms each way): the hand-written value rounds up to the whole second.",
+    },
+    "flapping_primary": {
+        "failover_deadline_s": "6.0 s against 4.0 s: the timed heal restarts the primary and blocks the "
+        "runner until it is ready, and the hand-written value leaves room for that on a loaded machine; "
+        "what the scenario judges is the 1013 refusal, not the deadline.",
+    },
+    "both_down": {
+        "failover_deadline_s": "6.0 s against 4.0 s: both backends die at once, so clients wait for the "
+        "1013 close rather than a failover; slack chosen by hand, the close code is what is judged.",
+    },
+    "rolling_restart": {
+        "failover_deadline_s": "6.0 s against 4.0 s: each graceful restart makes the backend close with "
+        "1001 and then waits until it is ready; the hand-written value covers a slow restart. (Its close "
+        "codes are stricter than derived: a rolling restart must never refuse a failover.)",
+    },
+    "reconnect_storm": {
+        "failover_deadline_s": "10.0 s: 200 clients fail over at once; the derivation models a small swarm "
+        "(its margin is 2 s for one failover), not a 200-client reconnect burst on a shared 2-core box.",
+        "recovery_deadline_s": "15.0 s: the same 200-client burst after the heal, plus the probe clients.",
+    },
+    "slow_consumer": {
+        "failover_deadline_s": "8.0 s: 8 KB/s towards 8 clients at 10 moves/s backlogs the acks. The "
+        "derivation treats bandwidth as harmless and adds no queueing delay for it (a gap in the model: "
+        "it has no latency effect for a throttled link), so the hand-written value covers the backlog.",
+    },
+    "balancer_restart": {
+        "failover_deadline_s": "6.0 s against 4.0 s: every client reconnects to a balancer that is starting "
+        "again; the derivation does not model balancer start-up time. (Its close codes are stricter "
+        "than derived: a graceful restart must close with 1001 only.)",
+    },
+    "reset_peer": {
+        "failover_deadline_s": "6.0 s against 4.0 s: slack by hand; the reset lands on the next chunk "
+        "through the primary link, after which the failover is a kill's, noticed at once.",
+    },
+    "slicer": {
+        "failover_deadline_s": "6.0 s against 4.0 s: 8-byte slices with 100 us between them stretch every "
+        "frame on the client link; the derivation gives slicer no latency effect.",
+    },
+    "limit_data": {
+        "failover_deadline_s": "6.0 s against 4.0 s: the byte budget runs out at a time that depends on the "
+        "traffic, and the failover may land on a freshly limited connection; slack by hand.",
+    },
+}
+
+
+def _looser_fields(hand: Expect, derived: Expect) -> set[str]:
+    return {f for f in DEADLINES if getattr(hand, f) > getattr(derived, f)}
+
+
+SCENARIOS = named_scenarios()
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_named_close_codes_are_at_most_the_derived_ones(name: str) -> None:
+    s: Scenario = SCENARIOS[name]
+    derived = expect_for(s)
+    extra = set(s.expect.close_codes) - set(derived.close_codes)
+    assert not extra, f"{name} allows close codes {sorted(extra)} that its steps do not explain ({derived})"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_named_deadlines_are_as_strict_as_derived_or_say_why(name: str) -> None:
+    s = SCENARIOS[name]
+    derived = expect_for(s)
+    looser = _looser_fields(s.expect, derived)
+    documented = set(LOOSER.get(name, {}))
+    undocumented = looser - documented
+    assert not undocumented, f"{name}: {sorted(undocumented)} looser than derived ({derived}) with no reason in LOOSER"
+    stale = documented - looser
+    assert not stale, f"{name}: LOOSER documents {sorted(stale)} but it is no longer looser: drop the entry"
+
+
+def test_every_documented_scenario_exists() -> None:
+    assert set(LOOSER) <= set(SCENARIOS)

@@ -1,0 +1,179 @@
+"""The fault-kind registry and fault validation: pure, no processes."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.expectations import derive_expect
+from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, STREAMS, Fault, FaultError, FaultKind, fault
+from harness.faults.kinds import ToxicKind
+from harness.scenario import Keepalive, Scenario, ScenarioError, Step
+from harness.strategies import BOUNDS, INTENSITIES, Intensity
+
+KA = Keepalive()
+FAST = settings(max_examples=50, deadline=None, database=None)
+
+
+def test_every_kind_is_registered_once_under_its_name() -> None:
+    assert len(KINDS) == len(set(KINDS))
+    for name, kind in KINDS.items():
+        assert isinstance(kind, FaultKind)
+        assert kind.name == name
+        assert kind.family in ("process", "link")
+        assert kind.targets
+    assert set(PROCESS_KINDS) | set(LINK_KINDS) == set(KINDS)
+    assert not set(PROCESS_KINDS) & set(LINK_KINDS)
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_defaults_validate_and_round_trip(name: str) -> None:
+    kind = KINDS[name]
+    for target in kind.targets:
+        f = fault(name, target)
+        assert f.params == {p: spec.default for p, spec in kind.params.items()}
+        assert Fault.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("intensity", INTENSITIES, ids=lambda i: i.name)
+def test_the_kind_strategy_draws_valid_params(name: str, intensity: Intensity) -> None:
+    kind = KINDS[name]
+
+    @FAST
+    @given(kind.params_strategy(intensity, BOUNDS))
+    def check(params: dict[str, Any]) -> None:
+        assert set(params) <= set(kind.params)
+        f = fault(name, kind.targets[0], **params)  # validates every drawn value
+        assert {k: f.params[k] for k in params} == params
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"kind": "explode", "target": "primary"}, "fault.kind: unknown fault kind 'explode'"),
+        ({"kind": "kill", "target": "lb"}, "fault.target: kill cannot target 'lb'"),
+        ({"kind": "partition", "target": "balancer"}, "fault.target: partition cannot target 'balancer'"),
+        ({"kind": "kill", "target": "primary", "params": {"x": 1}}, "fault.params.x: unknown parameter for kill"),
+        ({"kind": "latency", "target": "lb", "params": {"latency_ms": "1"}}, "latency_ms: expected an integer"),
+        ({"kind": "latency", "target": "lb", "params": {"latency_ms": True}}, "latency_ms: expected an integer"),
+        ({"kind": "latency", "target": "lb", "params": {"latency_ms": -1}}, "latency_ms: must be >= 0"),
+        ({"kind": "latency", "target": "lb", "params": {"stream": "sideways"}}, "stream: must be one of"),
+        ({"kind": "restart", "target": "primary", "params": {"graceful": 1}}, "graceful: expected true or false"),
+        ({"kind": "bandwidth", "target": "lb", "params": {"rate_kbps": 0}}, "rate_kbps: must be >= 1"),
+        ({"kind": "slicer", "target": "lb", "params": {"average_size": 4, "size_variation": 4}}, "smaller than"),
+        ({"kind": "down", "target": "lb", "params": []}, "fault.params: expected an object"),
+        ("kill", "fault: expected an object"),
+    ],
+)
+def test_bad_faults_name_the_field(data: Any, message: str) -> None:
+    with pytest.raises(FaultError, match=message.replace("(", r"\(")):
+        Fault.from_dict(data)
+
+
+def test_a_bad_fault_in_a_scenario_names_the_step() -> None:
+    with pytest.raises(ScenarioError, match=r"steps\[0\]\.fault\.params\.stream: must be one of"):
+        Scenario.from_dict({"name": "x", "steps": [{"fault": {"kind": "reset_peer", "target": "lb",
+                                                              "params": {"stream": "up"}}}]})  # fmt: skip
+
+
+def test_null_params_are_the_defaults() -> None:
+    assert Fault.from_dict({"kind": "partition", "target": "lb", "params": None}) == fault("partition", "lb")
+
+
+# -- what each kind says about a correct build ------------------------------------------------
+
+
+def test_disruptiveness() -> None:
+    for kind in PROCESS_KINDS:
+        assert fault(kind, "primary").spec.is_disruptive(fault(kind, "primary"), KA)
+    harmless = {"bandwidth", "slicer"}
+    for kind in set(LINK_KINDS) - {"latency"}:
+        f = fault(kind, "primary")
+        assert f.spec.is_disruptive(f, KA) == (kind not in harmless), kind
+
+
+def test_detection_times() -> None:
+    silent = KA.ping_interval_s + KA.ping_timeout_s + 1.0
+    for kind in ("partition", "pause", "latency"):
+        f = fault(kind, "primary")
+        assert f.spec.detect_s(f, KA) == silent
+    slower = Keepalive(ping_interval_s=2.0, ping_timeout_s=3.0)
+    f = fault("partition", "primary")
+    assert f.spec.detect_s(f, slower) == 6.0
+    reset = fault("reset_peer", "primary", timeout_ms=250)
+    assert reset.spec.detect_s(reset, KA) == 0.25
+    limit = fault("limit_data", "primary")
+    assert math.isinf(limit.spec.detect_s(limit, KA))
+    for kind in ("kill", "terminate", "restart", "down"):
+        f = fault(kind, "primary")
+        assert f.spec.detect_s(f, KA) == 0.0
+
+
+def test_schedule_properties() -> None:
+    assert [k for k, v in KINDS.items() if not v.healable] == ["restart"]
+    assert {k for k, v in KINDS.items() if v.blocks_on_apply} == {"restart"}
+    assert {k for k, v in KINDS.items() if v.blocks_on_heal} == {"kill", "terminate"}
+    assert {k for k, v in KINDS.items() if v.swizzles} == {"partition", "down"}
+
+
+def test_balancer_close_codes() -> None:
+    kill = fault("kill", "balancer")
+    assert kill.spec.balancer_close_codes(kill) == (1006,)
+    for kind in ("terminate", "restart"):
+        f = fault(kind, "balancer")
+        assert f.spec.balancer_close_codes(f) == (1001, 1006, 1011, 1012)
+
+
+@FAST
+@given(st.sampled_from(STREAMS), st.integers(0, 500), st.integers(0, 500))
+def test_latency_effect_counts_each_direction(stream: str, latency: int, jitter: int) -> None:
+    f = fault("latency", "lb", latency_ms=latency, jitter_ms=jitter, stream=stream)
+    one_way = (latency + jitter) / 1000
+    assert f.spec.latency_s(f) == pytest.approx(one_way * (2 if stream == "both" else 1))
+
+
+# -- one_way_partition: the worked example of adding a kind -----------------------------------
+
+
+def test_one_way_partition_validates_one_direction() -> None:
+    f = fault("one_way_partition", "primary")
+    assert f.params == {"stream": "upstream"}
+    assert fault("one_way_partition", "lb", stream="downstream").params == {"stream": "downstream"}
+    assert KINDS["one_way_partition"].targets == ("lb", "primary", "secondary")
+    with pytest.raises(FaultError, match=r"params\.stream: must be one of upstream, downstream"):
+        fault("one_way_partition", "primary", stream="both")
+    with pytest.raises(FaultError, match="cannot target 'balancer'"):
+        fault("one_way_partition", "balancer")
+
+
+@pytest.mark.parametrize("stream", ["upstream", "downstream"])
+def test_one_way_partition_blackholes_only_its_stream(stream: str) -> None:
+    kind = KINDS["one_way_partition"]
+    assert isinstance(kind, ToxicKind)
+    assert kind.toxic_type == "timeout"  # Toxiproxy's blackhole, as partition uses it
+    assert kind.toxic({"stream": stream}) == ({"timeout": 0}, (stream,))
+
+
+def test_one_way_partition_is_noticed_like_a_partition() -> None:
+    one_way = fault("one_way_partition", "primary", stream="downstream")
+    both = fault("partition", "primary")
+    assert one_way.spec.is_disruptive(one_way, KA)
+    assert one_way.spec.blackhole and not one_way.spec.swizzles and one_way.spec.healable
+    for ka in (KA, Keepalive(ping_interval_s=2.0, ping_timeout_s=3.0)):
+        assert one_way.spec.detect_s(one_way, ka) == both.spec.detect_s(both, ka)
+
+
+def test_one_way_partition_expectations_match_a_partition() -> None:
+    for target in ("primary", "lb"):
+        for timed in (None, 2.0):
+            one_way = derive_expect([Step(1.0, fault("one_way_partition", target), timed)], fault_phase_s=6.0)
+            both = derive_expect([Step(1.0, fault("partition", target), timed)], fault_phase_s=6.0)
+            assert one_way == both
