@@ -115,27 +115,22 @@ def main(argv: list[str] | None = None) -> int:
 
             return certify_main(args)
         if args.command == "judge":
-            import json
-
             from harness.checkers import judge
             from harness.history import load_run
+            from harness.records import RUN_META_FILE, RecordError, read_json_object, render_violations
             from harness.scenario import Scenario, ScenarioError
 
             path = Path(args.run_dir)
-            meta_path = path / "run.json"
+            meta_path = path / RUN_META_FILE
             if not meta_path.is_file():
                 print(f"error: {path} is not a run directory (no run.json)", file=sys.stderr)
                 return 2
             # load_run() tolerates a malformed run.json (it judges an empty one); re-judging a
             # stored run must not, so it is read here first and any problem is one line, exit 2.
             try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or ["?"])[0]
-                print(f"error: {meta_path}: not a readable JSON file ({why})", file=sys.stderr)
-                return 2
-            if not isinstance(meta, dict):
-                print(f"error: {meta_path}: expected a JSON object, got {type(meta).__name__}", file=sys.stderr)
+                read_json_object(meta_path)
+            except RecordError as exc:
+                print(f"error: {exc}", file=sys.stderr)
                 return 2
             only: list[str] | None = None
             scenario_path = path / "scenario.json"
@@ -156,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"judging the {len(only)} invariant(s) listed in {scenario_path}")
             for r in results:
                 print(f"{r.status:<11} {r.invariant}  {r.note}")
-                for v in r.violations[:5]:
-                    print(f"    - {v.message}")
+                for line in render_violations(r.violations, indent="    "):
+                    print(line)
             return 1 if any(r.status == "fail" for r in results) else 0
     except KeyboardInterrupt:
         print("interrupted; every process was stopped", file=sys.stderr)

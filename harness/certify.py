@@ -27,6 +27,7 @@ import harness
 from harness.catalog import named_scenarios
 from harness.cluster import BuildFailed, Cluster, ClusterSpec
 from harness.procs import ProcessFailed
+from harness.records import NOT_CHECKED, PASS, Certificate, ResultEntry, ScenarioEntry, Status
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import INVARIANTS, Scenario
 
@@ -68,25 +69,19 @@ def harness_facts() -> dict[str, Any]:
     return {"version": harness.__version__, "python": platform.python_version(), "websockets": websockets.__version__}
 
 
-def scenario_entry(judged: JudgedRun, kind: str, duration_s: float) -> dict[str, Any]:
-    return {
-        "name": judged.scenario.name,
-        "description": judged.scenario.description,
-        "kind": kind,
-        "run_dir": str(judged.run_dir.resolve()),
-        "duration_s": round(duration_s, 2),
-        "passed": judged.passed,
-        "results": {
-            r.invariant: {
-                "status": r.status,
-                "note": r.note,
-                "violations": [{"message": v.message, "evidence": v.evidence[:10]} for v in r.violations[:20]],
-            }
-            for r in judged.results
-        },
-        "notes": judged.notes,
-        "replay": judged.replay_command(),
-    }
+def scenario_entry(judged: JudgedRun, kind: str, duration_s: float) -> ScenarioEntry:
+    # Everything the checkers recorded is kept (they cap it once); the report decides what to show.
+    return ScenarioEntry(
+        name=judged.scenario.name,
+        description=judged.scenario.description,
+        kind=kind,
+        run_dir=str(judged.run_dir.resolve()),
+        duration_s=round(duration_s, 2),
+        passed=judged.passed,
+        results={r.invariant: ResultEntry.from_check(r) for r in judged.results},
+        notes=list(judged.notes),
+        replay=judged.replay_command(),
+    )
 
 
 class Certifier:
@@ -112,7 +107,7 @@ class Certifier:
         self.extra = extra or []
         self.examples = profile.hypothesis_examples if hypothesis_examples is None else hypothesis_examples
         self.console = console or Console(stderr=False)
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[ScenarioEntry] = []
         self.capabilities: dict[str, bool] = {}
         self.build_died: str | None = None
 
@@ -128,18 +123,22 @@ class Certifier:
         return chosen + self.extra
 
     def run(self) -> dict[str, Any]:
+        """The certificate as certificate.json holds it."""
+        return self.certify().to_json()
+
+    def certify(self) -> Certificate:
         started = time.time()
-        cert: dict[str, Any] = {
-            "verdict": "error",
-            "error": None,
-            "build": {"command": self.balancer_cmd, "capabilities": {}},
-            "harness": harness_facts(),
-            "machine": machine_facts(),
-            "profile": self.profile.name,
-            "started": dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "invariants": list(INVARIANTS),
-            "scenarios": self.entries,
-        }
+        cert = Certificate(
+            verdict="error",
+            error=None,
+            build={"command": self.balancer_cmd, "capabilities": {}},
+            harness=harness_facts(),
+            machine=machine_facts(),
+            profile=self.profile.name,
+            started=dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            invariants=list(INVARIANTS),
+            scenarios=self.entries,
+        )
         scenarios = self.scenarios()
         runs_dir = self.report_dir / "runs"
         # A report directory is ours to rewrite: runs left from an earlier certify must not be
@@ -177,20 +176,20 @@ class Certifier:
                 # It started, ran, then died for good: that is the build failing the suite.
                 self.build_died = f"the balancer build died mid-run and could not be restarted:\n{exc}"
             else:
-                cert["error"] = f"the balancer build did not start or never became ready:\n{exc}"
+                cert.error = f"the balancer build did not start or never became ready:\n{exc}"
         except ProcessFailed as exc:
-            cert["error"] = f"the harness could not start its own processes:\n{exc}"
+            cert.error = f"the harness could not start its own processes:\n{exc}"
         except Exception as exc:
-            cert["error"] = f"harness error: {type(exc).__name__}: {exc}"
+            cert.error = f"harness error: {type(exc).__name__}: {exc}"
         finally:
             cluster.close()
-        cert["build"]["capabilities"] = self.capabilities
-        cert["duration_s"] = round(time.time() - started, 1)
+        cert.build["capabilities"] = self.capabilities
+        cert.duration_s = round(time.time() - started, 1)
         if self.build_died:
-            cert["build"]["died"] = self.build_died
-            cert["verdict"] = "rejected"
-        elif cert["error"] is None:
-            cert["verdict"] = "certified" if all(e["passed"] for e in self.entries) else "rejected"
+            cert.build["died"] = self.build_died
+            cert.verdict = "rejected"
+        elif cert.error is None:
+            cert.verdict = "certified" if all(e.passed for e in self.entries) else "rejected"
         return cert
 
     def _run_one(self, runner: ScenarioRunner, scenario: Scenario, runs_dir: Path, kind: str, con: Console) -> bool:
@@ -198,22 +197,21 @@ class Certifier:
         judged = runner.run(scenario, runs_dir / f"{len(self.entries) + 1:02d}-{scenario.name}")
         entry = scenario_entry(judged, kind, time.monotonic() - t0)
         self.entries.append(entry)
-        caps = judged.results and _capabilities(judged)
-        if caps:
-            for k, v in caps.items():
-                self.capabilities[k] = self.capabilities.get(k, True) and v
+        if judged.results:
+            for k, v in judged.meta.capabilities.items():
+                self.capabilities[k] = self.capabilities.get(k, True) and bool(v)
         self._print_line(entry, con)
         return judged.passed
 
-    def _print_line(self, entry: dict[str, Any], con: Console) -> None:
-        statuses = [r["status"] for r in entry["results"].values()]
-        failed = [name for name, r in entry["results"].items() if r["status"] == "fail"]
+    def _print_line(self, entry: ScenarioEntry, con: Console) -> None:
+        statuses = [r.status for r in entry.results.values()]
+        failed = [name for name, r in entry.results.items() if r.status == "fail"]
         unchecked = statuses.count("not_checked")
-        mark = "[green]PASS[/]" if entry["passed"] else "[red]FAIL[/]"
+        mark = "[green]PASS[/]" if entry.passed else "[red]FAIL[/]"
         extra = f" violated: {', '.join(failed)}" if failed else ""
         if unchecked:
             extra += f" ({unchecked} not checked)"
-        con.print(f"{mark} {entry['name']:<28} {entry['duration_s']:5.1f}s{extra}", highlight=False)
+        con.print(f"{mark} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}", highlight=False)
 
     def _run_generated(self, runner: ScenarioRunner, runs_dir: Path, con: Console, advance: Callable[[], None]) -> None:
         from hypothesis import HealthCheck, Phase, given, settings
@@ -222,7 +220,7 @@ class Certifier:
         from harness.strategies import fault_plans, note_plan_events
 
         phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if self.profile.shrink else [])
-        last_failure: dict[str, Any] = {}
+        last_failure: list[ScenarioEntry] = []
 
         @settings(
             max_examples=self.examples,
@@ -239,14 +237,13 @@ class Certifier:
             judged = runner.run(plan, runs_dir / f"gen-{time.monotonic_ns()}-{plan.name}")
             entry = scenario_entry(judged, "generated", time.monotonic() - t0)
             if not judged.passed:
-                last_failure.clear()
-                last_failure.update(entry)
+                last_failure[:] = [entry]
                 raise AssertionError(judged.summary())
             if len(self._generated_passes) < self.examples:
                 self._generated_passes.append(entry)
                 advance()
 
-        self._generated_passes: list[dict[str, Any]] = []
+        self._generated_passes: list[ScenarioEntry] = []
         try:
             generated()
         except (BuildFailed, ProcessFailed):
@@ -261,44 +258,34 @@ class Certifier:
             self.entries.append(_summarise_generated(self._generated_passes))
             self._print_line(self.entries[-1], con)
         if last_failure:
-            last_failure["name"] = f"generated:{last_failure['name']}"
-            self.entries.append(last_failure)
-            self._print_line(last_failure, con)
+            failure = last_failure[0]
+            failure.name = f"generated:{failure.name}"
+            self.entries.append(failure)
+            self._print_line(failure, con)
             shrunk = "shrunk " if self.profile.shrink else ""
-            con.print(f"  failing {shrunk}plan: {last_failure['run_dir']}/scenario.json", highlight=False)
-            con.print(f"  replay: {last_failure['replay']}", highlight=False)
+            con.print(f"  failing {shrunk}plan: {failure.run_dir}/scenario.json", highlight=False)
+            con.print(f"  replay: {failure.replay}", highlight=False)
 
 
-def _summarise_generated(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def _summarise_generated(entries: list[ScenarioEntry]) -> ScenarioEntry:
+    results: dict[str, ResultEntry] = {}
     for inv in INVARIANTS:
-        statuses = [e["results"][inv]["status"] for e in entries if inv in e["results"]]
+        statuses = [e.results[inv].status for e in entries if inv in e.results]
         if not statuses:
             continue
-        status = "pass" if all(s == "pass" for s in statuses) else "not_checked"
-        results[inv] = {"status": status, "note": f"{len(statuses)} generated plans", "violations": []}
-    return {
-        "name": f"generated plans ({len(entries)})",
-        "description": "Hypothesis-generated fault plans that passed",
-        "kind": "generated",
-        "run_dir": entries[-1]["run_dir"],
-        "duration_s": round(sum(e["duration_s"] for e in entries), 2),
-        "passed": True,
-        "results": results,
-        "notes": [],
-        "replay": entries[-1]["replay"],
-    }
-
-
-def _capabilities(judged: JudgedRun) -> dict[str, bool]:
-    import json
-
-    try:
-        meta = json.loads((judged.run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    caps = meta.get("capabilities") or {}
-    return {k: bool(v) for k, v in caps.items()}
+        status: Status = PASS if all(s == PASS for s in statuses) else NOT_CHECKED
+        results[inv] = ResultEntry(status, f"{len(statuses)} generated plans", [], status)
+    return ScenarioEntry(
+        name=f"generated plans ({len(entries)})",
+        description="Hypothesis-generated fault plans that passed",
+        kind="generated",
+        run_dir=entries[-1].run_dir,
+        duration_s=round(sum(e.duration_s or 0.0 for e in entries), 2),
+        passed=True,
+        results=results,
+        notes=[],
+        replay=entries[-1].replay,
+    )
 
 
 def certify_main(args: Any) -> int:
@@ -344,21 +331,20 @@ def certify_main(args: Any) -> int:
     except ValueError as exc:
         console.print(f"certify: {exc}", highlight=False)
         return EXIT_BUILD
-    cert = certifier.run()
+    cert = certifier.certify()
     paths = write_report(report_dir, cert)
-    verdict = cert["verdict"]
+    verdict = cert.verdict
     if verdict == "error":
-        console.print(f"[red bold]ERROR[/]: {cert['error']}", highlight=False)
+        console.print(f"[red bold]ERROR[/]: {cert.error}", highlight=False)
         code = EXIT_BUILD
-        if cert["error"].startswith("harness error"):
+        if (cert.error or "").startswith("harness error"):
             console.print("this is a wschaos problem, not the build's; please report it", highlight=False)
     else:
-        caps = cert["build"]["capabilities"]
-        blackbox = [k for k, v in caps.items() if not v]
+        blackbox = [k for k, v in cert.capabilities.items() if not v]
         note = f" (black-box: no {', no '.join(blackbox)})" if blackbox else ""
         color = "green" if verdict == "certified" else "red"
-        if cert["build"].get("died"):
-            console.print(cert["build"]["died"], highlight=False)
+        if cert.build.get("died"):
+            console.print(cert.build["died"], highlight=False)
         console.print(f"verdict: [{color} bold]{verdict.upper()}[/]{note}", highlight=False)
         code = EXIT_CERTIFIED if verdict == "certified" else EXIT_REJECTED
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)

@@ -11,15 +11,17 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-Record = dict[str, Any]
+from harness import analysis
+from harness.records import RUN_META_FILE, Record, RecordError, RunMeta, read_json_object
+
 Clock = Callable[[], float]
 
-RUN_META = "run.json"
+RUN_META = RUN_META_FILE
 HISTORY_DIR = "history"
 JOURNALS_DIR = "journals"
 LOGS_DIR = "logs"
@@ -112,35 +114,22 @@ class Run:
     balancer_stderr: str
     problems: list[str] = field(default_factory=list)
 
-    # Convenience views; checkers should not need to re-parse anything.
+    @property
+    def run_meta(self) -> RunMeta:
+        """run.json, typed; the one reader of it (a malformed section reads as absent)."""
+        return RunMeta.from_json(self.meta)
+
     def by_process(self, process: str) -> list[Record]:
         return [r for r in self.history if r.get("process") == process]
 
     def client_ids(self) -> list[str]:
-        ids = {str(r["process"]) for r in self.history if r.get("process") not in ("nemesis", "monitor", None)}
-        return sorted(ids)
+        return analysis.client_ids(self.history)
 
     def nemesis(self) -> list[Record]:
         return self.by_process("nemesis")
 
     def statuses(self) -> list[Record]:
         return [r for r in self.history if r.get("process") == "monitor" and r.get("f") == "status"]
-
-    @property
-    def failover(self) -> Record:
-        return dict(self.meta.get("failover") or {})
-
-    @property
-    def capabilities(self) -> Record:
-        return dict(self.meta.get("capabilities") or {})
-
-    @property
-    def expect(self) -> Record:
-        return dict(self.meta.get("expect") or {})
-
-    @property
-    def phases(self) -> Record:
-        return dict(self.meta.get("phases") or {})
 
 
 def parse_event_lines(text: str) -> list[Record]:
@@ -164,18 +153,10 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     root = Path(path)
     problems: list[str] = []
     meta: Record = {}
-    meta_path = root / RUN_META
-    if meta_path.exists():
-        try:
-            loaded = json.loads(meta_path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict):
-                meta = loaded
-            else:
-                problems.append(f"{RUN_META}: not a JSON object")
-        except json.JSONDecodeError as exc:
-            problems.append(f"{RUN_META}: not JSON ({exc.msg})")
-    else:
-        problems.append(f"{RUN_META}: missing")
+    try:
+        meta = read_json_object(root / RUN_META)
+    except RecordError as exc:
+        problems.append(str(exc).replace(str(root / RUN_META), RUN_META))
 
     history: list[Record] = []
     hdir = root / HISTORY_DIR
@@ -232,46 +213,3 @@ def make_run(
         balancer_stdout=balancer_stdout,
         balancer_stderr=balancer_stderr,
     )
-
-
-def write_run_meta(root: str | os.PathLike[str], meta: Record) -> None:
-    p = Path(root) / RUN_META
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, p)
-
-
-def failover_gaps_ms(client_records: Iterable[Record]) -> list[float]:
-    """One client's failover gaps: milliseconds from its last ack before a server transition to
-    its first ack after it.
-
-    A transition is a ``welcome`` from a different server than the client's previous one (inside
-    one connection or across a reconnect). Several transitions with no ack in between (a flapping
-    primary) are one gap: what the player saw is one stall. A transition never followed by an ack
-    has no gap to measure (the liveness checkers judge that), and neither does one before the
-    client's first ack.
-    """
-    gaps: list[float] = []
-    last_server: str | None = None
-    last_ack: float | None = None
-    pending = False
-    for rec in client_records:
-        t = rec.get("t")
-        if isinstance(t, bool) or not isinstance(t, int | float):
-            continue
-        if rec.get("type") == "event" and rec.get("f") == "welcome":
-            server = str(rec.get("server"))
-            if last_server is not None and server != last_server and last_ack is not None:
-                pending = True
-            last_server = server
-        elif rec.get("type") == "ok" and rec.get("f") == "move":
-            if pending and last_ack is not None:
-                gaps.append((t - last_ack) * 1000.0)
-                pending = False
-            last_ack = float(t)
-    return gaps
-
-
-def iter_client_records(run: Run, client: str) -> Iterator[Record]:
-    return (r for r in run.history if r.get("process") == client)

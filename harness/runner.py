@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
 from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
 from harness.history import (
@@ -26,10 +27,10 @@ from harness.history import (
     HistoryWriter,
     load_run,
     parse_event_lines,
-    write_run_meta,
 )
 from harness.nemesis import Nemesis
 from harness.procs import ManagedProcess
+from harness.records import RUN_META_FILE, RunMeta, Verdict, render_violations
 from harness.scenario import Scenario
 from harness.schedule import agenda
 from harness.swarm import swarm_argv
@@ -47,6 +48,8 @@ class JudgedRun:
     notes: list[str] = field(default_factory=list)
     #: The build that ran; the replay command names it unless it is the default one.
     balancer_cmd: str | None = None
+    #: run.json as the runner wrote it.
+    meta: RunMeta = field(default_factory=RunMeta)
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -72,12 +75,7 @@ class JudgedRun:
         lines = [f"scenario {self.scenario.name}: {'PASS' if self.passed else 'FAIL'}  (run dir {self.run_dir})"]
         for r in self.results:
             lines.append(f"  {r.status:<11} {r.invariant}" + (f"  {r.note}" if r.note else ""))
-            for v in r.violations[:5]:
-                lines.append(f"      - {v.message}")
-                for ev in v.evidence[:3]:
-                    lines.append(f"          {json.dumps(ev, default=str)[:300]}")
-            if len(r.violations) > 5:
-                lines.append(f"      … and {len(r.violations) - 5} more")
+            lines.extend(render_violations(r.violations, indent="      "))
         for note in self.notes:
             lines.append(f"  note: {note}")
         if not self.passed:
@@ -112,14 +110,12 @@ class _Tail:
 
 
 class _Progress:
-    """Tracks, from the clients' history files, which clients have played since a moment."""
+    """Feeds the clients' history files, as they grow, to :class:`harness.analysis.Progress`."""
 
     def __init__(self, history_dir: Path) -> None:
         self.dir = history_dir
         self.tails: dict[Path, _Tail] = {}
-        self.last_ok: dict[str, float] = {}
-        self.clients: set[str] = set()
-        self.stopped: set[str] = set()
+        self.state = Progress()
 
     def poll(self) -> None:
         for path in self.dir.glob("clients-*.jsonl"):
@@ -129,18 +125,11 @@ class _Progress:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                proc = rec.get("process")
-                if not isinstance(proc, str):
-                    continue
-                self.clients.add(proc)
-                if rec.get("type") == "ok" and rec.get("f") == "move":
-                    self.last_ok[proc] = float(rec.get("t", 0.0))
-                elif rec.get("f") == "stopped":
-                    self.stopped.add(proc)
+                if isinstance(rec, dict):
+                    self.state.observe(rec)
 
     def all_played_since(self, t: float) -> bool:
-        live = self.clients - self.stopped
-        return bool(live) and all(self.last_ok.get(c, 0.0) > t for c in live)
+        return self.state.all_played_since(t)
 
 
 class _Monitor(threading.Thread):
@@ -181,13 +170,53 @@ def _copy_since(src: Path, offset: int, dst: Path) -> None:
     dst.write_bytes(data)
 
 
+@dataclass
+class _RunState:
+    """What the phases of one run share: its logs, its actors and what it has noted so far."""
+
+    scenario: Scenario
+    run_dir: Path
+    nemesis_log: HistoryWriter
+    monitor_log: HistoryWriter
+    nemesis: Nemesis
+    monitor: _Monitor
+    progress: _Progress
+    #: Where this run's slice of each long-lived log starts.
+    log_offsets: dict[Path, int]
+    status_before: dict[str, Any] | None
+    baseline_sockets: int
+    notes: list[str] = field(default_factory=list)
+    swarms: list[ManagedProcess] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+
+    def phase(self, name: str) -> None:
+        self.phases[name] = time.time()
+        self.monitor_log.event("phase", phase=name)
+
+
 class ScenarioRunner:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
     def run(self, scenario: Scenario, run_dir: Path) -> JudgedRun:
-        run_dir = Path(run_dir)
-        if (run_dir / HISTORY_DIR).exists() or (run_dir / "run.json").exists():
+        state = self._prepare(scenario, Path(run_dir))
+        state.monitor.start()
+        try:
+            self._warmup_phase(state)
+            self._fault_phase(scenario, state.nemesis, state.notes)
+            state.phase("faults_end")
+            self._heal_phase(state)
+            self._deadline_phase(state)
+        finally:
+            self._stop_clients(state)
+        self._quiesce_phase(state)
+        meta = self._collect(state)
+        return self._judge(state, meta)
+
+    # -- prepare, phases, collect, judge --------------------------------------------------------
+    def _prepare(self, scenario: Scenario, run_dir: Path) -> _RunState:
+        if (run_dir / HISTORY_DIR).exists() or (run_dir / RUN_META_FILE).exists():
             # Histories are appended and every *.jsonl is read back: a second run here would be
             # judged together with the first.
             raise ValueError(f"{run_dir} already holds a run; give each run a directory of its own")
@@ -202,108 +231,113 @@ class ScenarioRunner:
         if c.status() is not None and not c.wait_balancer_sees_backends_healthy(timeout=10.0):
             notes.append("the build did not report every backend healthy within 10 s of the reset")
 
-        bal_out = c.logs / BALANCER_STDOUT
-        bal_err = c.logs / BALANCER_STDERR
-        offsets = {"out": _file_size(bal_out), "err": _file_size(bal_err)}
-        journal_offsets = {n: _file_size(c.journal_path(n)) for n in BACKEND_NAMES}
+        logs = [c.logs / BALANCER_STDOUT, c.logs / BALANCER_STDERR, *(c.journal_path(n) for n in BACKEND_NAMES)]
+        offsets = {p: _file_size(p) for p in logs}
         status_before = c.status()
         baseline_sockets = c.balancer_sockets()
 
         hist_dir = run_dir / HISTORY_DIR
         nemesis_log = HistoryWriter(hist_dir / "nemesis.jsonl", "nemesis")
         monitor_log = HistoryWriter(hist_dir / "monitor.jsonl", "monitor")
-        nemesis = Nemesis(c, nemesis_log)
-        monitor = _Monitor(c, monitor_log)
-        progress = _Progress(hist_dir)
-        swarms: list[ManagedProcess] = []
-        phases: dict[str, float] = {"started": time.time()}
+        return _RunState(
+            scenario=scenario,
+            run_dir=run_dir,
+            nemesis_log=nemesis_log,
+            monitor_log=monitor_log,
+            nemesis=Nemesis(c, nemesis_log),
+            monitor=_Monitor(c, monitor_log),
+            progress=_Progress(hist_dir),
+            log_offsets=offsets,
+            status_before=status_before,
+            baseline_sockets=baseline_sockets,
+            notes=notes,
+            phases={"started": time.time()},
+        )
 
-        def phase(name: str) -> None:
-            phases[name] = time.time()
-            monitor_log.event("phase", phase=name)
+    def _warmup_phase(self, state: _RunState) -> None:
+        w = state.scenario.workload
+        state.swarms.append(
+            self._start_swarm(state.run_dir, "c", w.clients, w.rate_hz, w.connect_spread_s, state.notes)
+        )
+        time.sleep(state.scenario.phases.warmup_s)  # the warm-up is a timed phase, not a wait
+        state.phase("warmup_end")
 
-        monitor.start()
+    def _heal_phase(self, state: _RunState) -> None:
+        state.nemesis.heal_all()
+        self.cluster.heal_all()
+        state.phase("heal_end")
+
+    def _deadline_phase(self, state: _RunState) -> None:
+        w = state.scenario.workload
+        if w.probe_clients:
+            state.swarms.append(self._start_swarm(state.run_dir, "n", w.probe_clients, w.rate_hz, 0.0, state.notes))
+        self._wait_progress(state.progress, state.phases["heal_end"], state.scenario.phases.deadline_s)
+        state.phase("deadline_end")
+
+    def _stop_clients(self, state: _RunState) -> None:
+        for s in state.swarms:
+            s.terminate(timeout=20.0)
+        state.phase("clients_stopped")
+        state.monitor.stop()
+        # Never let a failing heal here hide the error that brought us to this finally.
         try:
-            w = scenario.workload
-            swarm = self._start_swarm(run_dir, "c", w.clients, w.rate_hz, w.connect_spread_s, notes)
-            swarms.append(swarm)
-            time.sleep(scenario.phases.warmup_s)  # the warm-up is a timed phase, not a wait
-            phase("warmup_end")
+            state.nemesis.heal_all()
+        except Exception as exc:
+            state.notes.append(f"healing after the run failed: {exc}")
 
-            self._fault_phase(scenario, nemesis, notes)
-            phase("faults_end")
+    def _quiesce_phase(self, state: _RunState) -> None:
+        state.final = self._quiesce(state.scenario, state.baseline_sockets)
+        state.phase("quiesce_end")
+        state.nemesis_log.close()
+        state.monitor_log.close()
 
-            nemesis.heal_all()
-            c.heal_all()
-            phase("heal_end")
-
-            if w.probe_clients:
-                swarms.append(self._start_swarm(run_dir, "n", w.probe_clients, w.rate_hz, 0.0, notes))
-            self._wait_progress(progress, phases["heal_end"], scenario.phases.deadline_s)
-            phase("deadline_end")
-        finally:
-            for s in swarms:
-                s.terminate(timeout=20.0)
-            phase("clients_stopped")
-            monitor.stop()
-            # Never let a failing heal here hide the error that brought us to this finally.
-            try:
-                nemesis.heal_all()
-            except Exception as exc:
-                notes.append(f"healing after the run failed: {exc}")
-
-        final = self._quiesce(scenario, baseline_sockets)
-        phase("quiesce_end")
-        nemesis_log.close()
-        monitor_log.close()
-
-        # Copy this run's slice of every long-lived log into the run directory.
-        _copy_since(bal_out, offsets["out"], run_dir / LOGS_DIR / BALANCER_STDOUT)
-        _copy_since(bal_err, offsets["err"], run_dir / LOGS_DIR / BALANCER_STDERR)
-        for name in BACKEND_NAMES:
-            _copy_since(c.journal_path(name), journal_offsets[name], run_dir / JOURNALS_DIR / f"{name}.jsonl")
+    def _collect(self, state: _RunState) -> RunMeta:
+        """Copies this run's slice of every long-lived log into the run directory; writes run.json."""
+        c, run_dir, scenario = self.cluster, state.run_dir, state.scenario
+        copies = {
+            c.logs / BALANCER_STDOUT: run_dir / LOGS_DIR / BALANCER_STDOUT,
+            c.logs / BALANCER_STDERR: run_dir / LOGS_DIR / BALANCER_STDERR,
+        }
+        copies.update({c.journal_path(n): run_dir / JOURNALS_DIR / f"{n}.jsonl" for n in BACKEND_NAMES})
+        for src, dst in copies.items():
+            _copy_since(src, state.log_offsets[src], dst)
 
         events = parse_event_lines((run_dir / LOGS_DIR / BALANCER_STDOUT).read_text(errors="replace"))
-        meta: dict[str, Any] = {
-            "run_id": run_dir.name,
-            "scenario": scenario.name,
-            "started": phases["started"],
-            "ended": time.time(),
-            "balancer_cmd": c.spec.balancer_cmd,
-            "balancer_config": c.config,
-            "failover": dict(c.config.get("failover", {})),
-            "capabilities": {"status": status_before is not None, "events": bool(events)},
-            "phases": phases,
-            "expect": {
+        meta = RunMeta(
+            run_id=run_dir.name,
+            scenario=scenario.name,
+            started=state.phases["started"],
+            ended=time.time(),
+            balancer_cmd=c.spec.balancer_cmd,
+            balancer_config=c.config,
+            failover=dict(c.config.get("failover", {})),
+            capabilities={"status": state.status_before is not None, "events": bool(events)},
+            phases=state.phases,
+            expect={
                 "close_codes": list(scenario.expect.close_codes),
                 "failover_deadline_s": scenario.expect.failover_deadline_s,
                 "recovery_deadline_s": scenario.expect.recovery_deadline_s,
             },
-            "baseline": {"balancer_sockets": baseline_sockets, "status": status_before},
-            "final": final,
-            "faults": [s.fault.to_dict() for s in scenario.steps],
-            "notes": notes,
-        }
-        write_run_meta(run_dir, meta)
-        run = load_run(run_dir)
-        results = judge(run, only=list(scenario.invariants))
-        (run_dir / "verdict.json").write_text(
-            json.dumps(
-                {
-                    "scenario": scenario.name,
-                    "passed": all(r.status != "fail" for r in results),
-                    "results": [r.to_dict() for r in results],
-                },
-                indent=2,
-                default=str,
-            ),
-            encoding="utf-8",
+            baseline={"balancer_sockets": state.baseline_sockets, "status": state.status_before},
+            final=state.final,
+            faults=[s.fault.to_dict() for s in scenario.steps],
+            notes=state.notes,
         )
+        meta.write(run_dir)
+        return meta
+
+    def _judge(self, state: _RunState, meta: RunMeta) -> JudgedRun:
+        results = judge(load_run(state.run_dir), only=list(state.scenario.invariants))
+        Verdict(state.scenario.name, results).write(state.run_dir)
         return JudgedRun(
-            scenario=scenario, run_dir=run_dir, results=results, notes=notes, balancer_cmd=c.spec.balancer_cmd
+            scenario=state.scenario,
+            run_dir=state.run_dir,
+            results=results,
+            notes=state.notes,
+            balancer_cmd=self.cluster.spec.balancer_cmd,
+            meta=meta,
         )
 
-    # -- phases -------------------------------------------------------------------------------
     def _start_swarm(
         self, run_dir: Path, prefix: str, clients: int, rate_hz: float, spread_s: float, notes: list[str]
     ) -> ManagedProcess:

@@ -111,7 +111,7 @@ def check_no_concurrent_recv(run: Run) -> CheckResult:
     samples: list[tuple[str, float | None, Any]] = [
         ("monitor", time_of(r), r.get("status")) for r in records(run.statuses())
     ]
-    final_status = mapping(run.meta.get("final")).get("status")
+    final_status = run.run_meta.final.get("status")
     if final_status is not None:
         samples.append(("final", None, final_status))
 

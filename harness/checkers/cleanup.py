@@ -21,7 +21,6 @@ from .base import (
     guarded,
     integer,
     mapping,
-    meta_section,
     num,
 )
 from .journal import index_upstreams
@@ -99,7 +98,7 @@ def check_cleanup_complete(run: Run) -> CheckResult:
     violations: list[Violation] = []
     notes: list[str] = []
     parts_judged: list[str] = []
-    final = meta_section(run, "final")
+    final = run.run_meta.final
     alive_map = mapping(final.get("backend_alive"))
     dead_backends = {str(name) for name, alive in alive_map.items() if alive is False}
 
@@ -161,10 +160,10 @@ def check_cleanup_complete(run: Run) -> CheckResult:
 
     # 4. The balancer process's sockets.
     sockets = num(final.get("balancer_sockets"))
-    baseline = num(meta_section(run, "baseline").get("balancer_sockets"))
+    baseline = num(run.run_meta.baseline.get("balancer_sockets"))
     if sockets is not None and baseline is not None:
         parts_judged.append("balancer_sockets")
-        tolerance = num(meta_section(run, "expect").get("socket_tolerance"))
+        tolerance = num(run.run_meta.expect.get("socket_tolerance"))
         allowed = baseline + (tolerance if tolerance is not None else DEFAULT_SOCKET_TOLERANCE)
         if sockets > allowed:
             violations.append(

@@ -26,19 +26,17 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from harness.analysis import client_histories
 from harness.history import Record, Run
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
     evidence,
-    expect_number,
     finish,
     fmt_t,
     guarded,
     integer,
-    meta_section,
     num,
     records,
     time_of,
@@ -57,7 +55,7 @@ class Limits:
 
 
 def read_limits(run: Run) -> Limits | None:
-    failover = meta_section(run, "failover")
+    failover = run.run_meta.failover
     max_attempts = integer(failover.get("max_attempts"))
     window_s = num(failover.get("window_s"))
     min_interval_s = num(failover.get("min_interval_s"))
@@ -103,7 +101,7 @@ def check_reconnect_limits(run: Run) -> CheckResult:
     limits = read_limits(run)
     if limits is None:
         return finish(NAME, [], checked=False, notes=["run.json has no usable failover limits"])
-    tolerance = expect_number(run, "clock_tolerance_s", DEFAULT_CLOCK_TOLERANCE_S)
+    tolerance = run.run_meta.expect_number("clock_tolerance_s", DEFAULT_CLOCK_TOLERANCE_S)
     violations: list[Violation] = []
     notes: list[str] = []
     checked = False
@@ -134,7 +132,7 @@ def check_reconnect_limits(run: Run) -> CheckResult:
                 )
             )
 
-    for client, recs in client_histories(run).items():
+    for client, recs in client_histories(run.history).items():
         welcomes_by_conn: dict[str, list[Record]] = {}
         for rec in recs:
             if rec.get("type") == "event" and rec.get("f") == "welcome":

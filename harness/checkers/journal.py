@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.history import Record, Run
 
-from .base import num, records, time_of
+from .base import records, time_of
 
 
 @dataclass
@@ -97,8 +97,3 @@ def index_upstreams(run: Run) -> UpstreamIndex:
                 if match is not None:
                     match.closed = t
     return UpstreamIndex(conns, skipped)
-
-
-def journal_time_of_open(index: UpstreamIndex, welcome: Record) -> float | None:
-    uc = index.find(welcome.get("server"), welcome.get("server_conn"), num(welcome.get("t")))
-    return uc.opened if uc is not None else None

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.analysis import client_histories, run_end_time
 from harness.history import Record, Run
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
     evidence,
-    expect_number,
     finish,
     fmt_t,
     guarded,
     integer,
-    meta_section,
-    phase_time,
-    run_end_time,
     time_of,
 )
 
@@ -42,7 +38,7 @@ def _is(rec: Record, type_: str, f: str) -> bool:
 
 
 def _expected_close_codes(run: Run) -> set[int]:
-    codes = meta_section(run, "expect").get("close_codes")
+    codes = run.run_meta.expect.get("close_codes")
     if not isinstance(codes, list):
         return set()
     return {c for c in (integer(x) for x in codes) if c is not None}
@@ -132,14 +128,14 @@ class _StallTracker:
 
 @guarded(CLEAN_FAILOVER)
 def check_clean_failover(run: Run) -> CheckResult:
-    clients = client_histories(run)
+    clients = client_histories(run.history)
     if not clients:
         return finish(CLEAN_FAILOVER, [], checked=False, notes=["no clients in the history"])
     violations: list[Violation] = []
     notes: list[str] = []
     allowed_codes = _expected_close_codes(run)
-    deadline = expect_number(run, "failover_deadline_s", DEFAULT_FAILOVER_DEADLINE_S)
-    warmup_end, deadline_end = phase_time(run, "warmup_end"), phase_time(run, "deadline_end")
+    deadline = run.run_meta.expect_number("failover_deadline_s", DEFAULT_FAILOVER_DEADLINE_S)
+    warmup_end, deadline_end = run.run_meta.phase("warmup_end"), run.run_meta.phase("deadline_end")
     lo = warmup_end if warmup_end is not None else float("-inf")
     hi = deadline_end if deadline_end is not None else float("inf")
     run_end = run_end_time(run)
@@ -218,18 +214,18 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
     its own before `deadline_end` is judged against what the run allowed, not against its own
     shorter life: giving up without playing again is not recovering.
     """
-    heal_end = phase_time(run, "heal_end")
+    heal_end = run.run_meta.phase("heal_end")
     if heal_end is None:
         return finish(RECOVERS, [], checked=False, notes=["no phases.heal_end in run.json"])
-    deadline = expect_number(run, "recovery_deadline_s", DEFAULT_RECOVERY_DEADLINE_S)
-    deadline_end = phase_time(run, "deadline_end")
+    deadline = run.run_meta.expect_number("recovery_deadline_s", DEFAULT_RECOVERY_DEADLINE_S)
+    deadline_end = run.run_meta.phase("deadline_end")
     violations: list[Violation] = []
     notes: list[str] = []
     judged = 0
     too_short: list[str] = []
     shortened = 0
 
-    for client, recs in client_histories(run).items():
+    for client, recs in client_histories(run.history).items():
         if not recs:
             continue
         first_t = time_of(recs[0])

@@ -12,8 +12,8 @@ record (the process ended; it could not journal a close), or else at the end of 
 A journal only tells the truth about a connection while its backend and the link to it are
 healthy: a killed, paused or partitioned backend keeps a dead connection "open" in its journal
 while the balancer legitimately moves on, and a slowed link delays the close. So the fault windows
-of the two backends involved (from the apply of a nemesis fault whose target is that backend to the
-completion of its heal; never healed: to the end of the run) are *excused gaps*: overlap inside
+of the two backends involved (``harness.analysis.fault_windows``, of the faults whose target is that
+backend) are *excused gaps*: overlap inside
 them is not counted. Overlap after the heal is: by then the old backend can journal the close, so a
 connection it still shows open (no `close`, no later `start`/`stop`) while the same client
 connection is attached elsewhere is a double attachment. The tolerance applies to each stretch of
@@ -32,25 +32,22 @@ two-upstreams defect and fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.analysis import client_histories, fault_windows, run_end_time, windows_by_target
 from harness.history import Record, Run
 
 from .base import (
     CheckResult,
     Violation,
-    client_histories,
     evidence,
-    expect_number,
     finish,
     fmt_t,
     guarded,
     integer,
-    mapping,
     records,
-    run_end_time,
     time_of,
 )
 from .journal import UpstreamConn, index_upstreams
@@ -60,54 +57,6 @@ DEFAULT_OVERLAP_TOLERANCE_S = 0.25
 DELIVERY_RULE = "deliveries <= sends + 1 per server transition with the move in flight"
 
 Window = tuple[float, float]
-
-
-def _fault_targets(fault: Mapping[str, Any]) -> set[str]:
-    target = fault.get("target")
-    if isinstance(target, str):
-        return {target}
-    if isinstance(target, list):
-        return {t for t in target if isinstance(t, str)}
-    return set()
-
-
-def fault_windows(run: Run) -> dict[str, list[Window]]:
-    """Per target, the (applied, healed) intervals of nemesis faults; unhealed ones never end.
-
-    A `restart` has no heal (it is over once applied), so its window ends at its last apply
-    record, written once the process is back."""
-    applied: dict[str, tuple[float, set[str]]] = {}
-    healed: dict[str, float] = {}
-    restarted: dict[str, float] = {}
-    anonymous = 0
-    for rec in records(run.nemesis()):
-        t = time_of(rec)
-        if t is None:
-            continue
-        fault_id = rec.get("fault_id")
-        if fault_id is None:
-            # Without an id an apply cannot be paired with its heal: treat it as never healed.
-            anonymous += 1
-            fault_id = f"anonymous-{anonymous}"
-        key = str(fault_id)
-        if rec.get("f") == "apply":
-            fault = mapping(rec.get("fault"))
-            targets = _fault_targets(fault)
-            if key not in applied or t < applied[key][0]:
-                applied[key] = (t, targets | (applied[key][1] if key in applied else set()))
-            else:
-                applied[key][1].update(targets)
-            if fault.get("kind") == "restart" and rec.get("type") in ("ok", "info", "fail"):
-                restarted[key] = max(t, restarted.get(key, t))
-        elif rec.get("f") == "heal" and rec.get("type") in ("ok", "info", "fail"):
-            # The fault is gone once the heal completed, not when it was requested.
-            healed[key] = max(t, healed.get(key, t))
-    windows: dict[str, list[Window]] = {}
-    for key, (start, targets) in applied.items():
-        end = healed.get(key, restarted.get(key, float("inf")))
-        for target in targets:
-            windows.setdefault(target, []).append((start, max(start, end)))
-    return windows
 
 
 def _backend_names(uc: UpstreamConn) -> set[str]:
@@ -176,13 +125,13 @@ def _overlap(a: UpstreamConn, b: UpstreamConn, faults: dict[str, list[Window]], 
 
 def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance: float) -> int:
     index = index_upstreams(run)
-    faults = fault_windows(run)
     run_end = run_end_time(run)
+    faults = windows_by_target(fault_windows(run.nemesis(), run_end))
     end_of_run = run_end if run_end is not None else float("inf")
     judged_conns = 0
     unmatched = 0
     excused_pairs = 0
-    for client, recs in client_histories(run).items():
+    for client, recs in client_histories(run.history).items():
         by_conn: dict[str, list[tuple[Record, UpstreamConn]]] = {}
         for rec in recs:
             if rec.get("type") != "event" or rec.get("f") != "welcome":
@@ -266,7 +215,7 @@ class _Allowance:
 def _allowances(run: Run) -> tuple[dict[tuple[str, int], _Allowance], int]:
     out: dict[tuple[str, int], _Allowance] = {}
     transitions = 0
-    for client, recs in client_histories(run).items():
+    for client, recs in client_histories(run.history).items():
         acked: set[int] = set()
         in_flight: dict[str, set[int]] = {}  # client conn -> seqs invoked on it, not yet acked
         attached_to: dict[str, tuple[Any, Any]] = {}  # client conn -> (server, server_conn)
@@ -349,7 +298,7 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
 def check_single_upstream(run: Run) -> CheckResult:
     if not run.journals:
         return finish(NAME, [], checked=False, notes=["no backend journals"])
-    tolerance = expect_number(run, "upstream_overlap_tolerance_s", DEFAULT_OVERLAP_TOLERANCE_S)
+    tolerance = run.run_meta.expect_number("upstream_overlap_tolerance_s", DEFAULT_OVERLAP_TOLERANCE_S)
     violations: list[Violation] = []
     notes: list[str] = []
     judged_conns = _overlaps(run, violations, notes, tolerance)

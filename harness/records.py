@@ -1,0 +1,475 @@
+"""The typed records a run leaves behind, each with one writer and one reader.
+
+- :class:`RunMeta` is ``run.json``: written by the runner, read by :func:`harness.history.load_run`
+  (as ``Run.run_meta``); checkers read it through the run.
+- :class:`Violation` and :class:`CheckResult` are what a checker finds; :class:`Verdict` is
+  ``verdict.json``, the runner's judged result.
+- :class:`Certificate` and :class:`ScenarioEntry` are ``certificate.json``: built by ``certify``,
+  read by the report.
+
+The JSON formats are those of docs/architecture.md. Every reader here is tolerant, because a run
+directory may come from a SIGKILLed process, an older runner or a black-box build: a field that is
+missing or of the wrong type reads as absent, and the checker that needed it answers "not checked".
+
+:func:`render_violations` is the one way a violation is shown to a person, with one limit policy
+(:data:`SHOWN`); what is *recorded* is capped once, by the checkers (:data:`RECORDED`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Record = dict[str, Any]
+
+RUN_META_FILE = "run.json"
+VERDICT_FILE = "verdict.json"
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read at all; the message names the file and the problem."""
+
+
+# -- defensive readers ----------------------------------------------------------------------------
+
+
+def num(value: Any) -> float | None:
+    # bool is an int subclass; `true` where a number belongs is a malformed field, not 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def listing(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def time_of(rec: Mapping[str, Any]) -> float | None:
+    """History and journal records carry `t`; balancer event lines carry `ts`."""
+    t = num(rec.get("t"))
+    return t if t is not None else num(rec.get("ts"))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or :class:`RecordError` saying in one line what is wrong."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RecordError(f"{path}: missing") from exc
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or ["?"])[0]
+        raise RecordError(f"{path}: not a readable JSON file ({why})") from exc
+    if not isinstance(loaded, dict):
+        raise RecordError(f"{path}: expected a JSON object, got {type(loaded).__name__}")
+    return loaded
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    # Written whole then renamed: a reader (a re-judge, CI uploading artifacts) never sees half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, obj: Any, *, sort_keys: bool = False) -> Path:
+    return write_atomic(path, (json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n").encode("utf-8"))
+
+
+# -- run.json -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunMeta:
+    """``run.json``. Sections are plain dicts because their contents come from the build (status,
+    config); their known numeric fields are read through the accessors below."""
+
+    run_id: str | None = None
+    scenario: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    balancer_cmd: str | None = None
+    balancer_config: dict[str, Any] = field(default_factory=dict)
+    failover: dict[str, Any] = field(default_factory=dict)
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, Any] = field(default_factory=dict)
+    expect: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    faults: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RunMeta:
+        m = mapping(raw)
+        return cls(
+            run_id=text(m.get("run_id")),
+            scenario=text(m.get("scenario")),
+            started=num(m.get("started")),
+            ended=num(m.get("ended")),
+            balancer_cmd=text(m.get("balancer_cmd")),
+            balancer_config=mapping(m.get("balancer_config")),
+            failover=mapping(m.get("failover")),
+            capabilities=mapping(m.get("capabilities")),
+            phases=mapping(m.get("phases")),
+            expect=mapping(m.get("expect")),
+            baseline=mapping(m.get("baseline")),
+            final=mapping(m.get("final")),
+            faults=listing(m.get("faults")),
+            notes=[str(n) for n in listing(m.get("notes"))],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, run_dir: Path) -> Path:
+        return write_json(Path(run_dir) / RUN_META_FILE, self.to_json(), sort_keys=True)
+
+    def phase(self, name: str) -> float | None:
+        return num(self.phases.get(name))
+
+    def phase_times(self) -> dict[str, float]:
+        return {k: v for k, v in ((k, num(v)) for k, v in self.phases.items()) if v is not None}
+
+    def expect_number(self, key: str, default: float) -> float:
+        value = num(self.expect.get(key))
+        return value if value is not None and value >= 0 else default
+
+
+# -- what a checker finds -------------------------------------------------------------------------
+
+Status = Literal["pass", "fail", "not_checked"]
+PASS: Status = "pass"
+FAIL: Status = "fail"
+NOT_CHECKED: Status = "not_checked"
+STATUSES: tuple[Status, ...] = (PASS, FAIL, NOT_CHECKED)
+
+
+@dataclass
+class Violation:
+    invariant: str
+    message: str
+    evidence: list[Any] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"invariant": self.invariant, "message": self.message, "evidence": self.evidence}
+
+    @classmethod
+    def from_json(cls, raw: Any, invariant: str = "") -> Violation:
+        m = mapping(raw)
+        return cls(str(m.get("invariant") or invariant), str(m.get("message") or ""), listing(m.get("evidence")))
+
+
+@dataclass
+class CheckResult:
+    invariant: str
+    status: Status
+    violations: list[Violation] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "invariant": self.invariant,
+            "status": self.status,
+            "violations": [v.to_dict() for v in self.violations],
+            "note": self.note,
+        }
+
+    def summary(self) -> str:
+        head = f"{self.invariant}: {self.status}"
+        if self.note:
+            head += f" ({self.note})"
+        return "\n".join([head, *render_violations(self.violations, indent="  ")])
+
+
+@dataclass(frozen=True)
+class Limits:
+    violations: int
+    evidence: int
+    chars: int
+
+
+#: What a checker records (the certificate and verdict.json keep all of it).
+RECORDED = Limits(violations=50, evidence=20, chars=300)
+#: What any person-facing rendering shows: the runner's summary, `judge`, JUnit and report.html.
+SHOWN = Limits(violations=10, evidence=6, chars=600)
+
+
+def compact(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    return json.dumps(item, default=str, ensure_ascii=False, separators=(", ", ": "))
+
+
+def clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ShownViolation:
+    """A violation cut down to :data:`SHOWN`, for any renderer (text, JUnit, HTML)."""
+
+    message: str
+    evidence: list[str]
+    more_evidence: int
+
+
+def shown_violations(violations: Iterable[Violation], limits: Limits = SHOWN) -> tuple[list[ShownViolation], int]:
+    """The violations a person sees and how many more were left out."""
+    items = list(violations)
+    shown = []
+    for v in items[: limits.violations]:
+        ev = v.evidence[: limits.evidence]
+        shown.append(ShownViolation(v.message, [clip(compact(e), limits.chars) for e in ev], len(v.evidence) - len(ev)))
+    return shown, max(0, len(items) - limits.violations)
+
+
+def render_violations(violations: Iterable[Violation], *, indent: str = "", limits: Limits = SHOWN) -> list[str]:
+    """The one text rendering of violations: a line per message, its evidence indented below."""
+    shown, more = shown_violations(violations, limits)
+    lines: list[str] = []
+    for v in shown:
+        lines.append(f"{indent}- {v.message}")
+        lines.extend(f"{indent}    {e}" for e in v.evidence)
+        if v.more_evidence:
+            lines.append(f"{indent}    … {v.more_evidence} more evidence record(s)")
+    if more:
+        lines.append(f"{indent}… {more} more violation(s)")
+    return lines
+
+
+# -- verdict.json ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    scenario: str
+    results: list[CheckResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != FAIL for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "passed": self.passed, "results": [r.to_dict() for r in self.results]}
+
+    def write(self, run_dir: Path) -> Path:
+        return write_json(Path(run_dir) / VERDICT_FILE, self.to_json())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Verdict:
+        raw = read_json_object(Path(run_dir) / VERDICT_FILE)
+        return cls(str(raw.get("scenario") or ""), [_result_from_json(r) for r in listing(raw.get("results"))])
+
+
+def _status(value: Any) -> Status | None:
+    return value if value in STATUSES else None
+
+
+def _result_from_json(raw: Any, invariant: str = "") -> CheckResult:
+    m = mapping(raw)
+    name = str(m.get("invariant") or invariant)
+    return CheckResult(
+        name,
+        _status(m.get("status")) or NOT_CHECKED,
+        [Violation.from_json(v, name) for v in listing(m.get("violations"))],
+        str(m.get("note") or ""),
+    )
+
+
+# -- certificate.json -----------------------------------------------------------------------------
+
+
+@dataclass
+class ResultEntry:
+    """One invariant's result in a certificate. ``status`` is None when the certificate holds none
+    or an unknown one: the report shows that as "no result", never as a pass."""
+
+    status: Status | None
+    note: str = ""
+    violations: list[Violation] = field(default_factory=list)
+    raw_status: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.raw_status,
+            "note": self.note,
+            "violations": [{"message": v.message, "evidence": v.evidence} for v in self.violations],
+        }
+
+    @classmethod
+    def from_check(cls, result: CheckResult) -> ResultEntry:
+        return cls(result.status, result.note, list(result.violations), result.status)
+
+    @classmethod
+    def from_json(cls, raw: Any, invariant: str) -> ResultEntry:
+        m = mapping(raw)
+        return cls(
+            _status(m.get("status")),
+            str(m.get("note") or ""),
+            [Violation.from_json(v, invariant) for v in listing(m.get("violations")) if isinstance(v, dict)],
+            m.get("status"),
+        )
+
+
+@dataclass
+class ScenarioEntry:
+    name: str
+    description: str = ""
+    kind: str = "named"
+    run_dir: str | None = None
+    duration_s: float | None = None
+    passed: bool | None = None
+    results: dict[str, ResultEntry] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    replay: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.passed is False or any(r.status == FAIL for r in self.results.values())
+
+    def status(self, invariant: str) -> Status | None:
+        result = self.results.get(invariant)
+        return result.status if result is not None else None
+
+    def note(self, invariant: str) -> str:
+        result = self.results.get(invariant)
+        return result.note if result is not None else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "kind": self.kind,
+            "run_dir": self.run_dir,
+            "duration_s": self.duration_s,
+            "passed": self.passed,
+            "results": {k: r.to_json() for k, r in self.results.items()},
+            "notes": self.notes,
+            "replay": self.replay,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ScenarioEntry:
+        m = mapping(raw)
+        passed = m.get("passed")
+        return cls(
+            name=str(m.get("name", "?")),
+            description=str(m.get("description") or ""),
+            kind=str(m.get("kind") or ""),
+            run_dir=text(m.get("run_dir")) or None,
+            duration_s=num(m.get("duration_s")),
+            passed=passed if isinstance(passed, bool) else None,
+            results={str(k): ResultEntry.from_json(v, str(k)) for k, v in mapping(m.get("results")).items()},
+            notes=[str(n) for n in listing(m.get("notes"))],
+            replay=text(m.get("replay")) or None,
+        )
+
+
+@dataclass
+class Certificate:
+    """``certificate.json``: the machine-readable record of one certification."""
+
+    verdict: str = "error"
+    error: str | None = None
+    build: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    started: str | None = None
+    duration_s: float | None = None
+    harness: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    invariants: list[str] = field(default_factory=list)
+    scenarios: list[ScenarioEntry] = field(default_factory=list)
+    #: Anything else a certificate carried; written back unchanged.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS = (
+        "verdict",
+        "error",
+        "build",
+        "profile",
+        "started",
+        "duration_s",
+        "harness",
+        "machine",
+        "invariants",
+        "scenarios",
+    )
+
+    @property
+    def command(self) -> str | None:
+        return text(self.build.get("command"))
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return mapping(self.build.get("capabilities"))
+
+    def all_invariants(self) -> list[str]:
+        """The listed invariants, then any a scenario reports that the list lacks: it must still
+        appear in the report, not vanish."""
+        out = list(self.invariants)
+        for s in self.scenarios:
+            out.extend(k for k in s.results if k not in out)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "verdict": self.verdict,
+            "error": self.error,
+            "build": self.build,
+            "profile": self.profile,
+            "started": self.started,
+            "duration_s": self.duration_s,
+            "harness": self.harness,
+            "machine": self.machine,
+            "invariants": self.invariants,
+            "scenarios": [s.to_json() for s in self.scenarios],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Certificate:
+        m = mapping(raw)
+        listed = m.get("invariants")
+        return cls(
+            verdict=str(m.get("verdict") or "error"),
+            error=text(m.get("error")) or None,
+            build=mapping(m.get("build")),
+            profile=text(m.get("profile")),
+            started=text(m.get("started")) or None,
+            duration_s=num(m.get("duration_s")),
+            harness=mapping(m.get("harness")),
+            machine=mapping(m.get("machine")),
+            invariants=[str(i) for i in listed] if isinstance(listed, list) else [],
+            scenarios=[ScenarioEntry.from_json(s) for s in listing(m.get("scenarios")) if isinstance(s, dict)],
+            extra={k: v for k, v in m.items() if k not in cls._FIELDS},
+        )
