@@ -1,15 +1,19 @@
 """Admin HTTP endpoint: /status (the contract's shape), /metrics, /healthz.
 
-A deliberately tiny HTTP/1.1 server on asyncio streams: one request per
-connection, GET only, bounded reads, so a slow or hostile admin client can't
-hold anything for long.
+HTTP/1.1 is parsed by websockets, which the balancer already depends on: its
+server hands every request to ``process_request``, and answering each one
+with a ``Response`` means the admin port never upgrades to WebSocket. One
+request per connection; ``open_timeout`` bounds the whole exchange, so a slow
+or hostile admin client can't hold anything for long. Requests websockets
+can't parse (garbage, a body, a bad protocol) get the connection closed or its
+own 4xx, without a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +21,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from balancer.session import Context
-
-log = logging.getLogger("balancer.admin")
 
 _READ_TIMEOUT_S = 5.0
 
@@ -95,10 +100,18 @@ class AdminServer:
         # Per instance, so tests can run several balancers in one process.
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_LiveCollector(ctx))
-        self._server: asyncio.Server | None = None
+        self._server: Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await serve(
+            _never_upgraded,
+            host,
+            port,
+            process_request=self._respond,
+            open_timeout=_READ_TIMEOUT_S,
+            ping_interval=None,
+            server_header=None,
+        )
 
     @property
     def port(self) -> int:
@@ -127,31 +140,14 @@ class AdminServer:
             return 200, "text/plain; charset=utf-8", b"ok\n"
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-        try:
-            async with asyncio.timeout(_READ_TIMEOUT_S):
-                request_line = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            parts = request_line.decode("latin-1").split()
-            if len(parts) < 2:
-                status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
-                method = "GET"
-            else:
-                method = parts[0]
-                status, ctype, body = self.route(method, parts[1])
-            head = (
-                f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n"
-            ).encode()
-            writer.write(head if method == "HEAD" else head + body)
-            async with asyncio.timeout(_READ_TIMEOUT_S):
-                await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        except Exception:
-            log.exception("admin request failed")
-        finally:
-            writer.close()
+    def _respond(self, _conn: ServerConnection, request: Request) -> Response:
+        status, ctype, body = self.route(request.method, request.path)
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close")])
+        if status == 405:
+            headers["Allow"] = "GET, HEAD"
+        return Response(status, http.HTTPStatus(status).phrase, headers, b"" if request.method == "HEAD" else body)
+
+
+async def _never_upgraded(conn: ServerConnection) -> None:
+    # _respond answers every request, so no admin connection becomes a WebSocket.
+    await conn.close()

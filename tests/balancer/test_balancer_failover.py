@@ -101,7 +101,14 @@ async def test_undelivered_message_is_resent_once_on_the_new_upstream(
     """
     primary = await backend_procs("primary")
     secondary = await backend_procs("secondary")
-    bal = await balancer_factory([("primary", primary.url), ("secondary", secondary.url)], max_size=32 * 2**20)
+    # The balancer's keepalive ping to the secondary is answered only after the
+    # 8 MiB echo has crossed all three processes; under CPU load that outlasted
+    # FAST's 0.3 s ping timeout and failed the secondary over too (1013). A
+    # longer timeout keeps keepalive out of a test about the resend; the stalled
+    # primary is still caught by the send deadline (ping interval + timeout).
+    bal = await balancer_factory(
+        [("primary", primary.url), ("secondary", secondary.url)], max_size=32 * 2**20, ping_timeout_s=2.0
+    )
     payload = os.urandom(8 * 2**20)
     async with client(bal.url, max_size=None, compression=None) as ws:
         await ws.send(b"small")
