@@ -12,9 +12,10 @@ A plan is drawn in three stages, as the VOPR does (swarm testing):
    and then restored in random order;
 3. the heal, which is implicit: the runner heals everything at the heal phase.
 
-Every generated :class:`~harness.scenario.Scenario` carries an ``expect`` derived from its steps by
-:func:`derive_expect` (the rules are documented there), so a correct build passes every generated
-plan and a failure is a finding, not noise.
+Every generated :class:`~harness.scenario.Scenario` carries an ``expect`` derived from its steps
+by :func:`harness.expectations.derive_expect` (the rules are documented there), so a correct build
+passes every generated plan and a failure is a finding, not noise. Each kind draws its own
+parameters (:meth:`harness.faults.FaultKind.params_strategy`).
 
 The vocabulary. Every kind of :data:`harness.faults.KINDS` is enabled by default; the one
 exclusion is *pause on the balancer*: a paused balancer hangs every client past any deadline, which
@@ -205,7 +206,7 @@ def _profiles(
     draw: st.DrawFn, max_steps: int, horizon_s: float, vocabulary: tuple[str, ...], include_balancer: bool
 ) -> FaultProfile:
     # First which family (as VOPR first picks which faults a seed may use at all), then the kinds:
-    # with 11 kinds and a handful of steps, coin flips alone would almost never give a plan of
+    # with a dozen kinds and a handful of steps, coin flips alone would almost never give a plan of
     # process faults only or of link faults only, and those are the easiest to diagnose.
     process = tuple(k for k in vocabulary if k in PROCESS_KINDS)
     link = tuple(k for k in vocabulary if k not in PROCESS_KINDS)
