@@ -1,9 +1,11 @@
-"""What every checker returns, and the defensive readers they share.
+"""What every checker shares: turning findings into a status, making a checker total, evidence.
 
 A run directory may come from a process that was SIGKILLed mid-write, from an older runner, or
-from a build that only supports black-box certification. So nothing here trusts a field's
-presence or type: readers return ``None`` for anything unreadable and the checkers decide whether
-that means "not checked" or a violation.
+from a build that only supports black-box certification. So nothing trusts a field's presence or
+type: the defensive readers (``num``, ``integer``, ``mapping``, ``time_of``; from
+:mod:`harness.records`) return ``None`` for anything unreadable and the checkers decide whether
+that means "not checked" or a violation. Facts about the run (clients, fault windows, the end of
+the run) come from :mod:`harness.analysis`; run.json is read through ``run.run_meta``.
 """
 
 from __future__ import annotations
