@@ -1,12 +1,16 @@
 """Certification: runs the chaos suite against a balancer build and issues a verdict.
 
-Exit codes: 0 certified, 1 rejected (an invariant was violated), 2 the build did not start or
-never became ready (or the command line was wrong).
+Exit codes (docs/verdicts.md): 0 certified; 1 rejected (an invariant was violated, or a generated
+plan failed then passed: flaky); 2 the build did not start, never became ready, or relayed no game
+at all (the smoke gate), or the command line was wrong; 3 inconclusive (a scenario could not be
+judged, twice).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -24,14 +28,49 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import harness
+from harness.analysis import SmokeFacts, smoke_facts
 from harness.catalog import named_scenarios
-from harness.cluster import BuildFailed, Cluster, ClusterSpec
-from harness.procs import ProcessFailed
-from harness.records import NOT_CHECKED, PASS, Certificate, ResultEntry, ScenarioEntry, Status
+from harness.cluster import BACKEND_NAMES, BuildFailed, Cluster, ClusterSpec
+from harness.history import BALANCER_STDERR, BALANCER_STDOUT
+from harness.procs import ProcessFailed, tail
+from harness.records import (
+    CERTIFIED,
+    ERROR,
+    EXIT_CODES,
+    FAILED,
+    FLAKY,
+    INCONCLUSIVE,
+    NOT_CHECKED,
+    PASS,
+    PASSED,
+    REFUSED,
+    REJECTED,
+    Certificate,
+    ResultEntry,
+    ScenarioEntry,
+    Status,
+    certificate_verdict,
+    clip,
+)
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import INVARIANTS, Scenario
+from harness.swarm import swarm_argv
+from harness.waiting import wait_until
 
-EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD = 0, 1, 2
+EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+#: The smoke gate: this many clients must get at least one move acknowledged within this long,
+#: before any fault, or the build is refused (exit 2) without running a scenario.
+SMOKE_CLIENTS = 3
+SMOKE_TIMEOUT_S = 15.0
+
+
+class SmokeFailed(Exception):
+    """The build relayed no game: the message says what the smoke clients saw."""
+
+
+class _FailFast(Exception):
+    """--fail-fast: a scenario failed; stop here."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,8 @@ def harness_facts() -> dict[str, Any]:
 def scenario_entry(judged: JudgedRun, kind: str, duration_s: float) -> ScenarioEntry:
     # Everything the checkers recorded is kept (they cap it once); the report decides what to show.
     return ScenarioEntry(
+        outcome=judged.outcome,
+        reasons=list(judged.reasons),
         name=judged.scenario.name,
         description=judged.scenario.description,
         kind=kind,
@@ -97,7 +138,15 @@ class Certifier:
         hypothesis_examples: int | None = None,
         ready_timeout_s: float = 20.0,
         console: Console | None = None,
+        fail_fast: bool = False,
+        seed: int | None = None,
+        smoke_timeout_s: float = SMOKE_TIMEOUT_S,
     ) -> None:
+        self.fail_fast = fail_fast
+        self.seed = seed
+        self.smoke_timeout_s = smoke_timeout_s
+        self.first_failure_s: float | None = None
+        self._started_mono = time.monotonic()
         self.ready_timeout_s = ready_timeout_s
         self.balancer_cmd = balancer_cmd
         self.profile = profile
@@ -128,6 +177,7 @@ class Certifier:
 
     def certify(self) -> Certificate:
         started = time.time()
+        self._started_mono = time.monotonic()
         cert = Certificate(
             verdict="error",
             error=None,
@@ -153,6 +203,10 @@ class Certifier:
         try:
             cluster.start()
             started_ok = True
+            self.console.print(
+                f"smoke gate: {SMOKE_CLIENTS} clients must play within {self.smoke_timeout_s:g} s", highlight=False
+            )
+            smoke_gate(cluster, self.report_dir / "smoke", self.smoke_timeout_s)
             runner = ScenarioRunner(cluster)
             total = len(scenarios) + self.examples
             with Progress(
@@ -171,6 +225,11 @@ class Certifier:
                     progress.advance(task)
                 if self.examples:
                     self._run_generated(runner, runs_dir, progress.console, lambda: progress.advance(task))
+        except _FailFast:
+            pass
+        except SmokeFailed as exc:
+            cert.verdict = REFUSED
+            cert.error = str(exc)
         except BuildFailed as exc:
             if started_ok:
                 # It started, ran, then died for good: that is the build failing the suite.
@@ -179,84 +238,154 @@ class Certifier:
                 cert.error = f"the balancer build did not start or never became ready:\n{exc}"
         except ProcessFailed as exc:
             cert.error = f"the harness could not start its own processes:\n{exc}"
+            cert.verdict = ERROR
         except Exception as exc:
             cert.error = f"harness error: {type(exc).__name__}: {exc}"
         finally:
             cluster.close()
         cert.build["capabilities"] = self.capabilities
         cert.duration_s = round(time.time() - started, 1)
+        if self.first_failure_s is not None:
+            cert.extra["first_failure_s"] = self.first_failure_s
+        if self.seed is not None:
+            cert.extra["seed"] = self.seed
         if self.build_died:
             cert.build["died"] = self.build_died
-            cert.verdict = "rejected"
+            cert.verdict = REJECTED
         elif cert.error is None:
-            cert.verdict = "certified" if all(e.passed for e in self.entries) else "rejected"
+            cert.verdict = certificate_verdict(self.entries)
         return cert
 
-    def _run_one(self, runner: ScenarioRunner, scenario: Scenario, runs_dir: Path, kind: str, con: Console) -> bool:
+    def _judged_entry(self, runner: ScenarioRunner, scenario: Scenario, run_dir: Path, kind: str) -> ScenarioEntry:
         t0 = time.monotonic()
-        judged = runner.run(scenario, runs_dir / f"{len(self.entries) + 1:02d}-{scenario.name}")
-        entry = scenario_entry(judged, kind, time.monotonic() - t0)
-        self.entries.append(entry)
+        judged = runner.run(scenario, run_dir)
         if judged.results:
             for k, v in judged.meta.capabilities.items():
                 self.capabilities[k] = self.capabilities.get(k, True) and bool(v)
-        self._print_line(entry, con)
-        return judged.passed
+        return scenario_entry(judged, kind, time.monotonic() - t0)
 
-    def _print_line(self, entry: ScenarioEntry, con: Console) -> None:
-        statuses = [r.status for r in entry.results.values()]
-        failed = [name for name, r in entry.results.items() if r.status == "fail"]
-        unchecked = statuses.count("not_checked")
-        mark = "[green]PASS[/]" if entry.passed else "[red]FAIL[/]"
-        extra = f" violated: {', '.join(failed)}" if failed else ""
-        if unchecked:
-            extra += f" ({unchecked} not checked)"
-        con.print(f"{mark} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}", highlight=False)
+    def _run_one(self, runner: ScenarioRunner, scenario: Scenario, runs_dir: Path, kind: str, con: Console) -> bool:
+        run_dir = runs_dir / f"{len(self.entries) + 1:02d}-{scenario.name}"
+        entry = self._judged_entry(runner, scenario, run_dir, kind)
+        if entry.effective_outcome == INCONCLUSIVE:
+            # Once more: a harness hiccup should not decide a certification; a second one does.
+            self._print_line(entry, con, suffix=" (running it again)")
+            first = entry
+            entry = self._judged_entry(runner, scenario, run_dir.with_name(run_dir.name + "-rerun"), kind)
+            entry.earlier_runs = [str(first.run_dir), *first.earlier_runs]
+            entry.duration_s = round((first.duration_s or 0.0) + (entry.duration_s or 0.0), 2)
+            if entry.effective_outcome == INCONCLUSIVE:
+                entry.reasons = [*entry.reasons, *(f"first run: {r}" for r in first.reasons)]
+        self.entries.append(entry)
+        self._print_line(entry, con)
+        self._after(entry)
+        return entry.effective_outcome == PASSED
+
+    def _after(self, entry: ScenarioEntry) -> None:
+        if entry.failing and self.first_failure_s is None:
+            self.first_failure_s = round(time.monotonic() - self._started_mono, 1)
+            if self.fail_fast:
+                self.console.print(
+                    f"--fail-fast: first failure after {self.first_failure_s:.1f} s; stopping", highlight=False
+                )
+                raise _FailFast
+
+    def _print_line(self, entry: ScenarioEntry, con: Console, suffix: str = "") -> None:
+        con.print(console_line(entry) + suffix, highlight=False)
+        for reason in entry.reasons[:3]:
+            con.print(f"    {clip(reason, 300)}", highlight=False)
 
     def _run_generated(self, runner: ScenarioRunner, runs_dir: Path, con: Console, advance: Callable[[], None]) -> None:
-        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis import HealthCheck, Phase, given, reject, seed, settings
         from hypothesis.database import DirectoryBasedExampleDatabase
 
         from harness.strategies import fault_plans, note_plan_events
 
         phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if self.profile.shrink else [])
+        if self.seed is not None:
+            # A seed reproduces the plans only without the example database replaying old ones.
+            phases = [p for p in phases if p != Phase.reuse]
         last_failure: list[ScenarioEntry] = []
+        flaky: list[ScenarioEntry] = []
+        discarded: list[ScenarioEntry] = []
+
+        def run_plan(plan: Scenario, suffix: str = "") -> ScenarioEntry:
+            return self._judged_entry(
+                runner, plan, runs_dir / f"gen-{time.monotonic_ns()}-{plan.name}{suffix}", "generated"
+            )
 
         @settings(
             max_examples=self.examples,
             deadline=None,
             phases=phases,
-            database=DirectoryBasedExampleDatabase(str(Path(".hypothesis") / "certify")),
+            database=None
+            if self.seed is not None
+            else DirectoryBasedExampleDatabase(str(Path(".hypothesis") / "certify")),
             suppress_health_check=list(HealthCheck),
             print_blob=False,
+            report_multiple_bugs=False,
         )
         @given(fault_plans())
         def generated(plan: Scenario) -> None:
             note_plan_events(plan)
-            t0 = time.monotonic()
-            judged = runner.run(plan, runs_dir / f"gen-{time.monotonic_ns()}-{plan.name}")
-            entry = scenario_entry(judged, "generated", time.monotonic() - t0)
-            if not judged.passed:
-                last_failure[:] = [entry]
-                raise AssertionError(judged.summary())
-            if len(self._generated_passes) < self.examples:
-                self._generated_passes.append(entry)
-                advance()
+            entry = run_plan(plan)
+            if entry.effective_outcome == PASSED:
+                # After a failure, Hypothesis only shrinks or replays it: those runs are not
+                # further evidence that plans pass, and must not be shown as passes.
+                if not last_failure and len(self._generated_passes) < self.examples:
+                    self._generated_passes.append(entry)
+                    advance()
+                return
+            # Failed or inconclusive: the same plan once more decides what it was.
+            again = run_plan(plan, "-rerun")
+            again.earlier_runs = [str(entry.run_dir)]
+            first_outcome, second = entry.effective_outcome, again.effective_outcome
+            if first_outcome == FAILED and second == PASSED:
+                entry.outcome = FLAKY
+                entry.reasons = [f"failed, then passed when run again: {again.run_dir}"]
+                entry.earlier_runs = [str(again.run_dir)]
+                flaky.append(entry)
+                return
+            if second == FAILED or (first_outcome == FAILED and second != PASSED):
+                failure = again if second == FAILED else entry
+                if failure is entry:
+                    entry.earlier_runs = [str(again.run_dir)]
+                last_failure[:] = [failure]
+                raise AssertionError(f"generated plan {plan.name} failed")
+            # Inconclusive twice, or inconclusive then passed: a plan that tested nothing
+            # certain; it does not count, and Hypothesis draws another.
+            discarded.append(again if second == INCONCLUSIVE else entry)
+            reject()
 
         self._generated_passes: list[ScenarioEntry] = []
+        if self.seed is not None:
+            generated = seed(self.seed)(generated)
         try:
             generated()
-        except (BuildFailed, ProcessFailed):
+        except (BuildFailed, ProcessFailed, _FailFast):
             raise
         except Exception as exc:
             # A failing plan (AssertionError) or Hypothesis' verdict on one that failed only
             # sometimes (FlakyFailure): either way the build failed a generated plan.
             if not last_failure:
                 raise RuntimeError(f"generated plans stopped: {type(exc).__name__}: {exc}") from exc
-        # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks) is its own.
+        # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks)
+        # and each flaky plan are rows of their own.
         if self._generated_passes:
             self.entries.append(_summarise_generated(self._generated_passes))
             self._print_line(self.entries[-1], con)
+        if discarded:
+            con.print(
+                f"  {len(discarded)} generated plan(s) discarded as inconclusive, e.g. {discarded[0].run_dir}: "
+                f"{clip('; '.join(discarded[0].reasons), 300)}",
+                highlight=False,
+            )
+        for entry in flaky:
+            entry.name = f"generated:{entry.name}"
+            self.entries.append(entry)
+            self._print_line(entry, con)
+            con.print(f"  failing run: {entry.run_dir}; passing run: {entry.earlier_runs[0]}", highlight=False)
+            self._after(entry)
         if last_failure:
             failure = last_failure[0]
             failure.name = f"generated:{failure.name}"
@@ -265,6 +394,7 @@ class Certifier:
             shrunk = "shrunk " if self.profile.shrink else ""
             con.print(f"  failing {shrunk}plan: {failure.run_dir}/scenario.json", highlight=False)
             con.print(f"  replay: {failure.replay}", highlight=False)
+            self._after(failure)
 
 
 def _summarise_generated(entries: list[ScenarioEntry]) -> ScenarioEntry:
@@ -285,7 +415,124 @@ def _summarise_generated(entries: list[ScenarioEntry]) -> ScenarioEntry:
         results=results,
         notes=[],
         replay=entries[-1].replay,
+        outcome=PASSED,
     )
+
+
+_MARKS = {PASSED: "[green]PASS[/]", FAILED: "[red]FAIL[/]", INCONCLUSIVE: "[yellow]INCONCLUSIVE[/]",
+          FLAKY: "[red]FLAKY[/]"}  # fmt: skip
+
+
+def console_line(entry: ScenarioEntry) -> str:
+    """One scenario's console line: its outcome, and for a failure the first violation in words."""
+    outcome = entry.effective_outcome
+    failed = [name for name, r in entry.results.items() if r.status == "fail"]
+    unchecked = [r.status for r in entry.results.values()].count(NOT_CHECKED)
+    extra = f" violated: {', '.join(failed)}" if failed else ""
+    if unchecked:
+        extra += f" ({unchecked} not checked)"
+    first = entry.first_violation
+    if first and outcome in (FAILED, FLAKY):
+        extra += f": {clip(first, 200)}"
+    return f"{_MARKS[outcome]} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}"
+
+
+# -- the smoke gate -------------------------------------------------------------------------------
+
+
+def _read_history(history_dir: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(history_dir.glob("*.jsonl")):
+        with contextlib.suppress(OSError):
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict):
+                        out.append(rec)
+    return out
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _journal_rejections(path: Path, offset: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
+        fh.seek(offset)
+        for line in fh.read().decode("utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and rec.get("event") == "rejected":
+                    out.append(rec)
+    return out
+
+
+def smoke_gate(cluster: Cluster, out_dir: Path, timeout_s: float = SMOKE_TIMEOUT_S) -> SmokeFacts:
+    """A few clients play through the build before any fault. Raises :class:`SmokeFailed`, naming
+    what they saw, if none completes a game exchange within ``timeout_s``."""
+    history_dir = out_dir / "history"
+    journals = {name: cluster.journal_path(name) for name in BACKEND_NAMES}
+    offsets = {name: _file_size(path) for name, path in journals.items()}
+    argv = swarm_argv(
+        f"{cluster.lb_url}/play",
+        SMOKE_CLIENTS,
+        history_dir=history_dir,
+        prefix="smoke",
+        id_offset=cluster.client_id_offset(),
+        ready_timeout_s=timeout_s,
+    )
+    proc = cluster.supervisor.spawn("smoke", argv, wait=False)
+    facts = SmokeFacts()
+
+    def someone_played() -> bool:
+        facts.__dict__.update(smoke_facts(_read_history(history_dir)).__dict__)
+        return facts.passed
+
+    try:
+        with contextlib.suppress(TimeoutError):
+            wait_until(someone_played, timeout=timeout_s, interval=0.2, what="a smoke client to play")
+    finally:
+        # Clients stuck in a handshake with a silent build would only make a polite stop slow.
+        if facts.passed:
+            proc.terminate(timeout=5.0)
+        else:
+            proc.kill()
+    someone_played()
+    if facts.passed:
+        return facts
+    rejections = [r for name, path in journals.items() for r in _journal_rejections(path, offsets[name])]
+    raise SmokeFailed(smoke_message(facts, rejections, cluster, timeout_s))
+
+
+def smoke_message(facts: SmokeFacts, rejections: list[dict[str, Any]], cluster: Cluster, timeout_s: float) -> str:
+    lines = [
+        f"the build relayed no game: none of {SMOKE_CLIENTS} clients completed a game exchange within {timeout_s:g} s "
+        f"({facts.welcomed} got a welcome)"
+    ]
+    for error, n in facts.connect_errors[:3]:
+        lines.append(f"  handshake: {n}x {clip(error, 300)}")
+    for close, n in facts.closes[:3]:
+        lines.append(f"  closed by the build: {n}x {close}")
+    if facts.opened and not facts.welcomed:
+        lines.append(f"  {facts.opened} WebSocket handshake(s) completed, but no game message (welcome) ever came back")
+    elif not facts.connect_errors and not facts.closes and not facts.welcomed:
+        lines.append("  the build accepted the connections and never answered")
+    for rec in rejections[:3]:
+        lines.append(
+            f"  backend {rec.get('server')} rejected the handshake: HTTP {rec.get('status')} "
+            f"{str(rec.get('reason') or '').strip()!r} for path {rec.get('path')!r}"
+        )
+    if not rejections:
+        lines.append("  no backend saw a rejected handshake")
+    for name in (BALANCER_STDOUT, BALANCER_STDERR):
+        last = tail(cluster.logs / name, 8).strip()
+        lines.append(f"  build's last {name.split('.')[-1]} lines:" + ("" if last else " (none)"))
+        lines.extend(f"    {line}" for line in last.splitlines())
+    return "\n".join(lines)
 
 
 def certify_main(args: Any) -> int:
@@ -314,6 +561,9 @@ def certify_main(args: Any) -> int:
         except ScenarioError as exc:
             console.print(f"certify: {exc}", highlight=False)
             return EXIT_BUILD
+    examples = args.generated if args.generated is not None else args.hypothesis_examples
+    if examples is None and args.scenario:
+        examples = 0  # --scenario runs only what it names, unless --generated N asks for plans too
     certifier = Certifier(
         balancer_cmd=cmd,
         profile=profile,
@@ -321,9 +571,11 @@ def certify_main(args: Any) -> int:
         toxiproxy_url=args.toxiproxy_url or os.environ.get("TOXIPROXY_URL") or None,
         only=args.scenario or None,
         extra=extra,
-        hypothesis_examples=args.hypothesis_examples,
+        hypothesis_examples=examples,
         ready_timeout_s=args.ready_timeout,
         console=console,
+        fail_fast=args.fail_fast,
+        seed=args.seed,
     )
     console.print(f"certifying [bold]{cmd}[/] (profile {profile.name}) → {report_dir}", highlight=False)
     try:
@@ -334,19 +586,25 @@ def certify_main(args: Any) -> int:
     cert = certifier.certify()
     paths = write_report(report_dir, cert)
     verdict = cert.verdict
-    if verdict == "error":
+    if verdict == REFUSED:
+        console.print(f"[red bold]REFUSED[/]: {cert.error}", highlight=False)
+    elif verdict == ERROR:
         console.print(f"[red bold]ERROR[/]: {cert.error}", highlight=False)
-        code = EXIT_BUILD
         if (cert.error or "").startswith("harness error"):
             console.print("this is a wschaos problem, not the build's; please report it", highlight=False)
     else:
         blackbox = [k for k, v in cert.capabilities.items() if not v]
         note = f" (black-box: no {', no '.join(blackbox)})" if blackbox else ""
-        color = "green" if verdict == "certified" else "red"
+        color = {CERTIFIED: "green", REJECTED: "red"}.get(verdict, "yellow")
         if cert.build.get("died"):
             console.print(cert.build["died"], highlight=False)
+        if verdict == "inconclusive":
+            undecided = [e.name for e in cert.scenarios if e.effective_outcome == INCONCLUSIVE]
+            note += f" ({', '.join(undecided)} could not be judged twice; never certified)"
         console.print(f"verdict: [{color} bold]{verdict.upper()}[/]{note}", highlight=False)
-        code = EXIT_CERTIFIED if verdict == "certified" else EXIT_REJECTED
+    if certifier.first_failure_s is not None:
+        console.print(f"first failure after {certifier.first_failure_s:.1f} s", highlight=False)
+    code = EXIT_CODES.get(verdict, EXIT_BUILD)
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)
     console.print(f"certificate: {paths['certificate']}", highlight=False, soft_wrap=True)
     console.print(f"junit:       {paths['junit']}", highlight=False, soft_wrap=True)

@@ -25,6 +25,24 @@ class ScenarioError(ValueError):
     """A scenario that is not valid; the message names the field."""
 
 
+def _check_fields(obj: Any, where: str) -> None:
+    """The rules every numeric field follows, however the scenario was built (Python or JSON):
+    the type of its default, finite, and not negative."""
+    for name in obj.__dataclass_fields__:
+        value = getattr(obj, name)
+        default = getattr(type(obj), name, None)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{where}.{name}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ScenarioError(f"{where}.{name}: expected an integer, got {value!r}")
+            if value < 0:
+                raise ScenarioError(f"{where}.{name}: must be >= 0, got {value!r}")
+        elif isinstance(default, float):
+            _number(value, f"{where}.{name}", minimum=0.0)
+
+
 @dataclass(frozen=True)
 class Workload:
     clients: int = 4
@@ -33,6 +51,13 @@ class Workload:
     connect_spread_s: float = 0.0
     #: Fresh clients started after the heal, to show that new sessions work again.
     probe_clients: int = 2
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "workload")
+        if self.clients < 1:
+            raise ScenarioError(f"workload.clients: must be >= 1, got {self.clients!r}")
+        if self.rate_hz <= 0:
+            raise ScenarioError(f"workload.rate_hz: must be > 0, got {self.rate_hz!r}")
 
 
 @dataclass(frozen=True)
@@ -43,11 +68,17 @@ class Limits:
     window_s: float = 6.0
     min_interval_s: float = 0.5
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "limits")
+
 
 @dataclass(frozen=True)
 class Keepalive:
     ping_interval_s: float = 0.5
     ping_timeout_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "keepalive")
 
 
 @dataclass(frozen=True)
@@ -61,6 +92,13 @@ class Step:
     fault: Fault
     duration_s: float | None = None
 
+    def __post_init__(self) -> None:
+        _number(self.at_s, "step.at_s", minimum=0.0)
+        if self.duration_s is not None:
+            _number(self.duration_s, "step.duration_s", minimum=0.0)
+        if not isinstance(self.fault, Fault):
+            raise ScenarioError(f"step.fault: expected a Fault, got {type(self.fault).__name__}")
+
 
 @dataclass(frozen=True)
 class Phases:
@@ -71,6 +109,9 @@ class Phases:
     deadline_s: float = 10.0
     #: How long cleanup may take once clients leave.
     quiesce_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "phases")
 
 
 @dataclass(frozen=True)
@@ -83,6 +124,14 @@ class Expect:
     failover_deadline_s: float = 10.0
     #: After the heal, every client must play again within this.
     recovery_deadline_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        codes = self.close_codes
+        if not isinstance(codes, tuple) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes
+        ):
+            raise ScenarioError(f"expect.close_codes: expected close codes (1000-4999), got {codes!r}")
+        _check_fields(self, "expect")
 
 
 @dataclass(frozen=True)
@@ -99,6 +148,29 @@ class Scenario:
     invariants: tuple[str, ...] = INVARIANTS
     tags: tuple[str, ...] = ()
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # The same rules as a JSON scenario's (from_dict builds through here), so a scenario built
+        # in Python cannot run with what a JSON file would be refused for.
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ScenarioError("name: required, a non-empty string")
+        if not isinstance(self.description, str):
+            raise ScenarioError("description: expected a string")
+        for key, cls in (("workload", Workload), ("limits", Limits), ("keepalive", Keepalive),
+                         ("phases", Phases), ("expect", Expect)):  # fmt: skip
+            if not isinstance(getattr(self, key), cls):
+                raise ScenarioError(f"{key}: expected a {cls.__name__}, got {type(getattr(self, key)).__name__}")
+        if not isinstance(self.steps, tuple) or not all(isinstance(st, Step) for st in self.steps):
+            raise ScenarioError("steps: expected a tuple of Step")
+        if not isinstance(self.invariants, tuple) or not all(isinstance(x, str) for x in self.invariants):
+            raise ScenarioError("invariants: expected a tuple of names")
+        for inv in self.invariants:
+            if inv not in INVARIANTS:
+                raise ScenarioError(f"invariants: unknown invariant {inv!r} (known: {', '.join(INVARIANTS)})")
+        if not isinstance(self.tags, tuple) or not all(isinstance(x, str) for x in self.tags):
+            raise ScenarioError("tags: expected a tuple of strings")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ScenarioError("seed: expected an integer or null")
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -133,6 +205,7 @@ class Scenario:
     def from_dict(cls, data: Any) -> Scenario:
         if not isinstance(data, dict):
             raise ScenarioError(f"scenario: expected a JSON object, got {type(data).__name__}")
+        _no_unknown_keys(data, TOP_LEVEL_KEYS, "scenario")
         schema = data.get("schema", SCHEMA_VERSION)
         if schema != SCHEMA_VERSION:
             raise ScenarioError(f"schema: unsupported version {schema!r} (this harness reads {SCHEMA_VERSION})")
@@ -147,6 +220,7 @@ class Scenario:
             where = f"steps[{i}]"
             if not isinstance(raw, dict):
                 raise ScenarioError(f"{where}: expected an object")
+            _no_unknown_keys(raw, STEP_KEYS, where)
             try:
                 fault = Fault.from_dict(raw.get("fault"), where=f"{where}.fault")
             except FaultError as exc:
@@ -179,13 +253,7 @@ class Scenario:
             raise ScenarioError("expect.close_codes: expected a list of close codes (1000-4999)")
         expect = _build(Expect, expect_raw, "expect", extra={"close_codes": tuple(codes)})
         workload = _build(Workload, _section(data, "workload"), "workload")
-        if workload.clients < 1:
-            raise ScenarioError("workload.clients: must be >= 1")
-        if workload.rate_hz <= 0:
-            raise ScenarioError("workload.rate_hz: must be > 0")
         limits = _build(Limits, _section(data, "limits"), "limits")
-        if limits.max_attempts < 0:
-            raise ScenarioError("limits.max_attempts: must be >= 0")
         return cls(
             name=name,
             description=description,
@@ -229,6 +297,20 @@ class Scenario:
         return p
 
 
+TOP_LEVEL_KEYS = frozenset(
+    {"schema", "name", "description", "workload", "limits", "keepalive", "steps", "phases", "expect",
+     "invariants", "tags", "seed"}
+)  # fmt: skip
+STEP_KEYS = frozenset({"at_s", "fault", "duration_s"})
+
+
+def _no_unknown_keys(data: dict[str, Any], known: frozenset[str], where: str) -> None:
+    # A misspelt key ("stepz") silently dropped would run a different scenario than was written.
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
 def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
     raw = data.get(key, {})
     if raw is None:
@@ -252,17 +334,9 @@ def _build(cls: Any, raw: dict[str, Any], where: str, extra: dict[str, Any] | No
     for key, value in raw.items():
         if key not in known:
             raise ScenarioError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ScenarioError(f"{where}.{key}: expected true or false")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
-            if value < 0:
-                raise ScenarioError(f"{where}.{key}: must be >= 0, got {value!r}")
-        elif isinstance(default, float):
+        default = getattr(cls, key, None)
+        if isinstance(default, float) and not isinstance(default, bool):
             value = _number(value, f"{where}.{key}", minimum=0.0)
-        kwargs[key] = value
+        kwargs[key] = value  # the dataclass checks the rest as it is built
     kwargs.update(extra or {})
     return cls(**kwargs)

@@ -20,6 +20,7 @@ from .base import (
     fmt_t,
     guarded,
     integer,
+    records,
     time_of,
 )
 
@@ -198,7 +199,27 @@ def check_clean_failover(run: Run) -> CheckResult:
         f"deadline {deadline:g} s; expected close codes {sorted(allowed_codes) or 'none'}"
         + ("" if warmup_end is None and deadline_end is None else "; stalls counted within phases")
     )
-    return finish(CLEAN_FAILOVER, violations, checked=True, notes=notes)
+    rejected = rejected_handshakes(run)
+    if rejected and violations:
+        # What the balancer's close code hides: the backend refused the handshake it forwarded.
+        first = rejected[0]
+        notes.append(
+            f"the backends rejected {len(rejected)} handshake(s), first: {first.get('server')} answered "
+            f"HTTP {first.get('status')} {str(first.get('reason') or '').strip()!r} to path {first.get('path')!r}"
+        )
+    # A failover is only judged if some client was attached to a server at all; drops and hangs
+    # seen without one still fail, but nothing attached is nothing checked, never a pass.
+    attached = any(_is(r, "event", "welcome") for recs in clients.values() for r in recs)
+    if not attached:
+        notes.append("no client was ever attached to a server (no welcome), so no failover could be judged")
+    return finish(CLEAN_FAILOVER, violations, checked=attached, notes=notes)
+
+
+def rejected_handshakes(run: Run) -> list[Record]:
+    """Handshakes the backends answered with an HTTP error (their journals' ``rejected`` events)."""
+    journals = run.journals if isinstance(run.journals, dict) else {}
+    out = [r for recs in journals.values() for r in records(recs) if r.get("event") == "rejected"]
+    return sorted(out, key=lambda r: time_of(r) or 0.0)
 
 
 @guarded(RECOVERS)
