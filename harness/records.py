@@ -249,8 +249,22 @@ def shown_violations(violations: Iterable[Violation], limits: Limits = SHOWN) ->
     shown = []
     for v in items[: limits.violations]:
         ev = v.evidence[: limits.evidence]
-        shown.append(ShownViolation(v.message, [clip(compact(e), limits.chars) for e in ev], len(v.evidence) - len(ev)))
+        texts = fold_repeats([clip(compact(e), limits.chars) for e in ev])
+        shown.append(ShownViolation(v.message, texts, len(v.evidence) - len(ev)))
     return shown, max(0, len(items) - limits.violations)
+
+
+def fold_repeats(lines: list[str]) -> list[str]:
+    """Runs of the same line shown once, with how many there were: repeated evidence is noise."""
+    out: list[str] = []
+    counts: list[int] = []
+    for line in lines:
+        if out and out[-1] == line:
+            counts[-1] += 1
+        else:
+            out.append(line)
+            counts.append(1)
+    return [line if n == 1 else f"{line}  ({n} times)" for line, n in zip(out, counts, strict=True)]
 
 
 def render_violations(violations: Iterable[Violation], *, indent: str = "", limits: Limits = SHOWN) -> list[str]:

@@ -200,3 +200,10 @@ def test_every_named_scenario_still_builds_and_round_trips() -> None:
 
     for scenario in named_scenarios().values():
         assert Scenario.from_dict(scenario.to_dict()) == scenario
+
+
+def test_repeated_evidence_is_folded() -> None:
+    from harness.records import Violation, render_violations
+
+    lines = render_violations([Violation("ordered", "m", [{"a": 1}, {"a": 1}, {"a": 1}, {"b": 2}])])
+    assert lines == ["- m", '    {"a": 1}  (3 times)', '    {"b": 2}']
