@@ -298,6 +298,7 @@ class Certifier:
     def _run_generated(self, runner: ScenarioRunner, runs_dir: Path, con: Console, advance: Callable[[], None]) -> None:
         from hypothesis import HealthCheck, Phase, given, reject, seed, settings
         from hypothesis.database import DirectoryBasedExampleDatabase
+        from hypothesis.errors import Unsatisfiable
 
         from harness.strategies import fault_plans, note_plan_events
 
@@ -336,26 +337,27 @@ class Certifier:
                     self._generated_passes.append(entry)
                     advance()
                 return
-            # Failed or inconclusive: the same plan once more decides what it was.
+            if entry.effective_outcome == INCONCLUSIVE:
+                # A plan that could not judge the build (its fault on an idle link, say) tests
+                # nothing; running it again would not change that. It does not count, and
+                # Hypothesis draws another.
+                discarded.append(entry)
+                reject()
+            # Failed: the same plan once more decides whether it is a failure or flaky.
             again = run_plan(plan, "-rerun")
-            again.earlier_runs = [str(entry.run_dir)]
-            first_outcome, second = entry.effective_outcome, again.effective_outcome
-            if first_outcome == FAILED and second == PASSED:
+            entry.earlier_runs = [str(again.run_dir)]
+            if again.effective_outcome == PASSED:
                 entry.outcome = FLAKY
                 entry.reasons = [f"failed, then passed when run again: {again.run_dir}"]
-                entry.earlier_runs = [str(again.run_dir)]
                 flaky.append(entry)
                 return
-            if second == FAILED or (first_outcome == FAILED and second != PASSED):
-                failure = again if second == FAILED else entry
-                if failure is entry:
-                    entry.earlier_runs = [str(again.run_dir)]
-                last_failure[:] = [failure]
-                raise AssertionError(f"generated plan {plan.name} failed")
-            # Inconclusive twice, or inconclusive then passed: a plan that tested nothing
-            # certain; it does not count, and Hypothesis draws another.
-            discarded.append(again if second == INCONCLUSIVE else entry)
-            reject()
+            # Failed again (that run is shown), or inconclusive the second time (the failure
+            # seen stands: it is proof).
+            if again.effective_outcome == FAILED:
+                again.earlier_runs = [str(entry.run_dir)]
+                entry = again
+            last_failure[:] = [entry]
+            raise AssertionError(f"generated plan {plan.name} failed")
 
         self._generated_passes: list[ScenarioEntry] = []
         if self.seed is not None:
@@ -364,6 +366,8 @@ class Certifier:
             generated()
         except (BuildFailed, ProcessFailed, _FailFast):
             raise
+        except Unsatisfiable:
+            pass  # every plan was discarded as inconclusive: reported below, not a harness error
         except Exception as exc:
             # A failing plan (AssertionError) or Hypothesis' verdict on one that failed only
             # sometimes (FlakyFailure): either way the build failed a generated plan.

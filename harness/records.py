@@ -426,8 +426,8 @@ class ScenarioEntry:
     outcome: Outcome | None = None
     #: Why the outcome is what it is, when it is not a plain pass (inconclusive, flaky).
     reasons: list[str] = field(default_factory=list)
-    #: Earlier runs of this scenario in the same certification (an inconclusive one re-run, a
-    #: flaky plan's failing run), oldest first; ``run_dir`` is the last.
+    #: The other runs of this scenario in the same certification: an inconclusive scenario's
+    #: first run (``run_dir`` is its rerun), a flaky plan's passing rerun (``run_dir`` failed).
     earlier_runs: list[str] = field(default_factory=list)
 
     @property

@@ -207,3 +207,22 @@ def test_repeated_evidence_is_folded() -> None:
 
     lines = render_violations([Violation("ordered", "m", [{"a": 1}, {"a": 1}, {"a": 1}, {"b": 2}])])
     assert lines == ["- m", '    {"a": 1}  (3 times)', '    {"b": 2}']
+
+
+def test_a_failing_console_line_names_the_first_violation_in_words() -> None:
+    from harness.certify import console_line
+    from harness.records import ResultEntry, Violation
+
+    failing = ScenarioEntry(
+        "kill_primary",
+        duration_s=9.5,
+        outcome=FAILED,
+        results={
+            "ordered": ResultEntry("pass"),
+            "clean_failover": ResultEntry("fail", "", [Violation("clean_failover", "connection dropped: client c1")]),
+        },
+    )
+    line = console_line(failing)
+    assert "FAIL" in line and "violated: clean_failover: connection dropped: client c1" in line
+    assert "INCONCLUSIVE" in console_line(ScenarioEntry("s", outcome=INCONCLUSIVE))
+    assert "FLAKY" in console_line(ScenarioEntry("generated:p", outcome=FLAKY))
