@@ -32,6 +32,8 @@ DEFAULT_RECOVERY_DEADLINE_S = 10.0
 # can be expected to fail over and answer in less, and blaming it would blame the scenario.
 MIN_RECOVERY_WINDOW_S = 1.0
 TRY_AGAIN_LATER = 1013
+#: A backend's rejected handshake within this long of a client's drop is named as its likely cause.
+REJECTION_EXPLAINS_S = 2.0
 
 
 def _is(rec: Record, type_: str, f: str) -> bool:
@@ -199,8 +201,15 @@ def check_clean_failover(run: Run) -> CheckResult:
         f"deadline {deadline:g} s; expected close codes {sorted(allowed_codes) or 'none'}"
         + ("" if warmup_end is None and deadline_end is None else "; stalls counted within phases")
     )
-    rejected = rejected_handshakes(run)
-    if rejected and violations:
+    # Only rejections just before a drop explain it; others are health probes and the like.
+    drops = [t for v in violations for r in records(v.evidence) if (t := time_of(r)) is not None]
+    rejected = [
+        r
+        for r in rejected_handshakes(run)
+        if (t := time_of(r)) is not None
+        and any(t - REJECTION_EXPLAINS_S <= d <= t + REJECTION_EXPLAINS_S for d in drops)
+    ]
+    if rejected:
         # What the balancer's close code hides: the backend refused the handshake it forwarded.
         first = rejected[0]
         notes.append(

@@ -226,3 +226,11 @@ def test_a_failing_console_line_names_the_first_violation_in_words() -> None:
     assert "FAIL" in line and "violated: clean_failover: connection dropped: client c1" in line
     assert "INCONCLUSIVE" in console_line(ScenarioEntry("s", outcome=INCONCLUSIVE))
     assert "FLAKY" in console_line(ScenarioEntry("generated:p", outcome=FLAKY))
+
+
+def test_a_rejection_far_from_any_drop_is_not_named(rb: RunBuilder) -> None:
+    rb.healthy()
+    rb.conn_close("c2", T0 + 4.6, code=1013, initiator="remote")
+    rb.journal("secondary", T0 + 0.2, "rejected", path="/", status=400, reason="missing client id")  # a health probe
+    result = check_clean_failover(rb.build())
+    assert result.status == FAIL and "rejected" not in result.note
