@@ -8,9 +8,7 @@ judged, twice).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
 import platform
 import shlex
@@ -28,11 +26,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import harness
-from harness.analysis import SmokeFacts, smoke_facts
 from harness.catalog import named_scenarios
-from harness.cluster import BACKEND_NAMES, BuildFailed, Cluster, ClusterSpec
-from harness.history import BALANCER_STDERR, BALANCER_STDOUT
-from harness.procs import ProcessFailed, tail
+from harness.cluster import BuildFailed, Cluster, ClusterSpec
+from harness.procs import ProcessFailed
 from harness.records import (
     CERTIFIED,
     ERROR,
@@ -54,19 +50,9 @@ from harness.records import (
 )
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import INVARIANTS, Scenario
-from harness.swarm import swarm_argv
-from harness.waiting import wait_until
+from harness.smoke import SMOKE_CLIENTS, SMOKE_TIMEOUT_S, SmokeFailed, smoke_gate
 
 EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD, EXIT_INCONCLUSIVE = 0, 1, 2, 3
-
-#: The smoke gate: this many clients must get at least one move acknowledged within this long,
-#: before any fault, or the build is refused (exit 2) without running a scenario.
-SMOKE_CLIENTS = 3
-SMOKE_TIMEOUT_S = 15.0
-
-
-class SmokeFailed(Exception):
-    """The build relayed no game: the message says what the smoke clients saw."""
 
 
 class _FailFast(Exception):
@@ -439,104 +425,6 @@ def console_line(entry: ScenarioEntry) -> str:
     if first and outcome in (FAILED, FLAKY):
         extra += f": {clip(first, 200)}"
     return f"{_MARKS[outcome]} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}"
-
-
-# -- the smoke gate -------------------------------------------------------------------------------
-
-
-def _read_history(history_dir: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted(history_dir.glob("*.jsonl")):
-        with contextlib.suppress(OSError):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(line)
-                    if isinstance(rec, dict):
-                        out.append(rec)
-    return out
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _journal_rejections(path: Path, offset: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError), open(path, "rb") as fh:
-        fh.seek(offset)
-        for line in fh.read().decode("utf-8", errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if isinstance(rec, dict) and rec.get("event") == "rejected":
-                    out.append(rec)
-    return out
-
-
-def smoke_gate(cluster: Cluster, out_dir: Path, timeout_s: float = SMOKE_TIMEOUT_S) -> SmokeFacts:
-    """A few clients play through the build before any fault. Raises :class:`SmokeFailed`, naming
-    what they saw, if none completes a game exchange within ``timeout_s``."""
-    history_dir = out_dir / "history"
-    journals = {name: cluster.journal_path(name) for name in BACKEND_NAMES}
-    offsets = {name: _file_size(path) for name, path in journals.items()}
-    argv = swarm_argv(
-        f"{cluster.lb_url}/play",
-        SMOKE_CLIENTS,
-        history_dir=history_dir,
-        prefix="smoke",
-        id_offset=cluster.client_id_offset(),
-        ready_timeout_s=timeout_s,
-    )
-    proc = cluster.supervisor.spawn("smoke", argv, wait=False)
-    facts = SmokeFacts()
-
-    def someone_played() -> bool:
-        facts.__dict__.update(smoke_facts(_read_history(history_dir)).__dict__)
-        return facts.passed
-
-    try:
-        with contextlib.suppress(TimeoutError):
-            wait_until(someone_played, timeout=timeout_s, interval=0.2, what="a smoke client to play")
-    finally:
-        # Clients stuck in a handshake with a silent build would only make a polite stop slow.
-        if facts.passed:
-            proc.terminate(timeout=5.0)
-        else:
-            proc.kill()
-    someone_played()
-    if facts.passed:
-        return facts
-    rejections = [r for name, path in journals.items() for r in _journal_rejections(path, offsets[name])]
-    raise SmokeFailed(smoke_message(facts, rejections, cluster, timeout_s))
-
-
-def smoke_message(facts: SmokeFacts, rejections: list[dict[str, Any]], cluster: Cluster, timeout_s: float) -> str:
-    lines = [
-        f"the build relayed no game: none of {SMOKE_CLIENTS} clients completed a game exchange within {timeout_s:g} s "
-        f"({facts.welcomed} got a welcome)"
-    ]
-    for error, n in facts.connect_errors[:3]:
-        lines.append(f"  handshake: {n}x {clip(error, 300)}")
-    for close, n in facts.closes[:3]:
-        lines.append(f"  closed by the build: {n}x {close}")
-    if facts.opened and not facts.welcomed:
-        lines.append(f"  {facts.opened} WebSocket handshake(s) completed, but no game message (welcome) ever came back")
-    elif not facts.connect_errors and not facts.closes and not facts.welcomed:
-        lines.append("  the build accepted the connections and never answered")
-    for rec in rejections[:3]:
-        lines.append(
-            f"  backend {rec.get('server')} rejected the handshake: HTTP {rec.get('status')} "
-            f"{str(rec.get('reason') or '').strip()!r} for path {rec.get('path')!r}"
-        )
-    if not rejections:
-        lines.append("  no backend saw a rejected handshake")
-    for name in (BALANCER_STDOUT, BALANCER_STDERR):
-        last = tail(cluster.logs / name, 8).strip()
-        lines.append(f"  build's last {name.split('.')[-1]} lines:" + ("" if last else " (none)"))
-        lines.extend(f"    {line}" for line in last.splitlines())
-    return "\n".join(lines)
 
 
 def certify_main(args: Any) -> int:
