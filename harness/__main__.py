@@ -40,12 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cert)
     cert.add_argument("--profile", choices=("quick", "ci", "nightly"), default="quick")
     cert.add_argument("--report", default=None, metavar="DIR", help="report directory")
-    cert.add_argument("--scenario", action="append", metavar="NAME", help="run only this named scenario (repeatable)")
+    cert.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="run only this named scenario (repeatable; no generated plans)",
+    )
     cert.add_argument(
         "--scenario-file", action="append", metavar="FILE", help="also run a scenario from a .json or .py file"
     )
     cert.add_argument(
         "--hypothesis-examples", type=_non_negative_int, default=None, metavar="N", help="override the profile"
+    )
+    cert.add_argument(
+        "--generated",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="run N generated fault plans (with --scenario, none are run unless this asks)",
+    )
+    cert.add_argument("--seed", type=int, default=None, metavar="N", help="make the generated plans reproducible")
+    cert.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first failing scenario; print the time to it"
     )
     cert.add_argument(
         "--ready-timeout",
@@ -99,7 +115,7 @@ def _run_scenario_cli(scenario_path: str | None, args: argparse.Namespace, demo:
         print(text)
         return 0 if ok else 1
     print(judged.summary())
-    return 0 if judged.passed else 1
+    return {"pass": 0, "fail": 1}.get(judged.outcome, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r.status:<11} {r.invariant}  {r.note}")
                 for line in render_violations(r.violations, indent="    "):
                     print(line)
-            return 1 if any(r.status == "fail" for r in results) else 0
+            from harness.outcome import decide
+
+            outcome, reasons = decide(load_run(path), results)
+            print(f"outcome: {outcome}")
+            for reason in reasons:
+                print(f"  inconclusive: {reason}")
+            return {"pass": 0, "fail": 1}.get(outcome, 3)
     except KeyboardInterrupt:
         print("interrupted; every process was stopped", file=sys.stderr)
         return 130

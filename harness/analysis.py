@@ -252,3 +252,200 @@ class Progress:
         """Every client still playing has had a move acknowledged after ``t`` (and there is one)."""
         live = self.clients - self.stopped
         return bool(live) and all(self.last_ok.get(c, -math.inf) > t for c in live)
+
+
+# -- evidence that the run could judge anything ----------------------------------------------------
+
+#: The harness' own processes; one of them exiting when no fault stopped it leaves the run unable
+#: to say anything about the build (a swarm is named ``swarm-<prefix>-…``).
+HARNESS_PROCESSES = ("primary", "secondary", "toxiproxy")
+#: Fault kinds that stop a process on purpose: its exit inside their window is the nemesis' doing.
+STOPPING_KINDS = frozenset({"kill", "terminate", "restart"})
+#: How long after a stopping fault's window the monitor may still be reporting its exit.
+EXIT_REPORT_SLACK_S = 2.0
+
+
+@dataclass(frozen=True)
+class ProcessExit:
+    """A harness process that ended while a run was under way, as the runner's monitor saw it."""
+
+    name: str
+    pid: int | None
+    exit_code: int | None
+    t: float
+
+    def describe(self) -> str:
+        code = "?" if self.exit_code is None else str(self.exit_code)
+        signalled = self.exit_code is not None and self.exit_code < 0
+        how = f"killed by signal {-(self.exit_code or 0)}" if signalled else f"exit {code}"
+        return f"harness process {self.name} (pid {self.pid}) ended ({how}) and no fault stopped it"
+
+
+def process_exits(history: Iterable[Any]) -> list[ProcessExit]:
+    out = []
+    for rec in _records(history):
+        t = time_of(rec)
+        if rec.get("f") != "process_exit" or t is None:
+            continue
+        pid, code = rec.get("pid"), rec.get("exit_code")
+        out.append(
+            ProcessExit(
+                str(rec.get("name") or "?"),
+                pid if isinstance(pid, int) else None,
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+                t,
+            )
+        )
+    return sorted(out, key=lambda e: e.t)
+
+
+def unexpected_exits(run: Run) -> list[ProcessExit]:
+    """Harness processes that ended with no stopping fault (kill, terminate, restart) on them."""
+    windows = [w for w in fault_windows(run.history, run_end_time(run)) if w.kind in STOPPING_KINDS]
+
+    def stopped_by_nemesis(e: ProcessExit) -> bool:
+        return any(e.name in w.targets and w.start <= e.t <= w.end + EXIT_REPORT_SLACK_S for w in windows)
+
+    return [e for e in process_exits(run.history) if not stopped_by_nemesis(e)]
+
+
+def clients_played_by(history: Iterable[Any], t: float) -> list[str]:
+    """The clients that completed a game exchange (a move acknowledged) at or before ``t``."""
+    played = set()
+    for rec in _records(history):
+        client = client_process(rec)
+        when = time_of(rec)
+        if client and rec.get("type") == "ok" and rec.get("f") == "move" and when is not None and when <= t:
+            played.add(client)
+    return sorted(played)
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    """Whether one applied fault touched anything. ``touched`` is None when the run holds no
+    evidence either way (a process fault: the signal itself is the effect)."""
+
+    fault_id: str
+    kind: str
+    targets: tuple[str, ...]
+    fault: dict[str, Any]
+    touched: bool | None
+    why: str
+
+
+def _journal_busy(journal: Iterable[Any], start: float, end: float) -> bool:
+    """A game connection to this backend was open at some moment in [start, end]."""
+    opened: dict[Any, float] = {}
+    closed: dict[Any, float] = {}
+    for rec in _records(journal):
+        t = time_of(rec)
+        if t is None:
+            continue
+        if rec.get("event") == "open":
+            opened[rec.get("conn")] = t
+        elif rec.get("event") == "close":
+            closed[rec.get("conn")] = t
+        elif rec.get("event") in ("recv", "send") and start <= t <= end:
+            return True
+    return any(t_open <= end and closed.get(conn, math.inf) >= start for conn, t_open in opened.items())
+
+
+def fault_evidence(run: Run) -> list[StepEvidence]:
+    """Per applied fault, whether it touched any game traffic: a link fault on a backend's link
+    touched something if a game connection to that backend was open during its window; on the
+    clients' link (``lb``), if a client was attached. Process faults are not judged here (None).
+
+    This is the hook the nemesis' own evidence (toxic counters, signal results) plugs into; until
+    then the journals and the client histories are the evidence.
+    """
+    run_end = run_end_time(run)
+    end_default = run_end if run_end is not None else math.inf
+    journals = run.journals if isinstance(run.journals, Mapping) else {}
+    clients = client_histories(run.history)
+    applied: dict[str, dict[str, Any]] = {}
+    for rec in _records(run.history):
+        if rec.get("process") == "nemesis" and rec.get("f") == "apply" and rec.get("type") == "ok":
+            applied[str(rec.get("fault_id"))] = mapping(rec.get("fault"))
+    out: list[StepEvidence] = []
+    for w in fault_windows(run.history, run_end):
+        if w.fault_id not in applied:
+            continue  # never applied: nothing to judge
+        fault = applied[w.fault_id]
+        end = w.end if math.isfinite(w.end) else end_default
+        targets = tuple(sorted(w.targets))
+        touched: bool | None = None
+        why = "a process fault acts on its process; no traffic evidence is needed"
+        if w.kind not in ("kill", "terminate", "pause", "restart"):
+            busy = []
+            for target in targets:
+                if target == "lb":
+                    busy.append(any(a.start <= end and a.end >= w.start for recs in clients.values()
+                                    for a in attachments(recs, end_default)))  # fmt: skip
+                else:
+                    busy.append(_journal_busy(journals.get(target, []), w.start, end))
+            touched = any(busy)
+            span = f"{w.start:.3f} to {end:.3f}"
+            why = (
+                f"game traffic crossed {','.join(targets)} during {span}"
+                if touched
+                else f"no game connection crossed {','.join(targets)} during its window {span}"
+            )
+        out.append(StepEvidence(w.fault_id, w.kind, targets, fault, touched, why))
+    return out
+
+
+# -- the smoke gate -------------------------------------------------------------------------------
+
+
+@dataclass
+class SmokeFacts:
+    """What a few clients saw when they tried to play through a build: the smoke gate's evidence."""
+
+    clients: int = 0
+    played: list[str] = field(default_factory=list)
+    #: Connections whose WebSocket handshake completed.
+    opened: int = 0
+    welcomed: int = 0
+    #: Why connecting failed, most frequent first, with counts ("InvalidStatus: … HTTP 503").
+    connect_errors: list[tuple[str, int]] = field(default_factory=list)
+    #: Remote close codes and reasons, most frequent first, with counts.
+    closes: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.played)
+
+
+def _most_frequent(items: Iterable[str]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def smoke_facts(history: Iterable[Any]) -> SmokeFacts:
+    recs = _records(history)
+    errors, closes = [], []
+    welcomed = set()
+    opened = 0
+    for rec in recs:
+        client = client_process(rec)
+        if client is None:
+            continue
+        if rec.get("f") == "conn_fail":
+            errors.append(str(rec.get("error") or "?"))
+        elif rec.get("f") == "conn_close" and rec.get("initiator") == "remote":
+            reason = str(rec.get("reason") or "").strip()
+            closes.append(f"code {rec.get('code')}" + (f" {reason!r}" if reason else ""))
+        elif rec.get("f") == "welcome":
+            welcomed.add(client)
+        elif rec.get("f") == "conn_open":
+            opened += 1
+    return SmokeFacts(
+        opened=opened,
+        clients=len(client_ids(recs)),
+        played=clients_played_by(recs, math.inf),
+        welcomed=len(welcomed),
+        connect_errors=_most_frequent(errors),
+        closes=_most_frequent(closes),
+    )

@@ -102,12 +102,21 @@ class GameServer:
             # Lets an HTTP health probe check the backend without joining the game.
             return connection.respond(HTTPStatus.OK, "ok\n")
         if client_id_of(request.path) is None:
-            return connection.respond(HTTPStatus.BAD_REQUEST, "missing client id: connect to /play?client=ID\n")
+            return self._reject(
+                connection, request, HTTPStatus.BAD_REQUEST, "missing client id: connect to /play?client=ID"
+            )
         try:
             end_code_of(request.path)
         except ValueError as exc:
-            return connection.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
+            return self._reject(connection, request, HTTPStatus.BAD_REQUEST, str(exc))
         return None
+
+    def _reject(self, connection: ServerConnection, request: Request, status: HTTPStatus, reason: str) -> Response:
+        # Journaled because nothing else records it: the balancer in front may turn it into a close
+        # code (1013, 1011) that hides why the backend said no.
+        self.journal.write("rejected", path=request.path, status=int(status), reason=reason)
+        self._log(f"rejected {request.path} with HTTP {int(status)}: {reason}")
+        return connection.respond(status, reason + "\n")
 
     async def handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # the handshake has completed

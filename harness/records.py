@@ -249,8 +249,22 @@ def shown_violations(violations: Iterable[Violation], limits: Limits = SHOWN) ->
     shown = []
     for v in items[: limits.violations]:
         ev = v.evidence[: limits.evidence]
-        shown.append(ShownViolation(v.message, [clip(compact(e), limits.chars) for e in ev], len(v.evidence) - len(ev)))
+        texts = fold_repeats([clip(compact(e), limits.chars) for e in ev])
+        shown.append(ShownViolation(v.message, texts, len(v.evidence) - len(ev)))
     return shown, max(0, len(items) - limits.violations)
+
+
+def fold_repeats(lines: list[str]) -> list[str]:
+    """Runs of the same line shown once, with how many there were: repeated evidence is noise."""
+    out: list[str] = []
+    counts: list[int] = []
+    for line in lines:
+        if out and out[-1] == line:
+            counts[-1] += 1
+        else:
+            out.append(line)
+            counts.append(1)
+    return [line if n == 1 else f"{line}  ({n} times)" for line, n in zip(out, counts, strict=True)]
 
 
 def render_violations(violations: Iterable[Violation], *, indent: str = "", limits: Limits = SHOWN) -> list[str]:
@@ -267,20 +281,74 @@ def render_violations(violations: Iterable[Violation], *, indent: str = "", limi
     return lines
 
 
+# -- outcomes -------------------------------------------------------------------------------------
+
+#: How a scenario ended (docs/verdicts.md). "inconclusive": the run could not say (a harness
+#: process died on its own, nobody played during warm-up, a disruptive fault touched nothing, a
+#: required check could not run). "flaky": it failed, then passed when run again; a failure seen
+#: once is still a failure, so it is never shown or counted as a pass.
+Outcome = Literal["pass", "fail", "inconclusive", "flaky"]
+PASSED: Outcome = "pass"
+FAILED: Outcome = "fail"
+INCONCLUSIVE: Outcome = "inconclusive"
+FLAKY: Outcome = "flaky"
+OUTCOMES: tuple[Outcome, ...] = (PASSED, FAILED, INCONCLUSIVE, FLAKY)
+#: When outcomes are merged the higher rank wins: as in Jepsen, unknown outranks valid, and a
+#: violation outranks unknown (a failure seen is proof; an unknown is only the lack of one).
+_RANK: dict[Outcome, int] = {PASSED: 0, INCONCLUSIVE: 1, FLAKY: 2, FAILED: 3}
+
+
+def merge_outcomes(outcomes: Iterable[Outcome]) -> Outcome:
+    """The outcome of several: fail > flaky > inconclusive > pass. Nothing merged is inconclusive:
+    no run is not a pass."""
+    items = list(outcomes)
+    return max(items, key=lambda o: _RANK[o]) if items else INCONCLUSIVE
+
+
+def outcome_of(value: Any) -> Outcome | None:
+    return value if value in OUTCOMES else None
+
+
+#: A result whose checker raised (``checkers.base.guarded``) could not run; its note starts so.
+CHECK_ERROR_PREFIX = "checker error:"
+
+
+def could_not_run(result: CheckResult) -> bool:
+    return result.status == NOT_CHECKED and result.note.startswith(CHECK_ERROR_PREFIX)
+
+
 # -- verdict.json ---------------------------------------------------------------------------------
 
 
 @dataclass
 class Verdict:
+    """``verdict.json``: the invariants' results, and the scenario's outcome with the reasons it is
+    not a plain pass or fail (why it is inconclusive)."""
+
     scenario: str
     results: list[CheckResult]
+    #: None: decided from the results alone (a failure fails, otherwise a pass), as before outcomes.
+    decided: Outcome | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.decided is not None:
+            return self.decided
+        return FAILED if any(r.status == FAIL for r in self.results) else PASSED
 
     @property
     def passed(self) -> bool:
-        return all(r.status != FAIL for r in self.results)
+        return self.outcome == PASSED
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "passed": self.passed, "results": [r.to_dict() for r in self.results]}
+        return {
+            "scenario": self.scenario,
+            "outcome": self.outcome,
+            "reasons": self.reasons,
+            "passed": self.passed,
+            "results": [r.to_dict() for r in self.results],
+        }
 
     def write(self, run_dir: Path) -> Path:
         return write_json(Path(run_dir) / VERDICT_FILE, self.to_json())
@@ -288,7 +356,9 @@ class Verdict:
     @classmethod
     def load(cls, run_dir: Path) -> Verdict:
         raw = read_json_object(Path(run_dir) / VERDICT_FILE)
-        return cls(str(raw.get("scenario") or ""), [_result_from_json(r) for r in listing(raw.get("results"))])
+        results = [_result_from_json(r) for r in listing(raw.get("results"))]
+        outcome = outcome_of(raw.get("outcome"))  # None in an older verdict.json: from the results
+        return cls(str(raw.get("scenario") or ""), results, outcome, [str(x) for x in listing(raw.get("reasons"))])
 
 
 def _status(value: Any) -> Status | None:
@@ -352,10 +422,34 @@ class ScenarioEntry:
     results: dict[str, ResultEntry] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     replay: str | None = None
+    #: None only in a certificate written before outcomes existed; see :attr:`effective_outcome`.
+    outcome: Outcome | None = None
+    #: Why the outcome is what it is, when it is not a plain pass (inconclusive, flaky).
+    reasons: list[str] = field(default_factory=list)
+    #: The other runs of this scenario in the same certification: an inconclusive scenario's
+    #: first run (``run_dir`` is its rerun), a flaky plan's passing rerun (``run_dir`` failed).
+    earlier_runs: list[str] = field(default_factory=list)
+
+    @property
+    def effective_outcome(self) -> Outcome:
+        if self.outcome is not None:
+            return self.outcome
+        if self.passed is False or any(r.status == FAIL for r in self.results.values()):
+            return FAILED
+        return PASSED if self.passed else INCONCLUSIVE
 
     @property
     def failing(self) -> bool:
-        return self.passed is False or any(r.status == FAIL for r in self.results.values())
+        """Failed, or flaky (it failed once): either rejects the build."""
+        return self.effective_outcome in (FAILED, FLAKY) or any(r.status == FAIL for r in self.results.values())
+
+    @property
+    def first_violation(self) -> str | None:
+        """The first violation's message, in words: what a console line names."""
+        for result in self.results.values():
+            if result.status == FAIL and result.violations:
+                return result.violations[0].message
+        return None
 
     def status(self, invariant: str) -> Status | None:
         result = self.results.get(invariant)
@@ -376,6 +470,10 @@ class ScenarioEntry:
             "results": {k: r.to_json() for k, r in self.results.items()},
             "notes": self.notes,
             "replay": self.replay,
+            # Only what is known: an older certificate read and written back stays as it was.
+            **({"outcome": self.outcome} if self.outcome is not None else {}),
+            **({"reasons": self.reasons} if self.reasons else {}),
+            **({"earlier_runs": self.earlier_runs} if self.earlier_runs else {}),
         }
 
     @classmethod
@@ -392,7 +490,22 @@ class ScenarioEntry:
             results={str(k): ResultEntry.from_json(v, str(k)) for k, v in mapping(m.get("results")).items()},
             notes=[str(n) for n in listing(m.get("notes"))],
             replay=text(m.get("replay")) or None,
+            outcome=outcome_of(m.get("outcome")),
+            reasons=[str(r) for r in listing(m.get("reasons"))],
+            earlier_runs=[str(r) for r in listing(m.get("earlier_runs"))],
         )
+
+
+#: certificate.json's verdicts and the exit code each gives (docs/verdicts.md).
+CERTIFIED, REJECTED, ERROR, REFUSED, UNDECIDED = "certified", "rejected", "error", "refused", "inconclusive"
+EXIT_CODES = {CERTIFIED: 0, REJECTED: 1, ERROR: 2, REFUSED: 2, UNDECIDED: 3}
+
+
+def certificate_verdict(entries: Iterable[ScenarioEntry]) -> str:
+    """certified only if every scenario passed; any failure (or flaky plan) rejects; otherwise an
+    inconclusive scenario leaves the build undecided. No scenario at all certifies nothing."""
+    outcome = merge_outcomes(e.effective_outcome for e in entries)
+    return {PASSED: CERTIFIED, FAILED: REJECTED, FLAKY: REJECTED, INCONCLUSIVE: UNDECIDED}[outcome]
 
 
 @dataclass

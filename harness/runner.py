@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import analysis
 from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
 from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
@@ -29,12 +31,13 @@ from harness.history import (
     parse_event_lines,
 )
 from harness.nemesis import Nemesis
+from harness.outcome import decide
 from harness.probes import run_probes
 from harness.procs import ManagedProcess
-from harness.records import RUN_META_FILE, RunMeta, Verdict, render_violations
+from harness.records import FAILED, PASSED, RUN_META_FILE, Outcome, RunMeta, Verdict, render_violations
 from harness.scenario import Scenario
 from harness.schedule import agenda
-from harness.swarm import swarm_argv
+from harness.swarm import EXIT_NOT_READY, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
@@ -51,6 +54,9 @@ class JudgedRun:
     balancer_cmd: str | None = None
     #: run.json as the runner wrote it.
     meta: RunMeta = field(default_factory=RunMeta)
+    #: pass, fail or inconclusive (harness.outcome); ``reasons`` say why it is inconclusive.
+    outcome: Outcome = PASSED
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -58,7 +64,12 @@ class JudgedRun:
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        """Only a conclusive pass: an inconclusive run is not one."""
+        return self.outcome == PASSED
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == FAILED
 
     def result(self, invariant: str) -> CheckResult:
         for r in self.results:
@@ -67,13 +78,16 @@ class JudgedRun:
         raise KeyError(invariant)
 
     def replay_command(self) -> str:
-        cmd = f"python -m harness replay {shlex.quote(str(self.run_dir.resolve() / 'scenario.json'))}"
+        # The interpreter that is running, so the printed command works when pasted.
+        python = shlex.quote(sys.executable)
+        cmd = f"{python} -m harness replay {shlex.quote(str(self.run_dir.resolve() / 'scenario.json'))}"
         if self.balancer_cmd and self.balancer_cmd != default_balancer_cmd():
             cmd += f" --balancer-cmd {shlex.quote(self.balancer_cmd)}"
         return cmd
 
     def summary(self) -> str:
-        lines = [f"scenario {self.scenario.name}: {'PASS' if self.passed else 'FAIL'}  (run dir {self.run_dir})"]
+        lines = [f"scenario {self.scenario.name}: {self.outcome.upper()}  (run dir {self.run_dir})"]
+        lines.extend(f"  inconclusive: {reason}" for reason in self.reasons)
         for r in self.results:
             lines.append(f"  {r.status:<11} {r.invariant}" + (f"  {r.note}" if r.note else ""))
             lines.extend(render_violations(r.violations, indent="      "))
@@ -134,15 +148,47 @@ class _Progress:
 
 
 class _Monitor(threading.Thread):
+    """Polls the build's /status, and records every harness process that ends while watched
+    (``process_exit``): the run's outcome asks whether the nemesis stopped it."""
+
     def __init__(self, cluster: Cluster, writer: HistoryWriter) -> None:
         super().__init__(name="status-monitor", daemon=True)
         self.cluster = cluster
         self.writer = writer
         self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._watched: dict[str, tuple[ManagedProcess, frozenset[int]]] = {}
+        self._reported: set[tuple[str, int | None]] = set()
+        for name in analysis.HARNESS_PROCESSES:
+            with contextlib.suppress(KeyError):
+                self.watch(name, cluster.supervisor[name])
+
+    def watch(self, name: str, proc: ManagedProcess, expected_codes: frozenset[int] = frozenset()) -> None:
+        with self._lock:
+            self._watched[name] = (proc, expected_codes)
+
+    def unwatch(self, name: str) -> None:
+        """Before the runner stops a process itself: that exit is expected."""
+        with self._lock:
+            self._watched.pop(name, None)
+
+    def _check_processes(self) -> None:
+        with self._lock:
+            watched = list(self._watched.items())
+        for name, (proc, expected_codes) in watched:
+            pid, code = proc.pid, proc.poll()
+            if code is None or code in expected_codes or (name, pid) in self._reported:
+                continue
+            with self._lock:
+                if name not in self._watched:  # unwatched meanwhile: the runner stopped it
+                    continue
+            self._reported.add((name, pid))
+            self.writer.event("process_exit", name=name, pid=pid, exit_code=code)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
+                self._check_processes()
                 status = self.cluster.status(timeout=MONITOR_INTERVAL_S)
                 if status is not None:
                     self.writer.event("status", status=status)
@@ -260,6 +306,7 @@ class ScenarioRunner:
         state.swarms.append(
             self._start_swarm(state.run_dir, "c", w.clients, w.rate_hz, w.connect_spread_s, state.notes)
         )
+        self._watch_swarm(state, state.swarms[-1])
         time.sleep(state.scenario.phases.warmup_s)  # the warm-up is a timed phase, not a wait
         state.phase("warmup_end")
         if state.scenario.probes:
@@ -268,6 +315,13 @@ class ScenarioRunner:
             prefix = f"probe{c.client_id_offset()}"
             state.notes += run_probes(state.scenario.probes, c.lb_url, prefix, probe_log, state.scenario.limits)
             probe_log.close()
+
+    @staticmethod
+    def _watch_swarm(state: _RunState, swarm: ManagedProcess) -> None:
+        # A swarm that gave up because the build welcomed too few clients (NOT READY) ended for
+        # the build's reason, which the checkers judge; any other early end is the harness'.
+        if swarm.running:
+            state.monitor.watch(swarm.name, swarm, frozenset({EXIT_NOT_READY}))
 
     def _heal_phase(self, state: _RunState) -> None:
         state.nemesis.heal_all()
@@ -278,10 +332,13 @@ class ScenarioRunner:
         w = state.scenario.workload
         if w.probe_clients:
             state.swarms.append(self._start_swarm(state.run_dir, "n", w.probe_clients, w.rate_hz, 0.0, state.notes))
+            self._watch_swarm(state, state.swarms[-1])
         self._wait_progress(state.progress, state.phases["heal_end"], state.scenario.phases.deadline_s)
         state.phase("deadline_end")
 
     def _stop_clients(self, state: _RunState) -> None:
+        for s in state.swarms:
+            state.monitor.unwatch(s.name)
         for s in state.swarms:
             s.terminate(timeout=20.0)
         state.phase("clients_stopped")
@@ -330,9 +387,13 @@ class ScenarioRunner:
         return meta
 
     def _judge(self, state: _RunState, meta: RunMeta) -> JudgedRun:
-        results = judge(load_run(state.run_dir), only=list(state.scenario.invariants))
-        Verdict(state.scenario.name, results).write(state.run_dir)
+        run = load_run(state.run_dir)
+        results = judge(run, only=list(state.scenario.invariants))
+        outcome, reasons = decide(run, results)
+        Verdict(state.scenario.name, results, outcome, reasons).write(state.run_dir)
         return JudgedRun(
+            outcome=outcome,
+            reasons=reasons,
             scenario=state.scenario,
             run_dir=state.run_dir,
             results=results,

@@ -26,6 +26,24 @@ class ScenarioError(ValueError):
     """A scenario that is not valid; the message names the field."""
 
 
+def _check_fields(obj: Any, where: str) -> None:
+    """The rules every numeric field follows, however the scenario was built (Python or JSON):
+    the type of its default, finite, and not negative."""
+    for name in obj.__dataclass_fields__:
+        value = getattr(obj, name)
+        default = getattr(type(obj), name, None)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{where}.{name}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ScenarioError(f"{where}.{name}: expected an integer, got {value!r}")
+            if value < 0:
+                raise ScenarioError(f"{where}.{name}: must be >= 0, got {value!r}")
+        elif isinstance(default, float):
+            _number(value, f"{where}.{name}", minimum=0.0)
+
+
 @dataclass(frozen=True)
 class Workload:
     clients: int = 4
@@ -34,6 +52,13 @@ class Workload:
     connect_spread_s: float = 0.0
     #: Fresh clients started after the heal, to show that new sessions work again.
     probe_clients: int = 2
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "workload")
+        if self.clients < 1:
+            raise ScenarioError(f"workload.clients: must be >= 1, got {self.clients!r}")
+        if self.rate_hz <= 0:
+            raise ScenarioError(f"workload.rate_hz: must be > 0, got {self.rate_hz!r}")
 
 
 @dataclass(frozen=True)
@@ -48,11 +73,17 @@ class Limits:
     #: Open client connections (contract `max_connections`); 0: not given, the build's own default.
     max_connections: int = 0
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "limits")
+
 
 @dataclass(frozen=True)
 class Keepalive:
     ping_interval_s: float = 0.5
     ping_timeout_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "keepalive")
 
 
 @dataclass(frozen=True)
@@ -66,6 +97,13 @@ class Step:
     fault: Fault
     duration_s: float | None = None
 
+    def __post_init__(self) -> None:
+        _number(self.at_s, "step.at_s", minimum=0.0)
+        if self.duration_s is not None:
+            _number(self.duration_s, "step.duration_s", minimum=0.0)
+        if not isinstance(self.fault, Fault):
+            raise ScenarioError(f"step.fault: expected a Fault, got {type(self.fault).__name__}")
+
 
 @dataclass(frozen=True)
 class Phases:
@@ -76,6 +114,9 @@ class Phases:
     deadline_s: float = 10.0
     #: How long cleanup may take once clients leave.
     quiesce_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "phases")
 
 
 @dataclass(frozen=True)
@@ -91,6 +132,14 @@ class Expect:
     #: Some backend is reachable throughout, so every 1013 a client sees must be a refusal the
     #: failover limits call for (`refusals_justified` judges the clients' side only then).
     backends_reachable: bool = False
+
+    def __post_init__(self) -> None:
+        codes = self.close_codes
+        if not isinstance(codes, tuple) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes
+        ):
+            raise ScenarioError(f"expect.close_codes: expected close codes (1000-4999), got {codes!r}")
+        _check_fields(self, "expect")
 
 
 @dataclass(frozen=True)
@@ -109,6 +158,36 @@ class Scenario:
     seed: int | None = None
     #: Limit probes run at the start of the fault phase (harness.probes.PROBE_KINDS).
     probes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The same rules as a JSON scenario's (from_dict builds through here), so a scenario built
+        # in Python cannot run with what a JSON file would be refused for.
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ScenarioError("name: required, a non-empty string")
+        if not isinstance(self.description, str):
+            raise ScenarioError("description: expected a string")
+        for key, cls in (("workload", Workload), ("limits", Limits), ("keepalive", Keepalive),
+                         ("phases", Phases), ("expect", Expect)):  # fmt: skip
+            if not isinstance(getattr(self, key), cls):
+                raise ScenarioError(f"{key}: expected a {cls.__name__}, got {type(getattr(self, key)).__name__}")
+        if not isinstance(self.steps, tuple) or not all(isinstance(st, Step) for st in self.steps):
+            raise ScenarioError("steps: expected a tuple of Step")
+        if not isinstance(self.invariants, tuple) or not all(isinstance(x, str) for x in self.invariants):
+            raise ScenarioError("invariants: expected a tuple of names")
+        for inv in self.invariants:
+            if inv not in INVARIANTS:
+                raise ScenarioError(f"invariants: unknown invariant {inv!r} (known: {', '.join(INVARIANTS)})")
+        if not isinstance(self.tags, tuple) or not all(isinstance(x, str) for x in self.tags):
+            raise ScenarioError("tags: expected a tuple of strings")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ScenarioError("seed: expected an integer or null")
+        if not isinstance(self.probes, tuple) or not all(isinstance(x, str) for x in self.probes):
+            raise ScenarioError("probes: expected a tuple of names")
+        for probe in self.probes:
+            if probe not in PROBE_KINDS:
+                raise ScenarioError(f"probes: unknown probe {probe!r} (known: {', '.join(PROBE_KINDS)})")
+            if probe in ("max_connections", "max_size") and getattr(self.limits, probe) < 1:
+                raise ScenarioError(f"probes: {probe} needs limits.{probe} >= 1 (the limit it probes)")
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -144,6 +223,7 @@ class Scenario:
     def from_dict(cls, data: Any) -> Scenario:
         if not isinstance(data, dict):
             raise ScenarioError(f"scenario: expected a JSON object, got {type(data).__name__}")
+        _no_unknown_keys(data, TOP_LEVEL_KEYS, "scenario")
         schema = data.get("schema", SCHEMA_VERSION)
         if schema != SCHEMA_VERSION:
             raise ScenarioError(f"schema: unsupported version {schema!r} (this harness reads {SCHEMA_VERSION})")
@@ -158,6 +238,7 @@ class Scenario:
             where = f"steps[{i}]"
             if not isinstance(raw, dict):
                 raise ScenarioError(f"{where}: expected an object")
+            _no_unknown_keys(raw, STEP_KEYS, where)
             try:
                 fault = Fault.from_dict(raw.get("fault"), where=f"{where}.fault")
             except FaultError as exc:
@@ -196,16 +277,7 @@ class Scenario:
             raise ScenarioError("expect.close_codes: expected a list of close codes (1000-4999)")
         expect = _build(Expect, expect_raw, "expect", extra={"close_codes": tuple(codes)})
         workload = _build(Workload, _section(data, "workload"), "workload")
-        if workload.clients < 1:
-            raise ScenarioError("workload.clients: must be >= 1")
-        if workload.rate_hz <= 0:
-            raise ScenarioError("workload.rate_hz: must be > 0")
         limits = _build(Limits, _section(data, "limits"), "limits")
-        if limits.max_attempts < 0:
-            raise ScenarioError("limits.max_attempts: must be >= 0")
-        for probe in probes:
-            if probe in ("max_connections", "max_size") and getattr(limits, probe) < 1:
-                raise ScenarioError(f"probes: {probe} needs limits.{probe} >= 1 (the limit it probes)")
         return cls(
             name=name,
             description=description,
@@ -250,6 +322,20 @@ class Scenario:
         return p
 
 
+TOP_LEVEL_KEYS = frozenset(
+    {"schema", "name", "description", "workload", "limits", "keepalive", "steps", "phases", "expect",
+     "invariants", "tags", "seed", "probes"}
+)  # fmt: skip
+STEP_KEYS = frozenset({"at_s", "fault", "duration_s"})
+
+
+def _no_unknown_keys(data: dict[str, Any], known: frozenset[str], where: str) -> None:
+    # A misspelt key ("stepz") silently dropped would run a different scenario than was written.
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
 def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
     raw = data.get(key, {})
     if raw is None:
@@ -273,17 +359,9 @@ def _build(cls: Any, raw: dict[str, Any], where: str, extra: dict[str, Any] | No
     for key, value in raw.items():
         if key not in known:
             raise ScenarioError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ScenarioError(f"{where}.{key}: expected true or false")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
-            if value < 0:
-                raise ScenarioError(f"{where}.{key}: must be >= 0, got {value!r}")
-        elif isinstance(default, float):
+        default = getattr(cls, key, None)
+        if isinstance(default, float) and not isinstance(default, bool):
             value = _number(value, f"{where}.{key}", minimum=0.0)
-        kwargs[key] = value
+        kwargs[key] = value  # the dataclass checks the rest as it is built
     kwargs.update(extra or {})
     return cls(**kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from harness.history import Run
@@ -64,12 +65,15 @@ def guarded(name: str) -> Callable[[Checker], Checker]:
     def wrap(fn: Checker) -> Checker:
         @functools.wraps(fn)
         def run_checker(run: Run) -> CheckResult:
+            token = _TIME_ORIGIN.set(run.run_meta.started)
             try:
                 return fn(run)
             except Exception as exc:  # the whole point: judge() must always return a verdict
                 last = traceback.extract_tb(exc.__traceback__)[-1:]
                 where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
                 return CheckResult(name, NOT_CHECKED, [], f"checker error: {type(exc).__name__}: {exc}{where}")
+            finally:
+                _TIME_ORIGIN.reset(token)
 
         return run_checker
 
@@ -130,5 +134,13 @@ def evidence(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: The run's start while a checker judges it (set by :func:`guarded`): messages give times relative
+#: to it, which a person can place on the run's timeline; epoch seconds they cannot.
+_TIME_ORIGIN: ContextVar[float | None] = ContextVar("time_origin", default=None)
+
+
 def fmt_t(t: float | None) -> str:
-    return "?" if t is None else f"{t:.3f}"
+    if t is None:
+        return "?"
+    origin = _TIME_ORIGIN.get()
+    return f"{t:.3f}" if origin is None else f"t+{t - origin:.3f}s"

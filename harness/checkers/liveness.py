@@ -20,6 +20,7 @@ from .base import (
     fmt_t,
     guarded,
     integer,
+    records,
     time_of,
 )
 
@@ -31,6 +32,8 @@ DEFAULT_RECOVERY_DEADLINE_S = 10.0
 # can be expected to fail over and answer in less, and blaming it would blame the scenario.
 MIN_RECOVERY_WINDOW_S = 1.0
 TRY_AGAIN_LATER = 1013
+#: A backend's rejected handshake within this long of a client's drop is named as its likely cause.
+REJECTION_EXPLAINS_S = 2.0
 
 
 def _is(rec: Record, type_: str, f: str) -> bool:
@@ -198,7 +201,34 @@ def check_clean_failover(run: Run) -> CheckResult:
         f"deadline {deadline:g} s; expected close codes {sorted(allowed_codes) or 'none'}"
         + ("" if warmup_end is None and deadline_end is None else "; stalls counted within phases")
     )
-    return finish(CLEAN_FAILOVER, violations, checked=True, notes=notes)
+    # Only rejections just before a drop explain it; others are health probes and the like.
+    drops = [t for v in violations for r in records(v.evidence) if (t := time_of(r)) is not None]
+    rejected = [
+        r
+        for r in rejected_handshakes(run)
+        if (t := time_of(r)) is not None
+        and any(t - REJECTION_EXPLAINS_S <= d <= t + REJECTION_EXPLAINS_S for d in drops)
+    ]
+    if rejected:
+        # What the balancer's close code hides: the backend refused the handshake it forwarded.
+        first = rejected[0]
+        notes.append(
+            f"the backends rejected {len(rejected)} handshake(s), first: {first.get('server')} answered "
+            f"HTTP {first.get('status')} {str(first.get('reason') or '').strip()!r} to path {first.get('path')!r}"
+        )
+    # A failover is only judged if some client was attached to a server at all; drops and hangs
+    # seen without one still fail, but nothing attached is nothing checked, never a pass.
+    attached = any(_is(r, "event", "welcome") for recs in clients.values() for r in recs)
+    if not attached:
+        notes.append("no client was ever attached to a server (no welcome), so no failover could be judged")
+    return finish(CLEAN_FAILOVER, violations, checked=attached, notes=notes)
+
+
+def rejected_handshakes(run: Run) -> list[Record]:
+    """Handshakes the backends answered with an HTTP error (their journals' ``rejected`` events)."""
+    journals = run.journals if isinstance(run.journals, dict) else {}
+    out = [r for recs in journals.values() for r in records(recs) if r.get("event") == "rejected"]
+    return sorted(out, key=lambda r: time_of(r) or 0.0)
 
 
 @guarded(RECOVERS)

@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from harness.records import FAIL, NOT_CHECKED, Certificate, ScenarioEntry, num, shown_violations
+from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, Certificate, ScenarioEntry, num, shown_violations
 
 from .junit import xml_safe
 from .plots import failover_gaps, gap_histogram_png, no_data_png, timeline_png
@@ -69,6 +69,12 @@ def render_html(cert: Certificate) -> str:
     parts.append(_verdict_table(invariants, scenarios))
     parts.append("<h2>Run facts</h2>")
     parts.append(_facts(cert))
+
+    undecided = [s for s in scenarios if s.effective_outcome == INCONCLUSIVE]
+    if undecided:
+        parts.append(f"<h2>Inconclusive scenarios ({len(undecided)})</h2>")
+        for scenario in undecided:
+            parts.append(_reasons_section(scenario))
 
     failing = [s for s in scenarios if s.failing]
     if failing:
@@ -140,6 +146,12 @@ def _verdict_table(invariants: list[str], scenarios: list[ScenarioEntry]) -> str
         if s.failing:
             label = f'<a href="#scenario-{_esc(_anchor(s.name))}">{label}</a>'
         kind = f' <span class="muted">({_esc(s.kind)})</span>' if s.kind == "generated" else ""
+        if s.effective_outcome in ("inconclusive", "flaky"):
+            kind += f' <span class="outcome {_esc(s.effective_outcome)}">{_esc(s.effective_outcome.upper())}</span>'
+            label = f'<a href="#scenario-{_esc(_anchor(s.name))}">{_esc(s.name)}</a>'
+        if s.earlier_runs:
+            runs_title = _esc(" ".join(s.earlier_runs))
+            kind += f' <span class="muted" title="{runs_title}">(run {len(s.earlier_runs) + 1}x)</span>'
         cells = []
         for inv in invariants:
             status = s.status(inv)
@@ -195,6 +207,9 @@ def _failure_section(scenario: ScenarioEntry, invariants: list[str]) -> str:
     if scenario.description:
         out.append(f"<p>{_esc(scenario.description)}</p>")
     facts = [f"run dir: {scenario.run_dir or 'unknown'}"]
+    facts += [f"also run: {d}" for d in scenario.earlier_runs]
+    if scenario.effective_outcome == "flaky":
+        out.append("<p><strong>FLAKY</strong>: it failed, then passed when run again; a failure is not a pass.</p>")
     if scenario.duration_s is not None:
         facts.append(f"{scenario.duration_s:.1f} s")
     out.append(f'<p class="muted">{_esc(" · ".join(facts))}</p>')
@@ -223,6 +238,17 @@ def _failure_section(scenario: ScenarioEntry, invariants: list[str]) -> str:
     out.append(_img(png, f"timeline of {name}"))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _reasons_section(scenario: ScenarioEntry) -> str:
+    e = _esc
+    runs = [*scenario.earlier_runs, scenario.run_dir or "unknown"]
+    reasons = "".join(f"<li>{e(r)}</li>" for r in dict.fromkeys(scenario.reasons))  # repeated reasons folded
+    return (
+        f'<section class="scenario-inconclusive" id="scenario-{e(_anchor(scenario.name))}">'
+        f"<h3>{e(scenario.name)}</h3><p>Could not judge the build, so this is not a pass:</p><ul>{reasons}</ul>"
+        f'<p class="muted">runs: {e(" · ".join(runs))}</p></section>'
+    )
 
 
 def _gap_summary(gaps: Sequence[float], n_runs: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from harness.records import FAIL, NOT_CHECKED, PASS, Certificate, clip, render_violations
+from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, PASS, Certificate, clip, render_violations
 
 SUITE_NAME = "wschaos certify"
 
@@ -27,6 +27,7 @@ def junit_xml(cert: Certificate) -> bytes:
         ("build_command", cert.command),
         ("profile", cert.profile),
         ("error", cert.error),
+        ("first_failure_s", str(cert.extra["first_failure_s"]) if "first_failure_s" in cert.extra else None),
     ):
         if prop is not None:
             ET.SubElement(props, "property", name=key, value=xml_safe(prop))
@@ -38,6 +39,12 @@ def junit_xml(cert: Certificate) -> bytes:
             case = ET.SubElement(suite, "testcase", classname=xml_safe(scenario.name), name=xml_safe(invariant))
             result = scenario.results.get(invariant)
             status = result.status if result is not None else None
+            if status == PASS and scenario.effective_outcome == INCONCLUSIVE:
+                # A pass from a run that could not judge the build is not a pass (docs/verdicts.md).
+                counts["skipped"] += 1
+                why = "; ".join(scenario.reasons) or "no reason given"
+                ET.SubElement(case, "skipped", message=xml_safe(clip(f"inconclusive: {why}", 1000)))
+                continue
             if status == PASS:
                 continue
             if result is not None and status == FAIL:

@@ -42,7 +42,8 @@ def test_failing_generated_example_replays_and_fails_the_same_way(broken_cluster
         generated()
     printed = messages[-1]
     assert "no_concurrent_recv" in printed
-    replay = re.search(r"replay: (python -m harness replay .+)$", printed, re.M)
+    # The printed command names the running interpreter, so it works when pasted.
+    replay = re.search(r"replay: (\S+ -m harness replay .+)$", printed, re.M)
     assert replay, printed
     argv = shlex.split(replay.group(1))
     proc = subprocess.run(

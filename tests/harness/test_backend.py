@@ -161,10 +161,15 @@ async def test_malformed_frame_gets_an_error_and_the_connection_lives(
 
 @pytest.mark.parametrize("target", [url(0, None), "ws://127.0.0.1:0/play?client="])
 async def test_handshake_without_client_id_is_refused_with_400(backend: tuple[Proc, int, Path], target: str) -> None:
-    _, port, _ = backend
+    _, port, journal = backend
     with pytest.raises(InvalidStatus) as info:
         await connect(target.replace(":0/", f":{port}/"), proxy=None, open_timeout=5)
     assert info.value.response.status_code == 400
+    # Journaled, so a balancer's close code cannot hide why the backend said no.
+    recs = await wait_journal(journal, lambda rs: any(r["event"] == "rejected" for r in rs))
+    rejected = next(r for r in recs if r["event"] == "rejected")
+    assert rejected["status"] == 400 and rejected["reason"].startswith("missing client id")
+    assert rejected["path"] == "/play" + target.split("/play", 1)[1]
 
 
 async def test_sigterm_closes_clients_with_1001_and_exits_0(backend: tuple[Proc, int, Path]) -> None:
