@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 
+from harness.toxiproxy.extensions import Aim, ExtensionError
+
 if TYPE_CHECKING:
     from harness.cluster import Cluster
     from harness.scenario import Keepalive
@@ -101,16 +103,26 @@ class FaultKind:
     swizzles: ClassVar[bool] = False
     #: Generated plans may aim it at the balancer process (never pause: a frozen proxy hangs all).
     on_balancer_in_plans: ClassVar[bool] = False
+    #: Can act on some client connections only (:class:`Fault` ``aim``): toxics of the embedded proxy.
+    aimable: ClassVar[bool] = False
+    #: Drawn in generated plans by default (fault_plans' vocabulary); kinds whose interplay with
+    #: others the expectations cannot predict say False and are only drawn when asked for by name.
+    generated: ClassVar[bool] = True
 
     # -- the schema ---------------------------------------------------------------------------
     def validate(self, params: dict[str, Any], where: str) -> None:
         """Checks that span parameters, after each has been checked on its own and defaulted."""
 
     # -- acting -------------------------------------------------------------------------------
+    def invoked(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
+        """Facts worth recording when the step is invoked, before it acts (a process's pid)."""
+        return {}
+
     def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
         raise NotImplementedError
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
+        """Undo the fault; what it returns goes into the heal's history record (its evidence)."""
         raise NotImplementedError
 
     # -- generating ---------------------------------------------------------------------------
@@ -165,6 +177,8 @@ class Fault:
     kind: str
     target: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: Only these client connections (an extension of the embedded Toxiproxy); None: all of them.
+    aim: Aim | None = None
 
     @property
     def spec(self) -> FaultKind:
@@ -175,7 +189,10 @@ class Fault:
         return self.spec.family == "process"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "params": dict(self.params)}
+        out = {"kind": self.kind, "target": self.target, "params": dict(self.params)}
+        if self.aim is not None:
+            out["aim"] = self.aim.to_json()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fault") -> Fault:
@@ -188,6 +205,15 @@ class Fault:
         target = data.get("target")
         if target not in kind.targets:
             raise FaultError(f"{where}.target: {name} cannot target {target!r} (it targets: {', '.join(kind.targets)})")
+        aim = None
+        if data.get("aim") is not None:
+            if not kind.aimable:
+                aimable = ", ".join(k for k, v in KINDS.items() if v.aimable)
+                raise FaultError(f"{where}.aim: {name} cannot be aimed at connections (kinds that can: {aimable})")
+            try:
+                aim = Aim.from_json(data["aim"], where=f"{where}.aim")
+            except ExtensionError as exc:
+                raise FaultError(str(exc)) from None
         raw = data.get("params", {})
         if raw is None:
             raw = {}
@@ -202,11 +228,12 @@ class Fault:
         for pname, param in kind.params.items():
             params.setdefault(pname, param.default)
         kind.validate(params, f"{where}.params")
-        return cls(kind=name, target=target, params=params)
+        return cls(kind=name, target=target, params=params, aim=aim)
 
     def describe(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.kind}({self.target}{', ' + shown if shown else ''})"
+        aimed = f" at {self.aim.describe()}" if self.aim is not None else ""
+        return f"{self.kind}({self.target}{', ' + shown if shown else ''}){aimed}"
 
 
 def fault(kind: str, target: str, **params: Any) -> Fault:
