@@ -32,9 +32,10 @@ codes they legitimately cause. What keeps such plans fast and predictable is the
 
 Aimed steps. With ``aimed=True`` a step of a kind that can be aimed (:attr:`FaultKind.aimable`:
 toxics of the embedded Toxiproxy) may carry an :class:`~harness.toxiproxy.extensions.Aim` drawn by
-:func:`aims`: the first N connections, a seeded fraction of clients, or named clients. Unaimed
-comes first, so a failing aimed plan shrinks to the same plan hitting every connection when that
-fails too.
+:func:`aims` (the first N connections, a seeded fraction of clients, or named clients) and a
+trigger (act on each connection only after its WebSocket upgrade). Unaimed and untriggered come
+first, so a failing aimed plan shrinks to the same plan hitting every connection when that fails
+too.
 
 Shrinking. Every choice is drawn so that its simplest value is the simplest plan: one step, at
 ``at_s`` 0, no duration (held until the heal), the first target, the smallest parameters, no
@@ -60,7 +61,7 @@ from hypothesis.control import currently_in_test_context
 from harness.expectations import derive_expect
 from harness.faults import KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step
-from harness.toxiproxy.extensions import Aim
+from harness.toxiproxy.extensions import Aim, Trigger
 
 __all__ = [
     "BALANCER_PROCESS_KINDS",
@@ -285,7 +286,8 @@ def _step(draw: st.DrawFn, profile: FaultProfile, horizon_s: float) -> Step:
     chosen = fault(kind, target, **params)
     if profile.aimed and KINDS[kind].aimable:
         aim = draw(st.none() | aims(profile.aim_clients))
-        chosen = replace(chosen, aim=aim)
+        trigger = draw(st.none() | st.just(Trigger("upgrade")))
+        chosen = replace(chosen, aim=aim, trigger=trigger)
     return Step(
         at_s=at / 10,
         fault=chosen,

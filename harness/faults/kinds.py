@@ -148,7 +148,8 @@ class LinkKind(FaultKind):
 class ToxicKind(LinkKind):
     """A link fault made of one Toxiproxy toxic per stream it is on.
 
-    An aimed fault sends the toxic's ``aim`` extension (refused up front by a server without it).
+    An aimed or triggered fault sends the toxic's ``aim`` / ``trigger`` extension (refused up front
+    by a server without it).
     The heal first asks the embedded proxy what each toxic did and records it as the step's
     evidence (``evidence: null`` and the reason with a server that keeps no counters).
     """
@@ -164,16 +165,19 @@ class ToxicKind(LinkKind):
         assert cluster.toxiproxy is not None
         proxy = cluster.proxy_name(fault.target)
         attributes, streams = self.toxic(fault.params)
+        extensions = fault.extensions()
         if fault.aim is not None:
             require(cluster.toxiproxy.url, "aim", f"a step aimed at {fault.aim.describe()}")
+        if fault.trigger is not None:
+            require(cluster.toxiproxy.url, "trigger", f"a step triggered {fault.trigger.describe()}")
         names = []
         for stream in streams:
             name = f"{fault_id}_{fault.kind}_{stream}"
             body: dict[str, Any] = {"name": name, "type": self.toxic_type, "stream": stream, "attributes": attributes}
-            if fault.aim is None:
+            if not extensions:
                 cluster.toxiproxy.add_toxic(proxy, **body)
             else:
-                add_extended_toxic(cluster.toxiproxy.url, proxy, {**body, "aim": fault.aim.to_json()})
+                add_extended_toxic(cluster.toxiproxy.url, proxy, {**body, **extensions})
             names.append(name)
         return Applied(toxics=tuple(names))
 

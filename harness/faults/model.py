@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 
-from harness.toxiproxy.extensions import Aim, ExtensionError
+from harness.toxiproxy.extensions import Aim, ExtensionError, Trigger
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
@@ -103,7 +103,8 @@ class FaultKind:
     swizzles: ClassVar[bool] = False
     #: Generated plans may aim it at the balancer process (never pause: a frozen proxy hangs all).
     on_balancer_in_plans: ClassVar[bool] = False
-    #: Can act on some client connections only (:class:`Fault` ``aim``): toxics of the embedded proxy.
+    #: Can act on some client connections only (:class:`Fault` ``aim``, ``trigger``): toxics of the
+    #: embedded proxy.
     aimable: ClassVar[bool] = False
     #: Drawn in generated plans by default (fault_plans' vocabulary); kinds whose interplay with
     #: others the expectations cannot predict say False and are only drawn when asked for by name.
@@ -179,6 +180,8 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
     #: Only these client connections (an extension of the embedded Toxiproxy); None: all of them.
     aim: Aim | None = None
+    #: On each connection, act only after this event (an extension too); None: at once.
+    trigger: Trigger | None = None
 
     @property
     def spec(self) -> FaultKind:
@@ -192,7 +195,13 @@ class Fault:
         out = {"kind": self.kind, "target": self.target, "params": dict(self.params)}
         if self.aim is not None:
             out["aim"] = self.aim.to_json()
+        if self.trigger is not None:
+            out["trigger"] = self.trigger.to_json()
         return out
+
+    def extensions(self) -> dict[str, Any]:
+        """The embedded Toxiproxy's extension fields this fault needs on its toxics, as JSON."""
+        return {key: value for key, value in self.to_dict().items() if key in ("aim", "trigger")}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fault") -> Fault:
@@ -205,15 +214,18 @@ class Fault:
         target = data.get("target")
         if target not in kind.targets:
             raise FaultError(f"{where}.target: {name} cannot target {target!r} (it targets: {', '.join(kind.targets)})")
-        aim = None
-        if data.get("aim") is not None:
-            if not kind.aimable:
+        aim = trigger = None
+        for key in ("aim", "trigger"):
+            if data.get(key) is not None and not kind.aimable:
                 aimable = ", ".join(k for k, v in KINDS.items() if v.aimable)
-                raise FaultError(f"{where}.aim: {name} cannot be aimed at connections (kinds that can: {aimable})")
-            try:
+                raise FaultError(f"{where}.{key}: {name} acts on no single connection (kinds that do: {aimable})")
+        try:
+            if data.get("aim") is not None:
                 aim = Aim.from_json(data["aim"], where=f"{where}.aim")
-            except ExtensionError as exc:
-                raise FaultError(str(exc)) from None
+            if data.get("trigger") is not None:
+                trigger = Trigger.from_json(data["trigger"], where=f"{where}.trigger")
+        except ExtensionError as exc:
+            raise FaultError(str(exc)) from None
         raw = data.get("params", {})
         if raw is None:
             raw = {}
@@ -228,12 +240,13 @@ class Fault:
         for pname, param in kind.params.items():
             params.setdefault(pname, param.default)
         kind.validate(params, f"{where}.params")
-        return cls(kind=name, target=target, params=params, aim=aim)
+        return cls(kind=name, target=target, params=params, aim=aim, trigger=trigger)
 
     def describe(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         aimed = f" at {self.aim.describe()}" if self.aim is not None else ""
-        return f"{self.kind}({self.target}{', ' + shown if shown else ''}){aimed}"
+        triggered = f" {self.trigger.describe()}" if self.trigger is not None else ""
+        return f"{self.kind}({self.target}{', ' + shown if shown else ''}){aimed}{triggered}"
 
 
 def fault(kind: str, target: str, **params: Any) -> Fault:

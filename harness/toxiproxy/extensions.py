@@ -8,6 +8,8 @@ The wire format is documented in docs/toxiproxy-extensions.md.
 - ``aim``: the toxic acts only on some connections: the clients named, a seeded fraction of
   client ids, or the first N connections it meets. A connection's client id is the ``client``
   query parameter of the first request line on its upstream stream (a WebSocket upgrade).
+- ``trigger``: the toxic acts on a connection only once an event happened on it; offered:
+  ``{"after": "upgrade"}``, once the upstream's ``101`` response head has crossed the connection.
 - :class:`ToxicState`: what one toxic did (connections touched, bytes delayed, dropped, cut),
   shared by every version of the toxic as updates replace its spec.
 
@@ -25,11 +27,15 @@ from urllib.parse import parse_qs, urlsplit
 #: URL prefix of every extension endpoint; Toxiproxy has no route under it (it answers 404).
 PREFIX = "wschaos"
 #: What this server offers, as ``GET /wschaos/capabilities`` lists it.
-CAPABILITIES = ("aim", "duration_ms", "evidence", "idle_timeout")
+CAPABILITIES = ("aim", "duration_ms", "evidence", "idle_timeout", "trigger")
 #: The toxic body fields that are extensions, in the order replies show them.
-EXTENSION_FIELDS = ("duration_ms", "aim")
+EXTENSION_FIELDS = ("duration_ms", "aim", "trigger")
 #: Longest request line the proxy looks at for a client id; longer lines leave it unknown.
 REQUEST_LINE_LIMIT = 8192
+#: Longest response head the proxy looks at for a ``101``; a longer one is not an upgrade.
+RESPONSE_HEAD_LIMIT = 16384
+#: The events a ``trigger`` may wait for.
+TRIGGER_EVENTS = ("upgrade",)
 
 
 class ExtensionError(ValueError):
@@ -118,11 +124,37 @@ def fraction_draw(seed: int, client_id: str) -> float:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """The event after which a toxic acts on a connection."""
+
+    after: str = "upgrade"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"after": self.after}
+
+    def describe(self) -> str:
+        return f"after the {self.after}"
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "trigger") -> Trigger:
+        if not isinstance(value, dict):
+            raise ExtensionError(f"{where}: expected an object, got {type(value).__name__}")
+        unknown = sorted(set(value) - {"after"})
+        if unknown:
+            raise ExtensionError(f"{where}.{unknown[0]}: unknown field (known: after)")
+        after = value.get("after")
+        if after not in TRIGGER_EVENTS:
+            raise ExtensionError(f"{where}.after: must be one of {', '.join(TRIGGER_EVENTS)}, got {after!r}")
+        return cls(after=after)
+
+
+@dataclass(frozen=True)
 class ToxicExtras:
     """The extension fields of one toxic; all None for a plain 2.x toxic."""
 
     duration_ms: int | None = None
     aim: Aim | None = None
+    trigger: Trigger | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The fields a reply adds after the 2.x ones: none at all for a plain toxic."""
@@ -131,6 +163,8 @@ class ToxicExtras:
             out["duration_ms"] = self.duration_ms
         if self.aim is not None:
             out["aim"] = self.aim.to_json()
+        if self.trigger is not None:
+            out["trigger"] = self.trigger.to_json()
         return out
 
 
@@ -143,9 +177,11 @@ def decode_extras(body: Any) -> ToxicExtras:
         return NO_EXTRAS
     duration = body.get("duration_ms")
     raw_aim = body.get("aim")
+    raw_trigger = body.get("trigger")
     return ToxicExtras(
         duration_ms=None if duration is None else _integer(duration, "duration_ms", minimum=1),
         aim=None if raw_aim is None else Aim.from_json(raw_aim),
+        trigger=None if raw_trigger is None else Trigger.from_json(raw_trigger),
     )
 
 
@@ -203,3 +239,9 @@ def client_id_of(request_line: bytes) -> str | None:
         return None
     values = parse_qs(urlsplit(target).query).get("client")
     return values[0] if values and values[0] else None
+
+
+def is_upgrade(response_head: bytes) -> bool:
+    """Whether an HTTP response head switches protocols (``HTTP/1.1 101 ...``)."""
+    status = response_head.split(b"\r\n", 1)[0].split(b" ")
+    return len(status) >= 2 and status[0].startswith(b"HTTP/1.") and status[1] == b"101"

@@ -9,7 +9,9 @@ other link then sees its own source end and closes the remaining socket.
 
 Aimed toxics (an extension, ``extensions.Aim``) need to know whose connection this is: the
 upstream link reads the first request line on its way through (``?client=ID`` of a WebSocket
-upgrade) and then rebuilds the stages of aimed toxics, which until then pass data through.
+upgrade). Triggered toxics (``extensions.Trigger``) wait for the upgrade: the downstream link
+reads the first response head on its way through. Until its connection qualifies, an extension
+toxic is a :class:`Dormant` pass-through; each such event wakes the ones that now act.
 
 Performance: with no toxics on a link, the source protocol's sink is the destination
 transport's ``write``, so a chunk crosses the proxy through one Python frame of ours; the
@@ -26,7 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from .extensions import REQUEST_LINE_LIMIT, client_id_of
+from .extensions import REQUEST_LINE_LIMIT, RESPONSE_HEAD_LIMIT, client_id_of, is_upgrade
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
 from .toxics import Sink, Stage, Timer, make_stage
 
@@ -73,8 +75,8 @@ def set_linger_zero(sock: Any) -> None:
         pass
 
 
-class AimedElsewhere(Stage):
-    """The pass-through an aimed toxic leaves on a connection it is not aimed at."""
+class Dormant(Stage):
+    """The pass-through an aimed or triggered toxic is on a connection where it does not (yet) act."""
 
     __slots__ = ()
 
@@ -182,13 +184,15 @@ class Link:
         self.silenced = False
         # The upstream link reads the first request line for the client id (module doc).
         self.request_line: bytearray | None = bytearray() if direction == UPSTREAM else None
+        # The downstream link reads the first response head for an upgrade (module doc).
+        self.response_head: bytearray | None = bytearray() if direction == DOWNSTREAM else None
         src.out_link = self
         dst.in_link = self
 
     def _make(self, spec: ToxicSpec, nxt: Sink) -> Stage:
         """The stage ``spec`` gets on this link: a pass-through when it is aimed elsewhere."""
-        if spec.extras.aim is not None and not self.conn.aimed_at(spec):
-            return AimedElsewhere(self, spec, nxt)
+        if not self.conn.acts(spec):
+            return Dormant(self, spec, nxt)
         return make_stage(self, spec, nxt)
 
     def start(self, specs: list[ToxicSpec]) -> None:
@@ -207,6 +211,8 @@ class Link:
             self.src.sink = _drop
         elif self.request_line is not None:
             self.src.sink = self._read_request_line
+        elif self.response_head is not None:
+            self.src.sink = self._read_response_head
         elif not self.stages:
             assert self.dst.transport is not None
             self.src.sink = self.dst.transport.write
@@ -227,6 +233,22 @@ class Link:
             self._rebind()
             self.conn.identify(client_id_of(bytes(line[: end if end >= 0 else REQUEST_LINE_LIMIT])))
         # Never held back for the line: a protocol that sends less and waits must not stall.
+        self._pass(data)
+
+    def _read_response_head(self, data: bytes) -> None:
+        """Pass ``data`` on; once the first response head is complete, tell the connection if it upgraded."""
+        head = self.response_head
+        assert head is not None
+        head += data
+        end = head.find(b"\r\n\r\n")
+        self._pass(data)  # the head itself crosses as it was: a trigger acts from the next byte on
+        if end >= 0 or len(head) >= RESPONSE_HEAD_LIMIT:
+            self.response_head = None
+            self._rebind()
+            if end >= 0 and is_upgrade(bytes(head[:end])):
+                self.conn.upgrade()
+
+    def _pass(self, data: bytes) -> None:
         if self.finished or self.source_done or self.silenced:
             return
         if self.stages:
@@ -336,7 +358,7 @@ class Link:
         self._set_next(index, old.next)
         held, eof_pending = old.drain()
         if not self.finished:
-            if old.spec.type == "timeout" and not isinstance(old, AimedElsewhere):
+            if old.spec.type == "timeout" and not isinstance(old, Dormant):
                 # Toxiproxy's timeout Cleanup closes the link on removal, whatever the draw.
                 old.close()
             else:
@@ -364,6 +386,8 @@ class Connection:
         self.ordinal = proxy.next_ordinal()
         # From the first request line; None until then, or when it names no client.
         self.client_id: str | None = None
+        # Whether the first response head switched protocols (a WebSocket upgrade).
+        self.upgraded = False
         self.last_active = loop.time()
         # Registered at accept time, before connection_made runs, so that a proxy
         # stopped in between still finds (and closes) this connection.
@@ -414,22 +438,33 @@ class Connection:
 
     # -- aiming (extensions) --------------------------------------------------
 
-    def aimed_at(self, spec: ToxicSpec) -> bool:
-        aim = spec.extras.aim
-        assert aim is not None
+    def acts(self, spec: ToxicSpec) -> bool:
+        """Whether the toxic acts on this connection now (its trigger happened, its aim matches)."""
+        extras = spec.extras
+        if extras.trigger is not None and not self.upgraded:
+            return False
+        aim = extras.aim
+        if aim is None:
+            return True
         if aim.first is not None:
             return spec.state.claim(self.ordinal, aim.first)
         return aim.matches(self.client_id)
 
     def identify(self, client_id: str | None) -> None:
-        """The connection's client is known: aimed toxics that pick by client id decide again."""
+        """The connection's client is known: toxics aimed at it wake up."""
         self.client_id = client_id
-        if client_id is None:
-            return
+        if client_id is not None:
+            self._wake()
+
+    def upgrade(self) -> None:
+        """The connection upgraded: toxics triggered by that wake up."""
+        self.upgraded = True
+        self._wake()
+
+    def _wake(self) -> None:
         for link in self.links:
             for index, stage in enumerate(link.stages):
-                aim = stage.spec.extras.aim
-                if aim is not None and aim.needs_client_id() and aim.matches(client_id):
+                if isinstance(stage, Dormant) and self.acts(stage.spec):
                     link.update_toxic(index, stage.spec)
 
     def silence(self) -> None:

@@ -410,6 +410,21 @@ async def test_a_step_aimed_at_nobody_is_recorded_as_touching_nothing(player: Pl
     assert evidence.touched is False and "touched no connection" in evidence.reason
 
 
+async def test_a_step_triggered_after_the_upgrade_hits_connections_once_upgraded(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    later = Fault.from_dict({"kind": "latency", "target": "lb", "params": {"latency_ms": 150, "jitter_ms": 0},
+                             "trigger": {"after": "upgrade"}})  # fmt: skip
+    active = recorded.nemesis.apply(later)
+    async with joined(cluster) as player:  # the upgrade itself crosses undelayed
+        t0 = time.monotonic()
+        await player.move()
+        assert time.monotonic() - t0 >= 0.28  # 150 ms each way once upgraded
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.fault["trigger"] == {"after": "upgrade"}
+
+
 # -- idle_timeout: a middlebox that forgets idle flows --------------------------------------------
 
 IDLE_TIMEOUT_MS = 1500
@@ -458,6 +473,9 @@ async def test_a_stock_toxiproxy_refuses_aimed_steps_and_reports_evidence_missin
         with pytest.raises(ExtensionMissing, match=r"a step aimed at clients p2 needs the embedded Toxiproxy's 'aim'"):
             rec.nemesis.apply(aimed("partition", "lb", {"clients": ["p2"]}))
         assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("lb")) == []
+        triggered = {"kind": "latency", "target": "lb", "trigger": {"after": "upgrade"}}
+        with pytest.raises(ExtensionMissing, match="a step triggered after the upgrade needs"):
+            rec.nemesis.apply(Fault.from_dict(triggered))
         with pytest.raises(ExtensionMissing, match="an idle_timeout step needs"):
             rec.nemesis.apply(fault("idle_timeout", "lb"))
         active = rec.nemesis.apply(fault("latency", "lb", latency_ms=10))
@@ -465,7 +483,7 @@ async def test_a_stock_toxiproxy_refuses_aimed_steps_and_reports_evidence_missin
         [heal] = rec.records("heal", "ok")
         assert (heal["evidence"], heal["evidence_reason"]) == (None, NO_COUNTERS)
         rec.writer.close()
-    refused, refused_idle, latency = fault_evidence_of(rec.records())
-    for step in (refused, refused_idle):
+    refused, refused_trigger, refused_idle, latency = fault_evidence_of(rec.records())
+    for step in (refused, refused_trigger, refused_idle):
         assert step.touched is False and "not applied: ExtensionMissing" in step.reason
     assert (latency.touched, latency.reason) == (None, NO_COUNTERS)

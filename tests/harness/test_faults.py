@@ -150,8 +150,21 @@ def test_only_toxic_kinds_can_be_aimed() -> None:
     assert aimable == {k for k, v in KINDS.items() if isinstance(v, ToxicKind)}
     for kind in ("kill", "down"):
         target = KINDS[kind].targets[0]
-        with pytest.raises(FaultError, match=rf"fault.aim: {kind} cannot be aimed at connections \(kinds that can: "):
-            Fault.from_dict({"kind": kind, "target": target, "aim": {"first": 1}})
+        for key, value in (("aim", {"first": 1}), ("trigger", {"after": "upgrade"})):
+            expected = rf"fault.{key}: {kind} acts on no single connection \(kinds that do: "
+            with pytest.raises(FaultError, match=expected):
+                Fault.from_dict({"kind": kind, "target": target, key: value})
+
+
+def test_a_trigger_round_trips_and_is_validated() -> None:
+    plain = fault("latency", "lb")
+    triggered = Fault.from_dict({**plain.to_dict(), "trigger": {"after": "upgrade"}})
+    assert triggered.to_dict()["trigger"] == {"after": "upgrade"} and "trigger" not in plain.to_dict()
+    assert Fault.from_dict(json.loads(json.dumps(triggered.to_dict()))) == triggered
+    assert triggered.describe().endswith(" after the upgrade")
+    assert triggered.extensions() == {"trigger": {"after": "upgrade"}} and plain.extensions() == {}
+    with pytest.raises(FaultError, match=r"^fault.trigger.after: must be one of upgrade, got 'frames'$"):
+        Fault.from_dict({**plain.to_dict(), "trigger": {"after": "frames"}})
 
 
 def test_an_aimed_step_survives_the_scenario_round_trip() -> None:

@@ -367,7 +367,7 @@ def test_aimed_plans_round_trip_and_aim_only_aimable_kinds(s: Scenario) -> None:
 @FAST
 @given(fault_plans())
 def test_plans_are_unaimed_unless_asked(s: Scenario) -> None:
-    assert all(step.fault.aim is None for step in s.steps)
+    assert all(step.fault.aim is None and step.fault.trigger is None for step in s.steps)
 
 
 def test_aimed_plans_reach_every_shape_of_aim_and_shrink_to_unaimed() -> None:
@@ -383,7 +383,14 @@ def test_aimed_plans_reach_every_shape_of_aim_and_shrink_to_unaimed() -> None:
         )
         assert s.steps
     shrunk = find(fault_plans(kinds=["latency"], aimed=True), lambda s: True, settings=FIND)
-    assert [step.fault.aim for step in shrunk.steps] == [None]
+    assert [(step.fault.aim, step.fault.trigger) for step in shrunk.steps] == [(None, None)]
+    triggered = find(
+        fault_plans(kinds=["latency"], aimed=True),
+        lambda s: any(step.fault.trigger is not None for step in s.steps),
+        settings=settings(FIND, phases=(Phase.generate,)),
+        random=random.Random(3),
+    )
+    assert Scenario.from_json(triggered.to_json()) == triggered
 
 
 def test_aims_reject_a_bad_cap() -> None:

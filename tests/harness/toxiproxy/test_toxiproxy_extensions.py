@@ -9,7 +9,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -280,6 +280,72 @@ def test_aimed_toxic_with_toxiproxy_python_alongside(api: Api, echo: Upstream) -
     assert listed["aimed"].type == "latency"
     assert proxy.destroy_toxic("aimed") is True
     assert api.request("GET", "/proxies/p/toxics").json() == []
+
+
+# -- trigger ----------------------------------------------------------------------------------
+
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_a_toxic_triggered_after_the_upgrade_waits_for_the_101(
+    api: Api, make_upstream: Callable[..., Upstream]
+) -> None:
+    upgrading, plain = make_upstream(greeting=SWITCH), make_upstream(greeting=b"HTTP/1.1 200 OK\r\n\r\n")
+    upgraded_port, plain_port = proxied(api, upgrading, "ws"), proxied(api, plain, "http")
+    body = {"type": "latency", "attributes": {"latency": 150}, "trigger": {"after": "upgrade"}}
+    for name in ("ws", "http"):
+        created = api.add_toxic(name, name="later", **body)
+        assert created["trigger"] == {"after": "upgrade"}
+    with connect(upgraded_port) as ws, connect(plain_port) as http:
+        assert recv_exactly(ws, len(SWITCH)) == SWITCH  # the head itself is not delayed
+        assert recv_exactly(http, 19) == b"HTTP/1.1 200 OK\r\n\r\n"
+        start = time.perf_counter()
+        echo_once(ws, b"frame")
+        assert time.perf_counter() - start >= 0.14
+        start = time.perf_counter()
+        echo_once(http, b"request")
+        assert time.perf_counter() - start < 0.14
+    assert evidence(api, "ws", "later")["connections"] == 1
+    assert evidence(api, "http", "later")["connections"] == 0
+
+
+def test_a_triggered_toxic_added_after_the_upgrade_acts_at_once(
+    api: Api, make_upstream: Callable[..., Upstream]
+) -> None:
+    port = proxied(api, make_upstream(greeting=SWITCH))
+    with connect(port) as sock:
+        assert recv_exactly(sock, len(SWITCH)) == SWITCH
+        echo_once(sock, b"before")
+        api.add_toxic("p", name="hole", type="timeout", attributes={"timeout": 0}, trigger={"after": "upgrade"})
+        sock.sendall(b"after")
+        assert silent_for(sock, 0.2)
+
+
+def test_a_trigger_and_an_aim_together(api: Api, make_upstream: Callable[..., Upstream]) -> None:
+    port = proxied(api, make_upstream(greeting=SWITCH))
+    body = {"type": "latency", "attributes": {"latency": 150}, "trigger": {"after": "upgrade"}}
+    api.add_toxic("p", name="both", **body, aim={"clients": ["c1"]})
+    with connect(port) as hit, connect(port) as missed:
+        for sock, client, delayed in ((hit, "c1", True), (missed, "c2", False)):
+            assert recv_exactly(sock, len(SWITCH)) == SWITCH
+            echo_once(sock, upgrade(client))  # identified; the upgrade already happened
+            start = time.perf_counter()
+            echo_once(sock, b"frame")
+            assert (time.perf_counter() - start >= 0.14) is delayed, client
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        ("upgrade", "trigger: expected an object, got str"),
+        ({"after": "frames"}, "trigger.after: must be one of upgrade, got 'frames'"),
+        ({"after": "upgrade", "n": 3}, "trigger.n: unknown field (known: after)"),
+    ],
+)
+def test_bad_triggers_are_400s(api: Api, echo: Upstream, trigger: Any, message: str) -> None:
+    proxied(api, echo)
+    reply = api.request("POST", "/proxies/p/toxics", json={"type": "latency", "trigger": trigger})
+    assert reply.json() == {"error": f"bad request body: {message}", "status": 400}
 
 
 # -- idle_timeout -----------------------------------------------------------------------------
