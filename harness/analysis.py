@@ -186,6 +186,108 @@ def windows_by_target(windows: Iterable[FaultWindow]) -> dict[str, list[tuple[fl
     return out
 
 
+# -- fault evidence -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultEvidence:
+    """Whether one nemesis step demonstrably landed.
+
+    ``touched`` is True when the records show it acted (a process signalled and gone, a toxic that
+    acted on at least one connection), False when they show it did not (its apply failed, no
+    process was running, its toxics touched no connection), None when there is no evidence either
+    way (a real Toxiproxy keeps no counters, the step was never healed, the kind records none).
+    ``reason`` says which, in words fit for a report.
+    """
+
+    fault_id: str
+    kind: str
+    fault: dict[str, Any]
+    touched: bool | None
+    reason: str
+    #: Per-toxic counters recorded at heal, by toxic name; None without them.
+    counts: dict[str, Any] | None = None
+
+
+def _process_evidence(outcome: Mapping[str, Any]) -> tuple[bool | None, str]:
+    pid = outcome.get("pid")
+    if pid is None:
+        return False, "no process was running to signal"
+    exit_code = outcome.get("exit_code", "absent")
+    if exit_code == "absent":  # pause: the signal itself is the act; the process lives on
+        return True, f"pid {pid} signalled"
+    if exit_code is None:
+        return None, f"pid {pid} signalled, but its exit status was not seen"
+    return True, f"pid {pid} exited with status {exit_code}"
+
+
+def _toxic_evidence(heal: Mapping[str, Any]) -> tuple[bool | None, str, dict[str, Any] | None]:
+    counts = heal.get("evidence")
+    if not isinstance(counts, Mapping):
+        return None, str(heal.get("evidence_reason") or "missing: no counters recorded"), None
+    per_toxic = {str(k): mapping(v) for k, v in counts.items()}
+    connections = sum(int(num(c.get("connections")) or 0) for c in per_toxic.values())
+    if connections == 0:
+        return False, f"its toxics ({', '.join(per_toxic)}) touched no connection", per_toxic
+    totals = {
+        key: sum(int(num(c.get(key)) or 0) for c in per_toxic.values())
+        for key in ("bytes_delayed", "bytes_dropped", "bytes_cut", "cuts")
+    }
+    shown = ", ".join(f"{key} {value}" for key, value in totals.items() if value)
+    return True, f"touched {connections} connection(s)" + (f": {shown}" if shown else ""), per_toxic
+
+
+def fault_evidence_of(nemesis_records: Iterable[Any]) -> list[FaultEvidence]:
+    """Each step's evidence from its nemesis records, in the order the steps were invoked.
+
+    Reads only what the records carry (no kind knowledge): a completed apply with a ``pid`` is a
+    process step; a heal with an ``evidence`` field is a toxic step; anything else has no evidence.
+    """
+    applies: dict[str, dict[str, Any]] = {}
+    heals: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for rec in _records(nemesis_records):
+        if rec.get("process", "nemesis") != "nemesis" or rec.get("fault_id") is None:
+            continue
+        key = str(rec.get("fault_id"))
+        if rec.get("f") == "apply":
+            if key not in applies:
+                order.append(key)
+                applies[key] = {}
+            applies[key][str(rec.get("type"))] = rec
+        elif rec.get("f") == "heal":
+            heals.setdefault(key, {})[str(rec.get("type"))] = rec
+    out = []
+    for key in order:
+        recs = applies[key]
+        fault = mapping(next(iter(recs.values())).get("fault"))
+        kind = str(fault.get("kind", "?"))
+        touched: bool | None
+        counts = None
+        heal_ok = heals.get(key, {}).get("ok")
+        if "fail" in recs:
+            touched, reason = False, f"not applied: {recs['fail'].get('error', 'the apply failed')}"
+        elif "ok" not in recs:
+            touched, reason = None, "missing: the apply never completed"
+        elif "pid" in recs["ok"]:
+            touched, reason = _process_evidence(recs["ok"])
+        elif heal_ok is not None and "evidence" in heal_ok:
+            touched, reason, counts = _toxic_evidence(heal_ok)
+        elif heals.get(key, {}).get("fail") is not None or (heal_ok is None and key in heals):
+            touched, reason = None, "missing: the heal did not complete, so no counts were taken"
+        elif heal_ok is None:
+            touched, reason = None, "missing: never healed, so no counts were taken"
+        else:
+            touched, reason = None, f"missing: {kind} records no evidence"
+        out.append(FaultEvidence(key, kind, fault, touched, reason, counts))
+    return out
+
+
+def fault_evidence(run: Run) -> list[FaultEvidence]:
+    """Each nemesis step of ``run`` and whether it demonstrably landed (:func:`fault_evidence_of`)."""
+    return fault_evidence_of(run.nemesis())
+
+
 # -- failover gaps --------------------------------------------------------------------------------
 
 

@@ -2,6 +2,11 @@
 
 How each kind acts lives with the kind (:mod:`harness.faults.kinds`); this is the bookkeeping:
 fault ids, what is still active, and the history record of every attempt.
+
+Every apply and heal is recorded twice: ``invoke`` before it acts and ``ok`` (or ``fail``) when it
+is done, each with the evidence the kind gives: for process faults the pid signalled (on invoke
+and completion), how it exited and the pid started again; for toxics, at heal, what each toxic did
+(``evidence``, or null with ``evidence_reason``). :func:`harness.analysis.fault_evidence` reads them.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class Nemesis:
 
     def apply(self, fault: Fault) -> ActiveFault:
         active = ActiveFault(fault_id=f"f{next(self._ids)}", fault=fault)
-        self._record("invoke", "apply", active)
+        self._record("invoke", "apply", active, **fault.spec.invoked(self.cluster, fault))
         try:
             active.applied = fault.spec.apply(self.cluster, fault, active.fault_id)
         except Exception as exc:
@@ -53,11 +58,11 @@ class Nemesis:
             return
         self._record("invoke", "heal", active)
         try:
-            active.fault.spec.heal(self.cluster, active.fault, active.applied)
+            outcome = active.fault.spec.heal(self.cluster, active.fault, active.applied)
         except Exception as exc:
             self._record("fail", "heal", active, error=f"{type(exc).__name__}: {exc}")
             raise
-        self._record("ok", "heal", active)
+        self._record("ok", "heal", active, **(outcome or {}))
 
     def heal_all(self) -> None:
         """Heals every active fault, newest first; one failing heal does not stop the others."""

@@ -17,17 +17,26 @@ by :func:`harness.expectations.derive_expect` (the rules are documented there), 
 passes every generated plan and a failure is a finding, not noise. Each kind draws its own
 parameters (:meth:`harness.faults.FaultKind.params_strategy`).
 
-The vocabulary. Every kind of :data:`harness.faults.KINDS` is enabled by default; the one
-exclusion is *pause on the balancer*: a paused balancer hangs every client past any deadline, which
-is the expected behaviour of a frozen proxy, not a finding. The balancer process is left out of the
-targets entirely unless ``include_balancer=True`` (it then gets ``kill``, ``terminate`` and
-``restart``), because restarting it resets every session and so masks the failover behaviour that
-generated plans are mostly meant to probe; the named scenario ``balancer_restart`` covers it.
-Every other kind stays on every target it has, ``lb`` included: cut, reset, throttled and
-blackholed client links exercise reconnects and half-open connections, which are among the real
-proxy failures worth finding, and :func:`derive_expect` allows the close codes they legitimately
-cause. What keeps such plans fast and predictable is the parameter bounds (:data:`BOUNDS`), not a
-smaller vocabulary.
+The vocabulary. Every kind of :data:`harness.faults.KINDS` is enabled by default, except those that
+say ``generated = False`` (idle_timeout: it forgets a flow for good when another fault on the link
+silences it first, which no window-based expectation predicts); they are drawn only when ``kinds``
+names them. The other exclusion is *pause on the balancer*: a paused balancer hangs every client
+past any deadline, which is the expected behaviour of a frozen proxy, not a finding. The balancer
+process is left out of the targets entirely unless ``include_balancer=True`` (it then gets
+``kill``, ``terminate`` and ``restart``), because restarting it resets every session and so masks
+the failover behaviour that generated plans are mostly meant to probe; the named scenario
+``balancer_restart`` covers it. Every other kind stays on every target it has, ``lb`` included:
+cut, reset, throttled and blackholed client links exercise reconnects and half-open connections,
+which are among the real proxy failures worth finding, and :func:`derive_expect` allows the close
+codes they legitimately cause. What keeps such plans fast and predictable is the parameter bounds
+(:data:`BOUNDS`), not a smaller vocabulary.
+
+Aimed steps. With ``aimed=True`` a step of a kind that can be aimed (:attr:`FaultKind.aimable`:
+toxics of the embedded Toxiproxy) may carry an :class:`~harness.toxiproxy.extensions.Aim` drawn by
+:func:`aims` (the first N connections, a seeded fraction of clients, or named clients) and a
+trigger (act on each connection only after its WebSocket upgrade). Unaimed and untriggered come
+first, so a failing aimed plan shrinks to the same plan hitting every connection when that fails
+too.
 
 Shrinking. Every choice is drawn so that its simplest value is the simplest plan: one step, at
 ``at_s`` 0, no duration (held until the heal), the first target, the smallest parameters, no
@@ -43,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import event
@@ -53,6 +62,7 @@ from hypothesis.control import currently_in_test_context
 from harness.expectations import derive_expect
 from harness.faults import KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step
+from harness.toxiproxy.extensions import Aim, Trigger
 
 __all__ = [
     "BALANCER_PROCESS_KINDS",
@@ -62,6 +72,7 @@ __all__ = [
     "Bounds",
     "FaultProfile",
     "Intensity",
+    "aims",
     "fault_plans",
     "fault_profiles",
     "note_plan_events",
@@ -69,7 +80,7 @@ __all__ = [
 
 # -- the vocabulary ---------------------------------------------------------------------------
 
-DEFAULT_KINDS: tuple[str, ...] = tuple(KINDS)
+DEFAULT_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.generated)
 BACKENDS = ("primary", "secondary")
 #: Process faults the balancer may get. Not pause: see the module docstring.
 BALANCER_PROCESS_KINDS = tuple(k for k, v in KINDS.items() if v.family == "process" and v.on_balancer_in_plans)
@@ -129,6 +140,25 @@ def _targets_for(kind: str, include_balancer: bool) -> tuple[str, ...]:
     return tuple(t for t in targets if t != "balancer")
 
 
+def aims(client_ids: Sequence[str] = (), max_first: int = 4) -> st.SearchStrategy[Aim]:
+    """Which connections an aimed step hits: the first N, a seeded fraction, or some of ``client_ids``.
+
+    Shrinks towards the first connection alone; fractions are whole tenths and seeds small, so a
+    shrunk aim reads well and survives the JSON round trip exactly.
+    """
+    if max_first < 1:
+        raise ValueError(f"max_first: must be >= 1, got {max_first}")
+    choices: list[st.SearchStrategy[Aim]] = [
+        st.builds(lambda n: Aim(first=n), st.integers(1, max_first)),
+        st.builds(lambda tenths, seed: Aim(fraction=tenths / 10, seed=seed), st.integers(1, 9), st.integers(0, 999)),
+    ]
+    ids = tuple(dict.fromkeys(client_ids))
+    if ids:
+        subsets = st.lists(st.sampled_from(ids), min_size=1, max_size=len(ids), unique=True)
+        choices.append(st.builds(lambda chosen: Aim(clients=tuple(chosen)), subsets))
+    return st.one_of(choices)
+
+
 @dataclass(frozen=True)
 class FaultProfile:
     """What one example may do: the swarm-testing configuration drawn before any step."""
@@ -140,6 +170,9 @@ class FaultProfile:
     intensity: Intensity
     swizzle: bool
     include_balancer: bool = False
+    #: Steps of aimable kinds may carry an aim (:func:`aims`) at these clients' connections.
+    aimed: bool = False
+    aim_clients: tuple[str, ...] = ()
 
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
@@ -251,9 +284,14 @@ def _step(draw: st.DrawFn, profile: FaultProfile, horizon_s: float) -> Step:
         cap = max(1, min(horizon - at, int(horizon * profile.intensity.max_duration_frac)))
         # None first: held until the heal is the simplest shape.
         duration = draw(st.none() | st.integers(1, cap))
+    chosen = fault(kind, target, **params)
+    if profile.aimed and KINDS[kind].aimable:
+        aim = draw(st.none() | aims(profile.aim_clients))
+        trigger = draw(st.none() | st.just(Trigger("upgrade")))
+        chosen = replace(chosen, aim=aim, trigger=trigger)
     return Step(
         at_s=at / 10,
-        fault=fault(kind, target, **params),
+        fault=chosen,
         duration_s=None if duration is None else duration / 10,
     )
 
@@ -295,14 +333,22 @@ def fault_plans(
     include_balancer: bool = False,
     limits: Limits | None = None,
     keepalive: Keepalive | None = None,
+    aimed: bool = False,
+    aim_clients: Sequence[str] = (),
 ) -> st.SearchStrategy[Scenario]:
     """Generated scenarios: a profile, then up to ``max_steps`` timed steps within ``horizon_s``.
 
     ``limits`` and ``keepalive`` default to the harness defaults, which the reused cluster already
     runs with: a plan that changed them would restart the balancer between examples.
+
+    ``aimed`` lets steps aim at some client connections (module doc), named ones from ``aim_clients``;
+    such plans need the embedded Toxiproxy (a real one refuses them).
     """
     vocabulary = _check_args(max_steps, horizon_s, kinds)
-    return _plans(max_steps, horizon_s, vocabulary, include_balancer, limits or Limits(), keepalive or Keepalive())
+    return _plans(
+        max_steps, horizon_s, vocabulary, include_balancer, limits or Limits(), keepalive or Keepalive(),
+        aimed, tuple(aim_clients),
+    )  # fmt: skip
 
 
 @st.composite
@@ -314,8 +360,12 @@ def _plans(
     include_balancer: bool,
     limits: Limits,
     keepalive: Keepalive,
+    aimed: bool = False,
+    aim_clients: tuple[str, ...] = (),
 ) -> Scenario:
     profile = draw(_profiles(max_steps, horizon_s, vocabulary, include_balancer))
+    if aimed:
+        profile = replace(profile, aimed=True, aim_clients=aim_clients)
     steps: list[Step] = []
     if profile.swizzle:
         steps.extend(draw(_swizzle(profile, horizon_s)))
@@ -370,6 +420,8 @@ def note_plan_events(scenario: Scenario) -> None:
     for s in scenario.steps:
         event(f"fault:{s.fault.kind}")
         event(f"target:{s.fault.target}")
+        if s.fault.aim is not None:
+            event(f"aim:{next(iter(s.fault.aim.to_json()))}")
     for tag in scenario.tags:
         if tag.startswith(("profile:", "intensity:")):
             event(tag)

@@ -21,6 +21,8 @@ from harness.faults.model import (
     register,
     stream_param,
 )
+from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
+from harness.faults.proxy_ext import add_toxic as add_extended_toxic
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
@@ -40,21 +42,32 @@ def _streams() -> st.SearchStrategy[str]:
 
 
 class ProcessKind(FaultKind):
+    """A signal to a process. Its records carry the evidence: the pid signalled, how it exited,
+    and the pid a heal started (a step that found no process says pid null)."""
+
     family = "process"
     targets = PROCESS_TARGETS
     on_balancer_in_plans = True
 
+    def invoked(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
+        proc = cluster.process(fault.target)
+        return {"pid": proc.pid if proc.running else None}
+
     def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
-        return Applied(outcome=self.signal(cluster, fault))
+        proc = cluster.process(fault.target)
+        pid = proc.pid if proc.running else None
+        return Applied(outcome={"pid": pid, **self.signal(cluster, fault)})
 
     def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
         raise NotImplementedError
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
         proc = cluster.process(fault.target)
         if not proc.running:
             proc.start()
             proc.wait_ready(cluster.spec.ready_timeout_s)
+            return {"started_pid": proc.pid}
+        return {"started_pid": None}
 
     def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
         return (1006,)  # an aborted balancer drops every client without a close frame
@@ -66,8 +79,7 @@ class Kill(ProcessKind):
     blocks_on_heal = True  # the heal starts the process again and waits until it is ready
 
     def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
-        cluster.process(fault.target).kill()
-        return {}
+        return {"exit_code": cluster.process(fault.target).kill()}
 
 
 @register
@@ -94,8 +106,9 @@ class Pause(ProcessKind):
         cluster.process(fault.target).pause()
         return {}
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
         cluster.process(fault.target).resume()
+        return None
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return keepalive_detect_s(keepalive)
@@ -111,10 +124,11 @@ class Restart(ProcessKind):
     def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
         proc = cluster.process(fault.target)
         graceful = bool(fault.params["graceful"])
-        return {"exit_code": proc.restart(graceful=graceful, ready_timeout=cluster.spec.ready_timeout_s)}
+        code = proc.restart(graceful=graceful, ready_timeout=cluster.spec.ready_timeout_s)
+        return {"exit_code": code, "started_pid": proc.pid}
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
-        pass
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
+        return None
 
     def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
         return st.builds(lambda graceful: {"graceful": graceful}, st.booleans())
@@ -132,9 +146,16 @@ class LinkKind(FaultKind):
 
 
 class ToxicKind(LinkKind):
-    """A link fault made of one Toxiproxy toxic per stream it is on."""
+    """A link fault made of one Toxiproxy toxic per stream it is on.
+
+    An aimed or triggered fault sends the toxic's ``aim`` / ``trigger`` extension (refused up front
+    by a server without it).
+    The heal first asks the embedded proxy what each toxic did and records it as the step's
+    evidence (``evidence: null`` and the reason with a server that keeps no counters).
+    """
 
     toxic_type: ClassVar[str]
+    aimable = True
 
     def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The toxic's attributes and the streams it goes on."""
@@ -144,20 +165,44 @@ class ToxicKind(LinkKind):
         assert cluster.toxiproxy is not None
         proxy = cluster.proxy_name(fault.target)
         attributes, streams = self.toxic(fault.params)
+        extensions = fault.extensions()
+        if fault.aim is not None:
+            require(cluster.toxiproxy.url, "aim", f"a step aimed at {fault.aim.describe()}")
+        if fault.trigger is not None:
+            require(cluster.toxiproxy.url, "trigger", f"a step triggered {fault.trigger.describe()}")
         names = []
         for stream in streams:
             name = f"{fault_id}_{fault.kind}_{stream}"
-            cluster.toxiproxy.add_toxic(proxy, name=name, type=self.toxic_type, stream=stream, attributes=attributes)
+            body: dict[str, Any] = {"name": name, "type": self.toxic_type, "stream": stream, "attributes": attributes}
+            if not extensions:
+                cluster.toxiproxy.add_toxic(proxy, **body)
+            else:
+                add_extended_toxic(cluster.toxiproxy.url, proxy, {**body, **extensions})
             names.append(name)
         return Applied(toxics=tuple(names))
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
         assert cluster.toxiproxy is not None
         proxy = cluster.proxy_name(fault.target)
         present = set(cluster.toxiproxy.toxics(proxy))
+        evidence: dict[str, Any] | None = {}
+        reason = None
+        for name in applied.toxics:
+            if name not in present:
+                continue
+            # Before the removal: the counters go with the toxic.
+            counts = toxic_evidence(cluster.toxiproxy.url, proxy, name) if evidence is not None else None
+            if counts is None:
+                evidence, reason = None, NO_COUNTERS
+            elif evidence is not None:
+                evidence[name] = counts
         for name in applied.toxics:
             if name in present:
                 cluster.toxiproxy.remove_toxic(proxy, name)
+        if evidence is not None and not evidence and applied.toxics:
+            reason = "missing: the toxics were gone before the heal"
+            evidence = None
+        return {"evidence": evidence, "evidence_reason": reason}
 
 
 @register
@@ -258,9 +303,10 @@ class Down(LinkKind):
         cluster.toxiproxy.set_enabled(cluster.proxy_name(fault.target), False)
         return Applied()
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
         assert cluster.toxiproxy is not None
         cluster.toxiproxy.set_enabled(cluster.proxy_name(fault.target), True)
+        return None
 
 
 @register
@@ -336,3 +382,37 @@ class OneWayPartition(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return keepalive_detect_s(keepalive)
+
+
+@register
+class IdleTimeout(ToxicKind):
+    """A middlebox that forgets idle flows (a NAT gateway, a cloud load balancer after 30-350 s):
+    a connection with no byte in either direction for ``timeout_ms`` is silenced for good, no FIN,
+    no RST. A build whose keepalive is more frequent than the timeout never notices it."""
+
+    name = "idle_timeout"
+    toxic_type = "idle_timeout"  # an extension toxic of the embedded proxy
+    blackhole = True
+    # Behind a partition on the same link it forgets the flow for good, which outlasts the heal:
+    # no expectation derived from the steps' windows can predict that.
+    generated = False
+    params: ClassVar = {"timeout_ms": Param(int, 2000, minimum=1)}
+
+    def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
+        assert cluster.toxiproxy is not None
+        require(cluster.toxiproxy.url, "idle_timeout", "an idle_timeout step")
+        return super().apply(cluster, fault, fault_id)
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        # On both streams: a flow is idle only when neither direction carries a byte.
+        return {"timeout": params["timeout_ms"]}, STREAM_DIRECTIONS["both"]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"timeout_ms": st.integers(1000, 10_000)})
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        # A keepalive sent more often than the timeout keeps every flow busy.
+        return keepalive.ping_interval_s * 1000.0 >= fault.params["timeout_ms"]
+
+    def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
+        return fault.params["timeout_ms"] / 1000.0 + keepalive_detect_s(keepalive)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 
+from harness.toxiproxy.extensions import Aim, ExtensionError, Trigger
+
 if TYPE_CHECKING:
     from harness.cluster import Cluster
     from harness.scenario import Keepalive
@@ -101,16 +103,27 @@ class FaultKind:
     swizzles: ClassVar[bool] = False
     #: Generated plans may aim it at the balancer process (never pause: a frozen proxy hangs all).
     on_balancer_in_plans: ClassVar[bool] = False
+    #: Can act on some client connections only (:class:`Fault` ``aim``, ``trigger``): toxics of the
+    #: embedded proxy.
+    aimable: ClassVar[bool] = False
+    #: Drawn in generated plans by default (fault_plans' vocabulary); kinds whose interplay with
+    #: others the expectations cannot predict say False and are only drawn when asked for by name.
+    generated: ClassVar[bool] = True
 
     # -- the schema ---------------------------------------------------------------------------
     def validate(self, params: dict[str, Any], where: str) -> None:
         """Checks that span parameters, after each has been checked on its own and defaulted."""
 
     # -- acting -------------------------------------------------------------------------------
+    def invoked(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
+        """Facts worth recording when the step is invoked, before it acts (a process's pid)."""
+        return {}
+
     def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
         raise NotImplementedError
 
-    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> None:
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
+        """Undo the fault; what it returns goes into the heal's history record (its evidence)."""
         raise NotImplementedError
 
     # -- generating ---------------------------------------------------------------------------
@@ -165,6 +178,10 @@ class Fault:
     kind: str
     target: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: Only these client connections (an extension of the embedded Toxiproxy); None: all of them.
+    aim: Aim | None = None
+    #: On each connection, act only after this event (an extension too); None: at once.
+    trigger: Trigger | None = None
 
     @property
     def spec(self) -> FaultKind:
@@ -175,7 +192,16 @@ class Fault:
         return self.spec.family == "process"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "params": dict(self.params)}
+        out = {"kind": self.kind, "target": self.target, "params": dict(self.params)}
+        if self.aim is not None:
+            out["aim"] = self.aim.to_json()
+        if self.trigger is not None:
+            out["trigger"] = self.trigger.to_json()
+        return out
+
+    def extensions(self) -> dict[str, Any]:
+        """The embedded Toxiproxy's extension fields this fault needs on its toxics, as JSON."""
+        return {key: value for key, value in self.to_dict().items() if key in ("aim", "trigger")}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fault") -> Fault:
@@ -188,6 +214,18 @@ class Fault:
         target = data.get("target")
         if target not in kind.targets:
             raise FaultError(f"{where}.target: {name} cannot target {target!r} (it targets: {', '.join(kind.targets)})")
+        aim = trigger = None
+        for key in ("aim", "trigger"):
+            if data.get(key) is not None and not kind.aimable:
+                aimable = ", ".join(k for k, v in KINDS.items() if v.aimable)
+                raise FaultError(f"{where}.{key}: {name} acts on no single connection (kinds that do: {aimable})")
+        try:
+            if data.get("aim") is not None:
+                aim = Aim.from_json(data["aim"], where=f"{where}.aim")
+            if data.get("trigger") is not None:
+                trigger = Trigger.from_json(data["trigger"], where=f"{where}.trigger")
+        except ExtensionError as exc:
+            raise FaultError(str(exc)) from None
         raw = data.get("params", {})
         if raw is None:
             raw = {}
@@ -202,11 +240,13 @@ class Fault:
         for pname, param in kind.params.items():
             params.setdefault(pname, param.default)
         kind.validate(params, f"{where}.params")
-        return cls(kind=name, target=target, params=params)
+        return cls(kind=name, target=target, params=params, aim=aim, trigger=trigger)
 
     def describe(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.kind}({self.target}{', ' + shown if shown else ''})"
+        aimed = f" at {self.aim.describe()}" if self.aim is not None else ""
+        triggered = f" {self.trigger.describe()}" if self.trigger is not None else ""
+        return f"{self.kind}({self.target}{', ' + shown if shown else ''}){aimed}{triggered}"
 
 
 def fault(kind: str, target: str, **params: Any) -> Fault:

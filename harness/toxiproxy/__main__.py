@@ -48,6 +48,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", "-seed", type=int, help="seed the toxics' random draws (toxicity, jitter, slicer)")
     parser.add_argument("--version", "-version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--no-extensions",
+        action="store_true",
+        help="behave as a stock Toxiproxy 2.x: no /wschaos routes, extension fields ignored (to test clients)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,7 +63,7 @@ async def _run(args: argparse.Namespace, config: bytes | None) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = ToxiproxyServer(args.host, args.port)
+    server = ToxiproxyServer(args.host, args.port, extensions=not args.no_extensions)
     try:
         await server.start()
     except OSError as exc:

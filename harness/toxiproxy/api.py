@@ -5,6 +5,9 @@ plain-text 404, known path with another method → empty 405), the request-id an
 browser-blocking middleware that only run on matched routes, and ``http.Error``
 replies (JSON text served as text/plain, newline-terminated). What each request does
 is ``collection.ProxyCollection``'s business; toxic bodies are decoded by ``toxic_spec``.
+
+Extension routes live under ``/wschaos/`` (``extensions.PREFIX``), where Toxiproxy has none:
+the 2.x routes and their replies are untouched (docs/toxiproxy-extensions.md).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from urllib.parse import unquote, urlsplit
 from . import gojson
 from .collection import ProxyCollection, ProxyConfig
 from .errors import ApiError, bad_body
+from .extensions import CAPABILITIES, PREFIX
 from .httpserver import Request, Response
-from .proxy import Proxy
+from .proxy import Proxy, toxic_evidence
 from .toxic_spec import decode_fields
 
 log = logging.getLogger("harness.toxiproxy")
@@ -43,6 +47,9 @@ _METHODS = {
     "proxy": ("GET", "POST", "PATCH", "DELETE"),
     "toxics": ("GET", "POST"),
     "toxic": ("GET", "POST", "PATCH", "DELETE"),
+    "ext_capabilities": ("GET",),
+    "ext_proxy_evidence": ("GET",),
+    "ext_toxic_evidence": ("GET",),
 }
 
 _JSON = {"Content-Type": "application/json"}
@@ -77,6 +84,8 @@ def route(target: str) -> tuple[str, dict[str, str]] | None:
     parts = path[1:].split("/")
     if len(parts) == 1 and parts[0] in ("reset", "version", "proxies", "populate"):
         return parts[0], {}
+    if parts[0] == PREFIX:
+        return _extension_route(parts[1:])
     if parts[0] != "proxies" or any(part == "" for part in parts[1:]):
         return None
     if len(parts) == 2:
@@ -85,6 +94,18 @@ def route(target: str) -> tuple[str, dict[str, str]] | None:
         return "toxics", {"proxy": parts[1]}
     if len(parts) == 4 and parts[2] == "toxics":
         return "toxic", {"proxy": parts[1], "toxic": parts[3]}
+    return None
+
+
+def _extension_route(parts: list[str]) -> tuple[str, dict[str, str]] | None:
+    if parts == ["capabilities"]:
+        return "ext_capabilities", {}
+    if len(parts) < 3 or parts[0] != "proxies" or parts[-1] != "evidence" or "" in parts:
+        return None
+    if len(parts) == 3:
+        return "ext_proxy_evidence", {"proxy": parts[1]}
+    if len(parts) == 5 and parts[2] == "toxics":
+        return "ext_toxic_evidence", {"proxy": parts[1], "toxic": parts[3]}
     return None
 
 
@@ -134,12 +155,16 @@ def _populate_reply(status: int, done: list[Proxy], error: str | None = None) ->
 class ApiApp:
     """The HTTP handlers over one :class:`ProxyCollection`."""
 
-    def __init__(self, version: str = VERSION) -> None:
+    def __init__(self, version: str = VERSION, *, extensions: bool = True) -> None:
         self.version = version
-        self.collection = ProxyCollection()
+        # False: a stock 2.x server (no /wschaos routes, extension fields ignored as Go ignores them).
+        self.extensions = extensions
+        self.collection = ProxyCollection(extensions=extensions)
 
     async def __call__(self, request: Request) -> Response:
         matched = route(request.target)
+        if matched is not None and matched[0].startswith("ext_") and not self.extensions:
+            matched = None
         if matched is None:
             return Response(
                 404,
@@ -180,7 +205,13 @@ class ApiApp:
             return await self._create_proxy(request.body)
         if name == "populate":
             return await self.populate(request.body)
+        if name == "ext_capabilities":
+            return _json(200, {"capabilities": list(CAPABILITIES), "version": self.version})
         proxy = proxies.get(params["proxy"])
+        if name == "ext_proxy_evidence":
+            return _json(200, proxy.evidence())
+        if name == "ext_toxic_evidence":
+            return _json(200, toxic_evidence(proxies.toxic(proxy, params["toxic"])))
         if name == "proxy":
             if method == "GET":
                 return _json(200, proxy.to_json())

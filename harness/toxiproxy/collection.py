@@ -33,8 +33,10 @@ def _address_failure(exc: AddressError) -> ApiError:
 
 
 class ProxyCollection:
-    def __init__(self) -> None:
+    def __init__(self, *, extensions: bool = True) -> None:
         self.proxies: dict[str, Proxy] = {}
+        # Whether toxic bodies may carry the extension fields (docs/toxiproxy-extensions.md).
+        self.extensions = extensions
         # Operations await (resolution, binding); one at a time keeps each atomic, as
         # the Go collection's lock does. Callers hold it around a whole request.
         self.lock = asyncio.Lock()
@@ -70,6 +72,7 @@ class ProxyCollection:
         return proxy
 
     def delete(self, proxy: Proxy) -> None:
+        proxy.cancel_expiries()
         proxy.stop()
         del self.proxies[proxy.name]
 
@@ -88,6 +91,7 @@ class ProxyCollection:
         if existing is not None:
             if not await existing.differs(config.listen, config.upstream):
                 return existing
+            existing.cancel_expiries()
             existing.stop()
         proxy = Proxy(config.name, config.listen, config.upstream)
         if config.enabled:
@@ -115,9 +119,8 @@ class ProxyCollection:
             raise ApiError(404, "toxic not found")
         return found[2]
 
-    @staticmethod
-    def add_toxic(proxy: Proxy, body: Any) -> ToxicSpec:
-        spec = new_toxic(body, taken=lambda name: proxy.find_toxic(name) is not None)
+    def add_toxic(self, proxy: Proxy, body: Any) -> ToxicSpec:
+        spec = new_toxic(body, taken=lambda name: proxy.find_toxic(name) is not None, extensions=self.extensions)
         proxy.add_toxic(spec)
         return spec
 
@@ -138,6 +141,7 @@ class ProxyCollection:
         tasks: list[asyncio.Task[None]] = []
         for proxy in self.proxies.values():
             tasks.extend(proxy.dial_tasks())
+            proxy.cancel_expiries()
             proxy.stop()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

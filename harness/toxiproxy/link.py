@@ -7,6 +7,12 @@ Close semantics follow Toxiproxy: when a link's chain ends (source EOF, or a tox
 closing it) the destination is fully closed (half-close is not propagated), and the
 other link then sees its own source end and closes the remaining socket.
 
+Aimed toxics (an extension, ``extensions.Aim``) need to know whose connection this is: the
+upstream link reads the first request line on its way through (``?client=ID`` of a WebSocket
+upgrade). Triggered toxics (``extensions.Trigger``) wait for the upgrade: the downstream link
+reads the first response head on its way through. Until its connection qualifies, an extension
+toxic is a :class:`Dormant` pass-through; each such event wakes the ones that now act.
+
 Performance: with no toxics on a link, the source protocol's sink is the destination
 transport's ``write``, so a chunk crosses the proxy through one Python frame of ours; the
 server runs on uvloop when it is installed. Flow control pauses the source while the destination's
@@ -22,6 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from .extensions import REQUEST_LINE_LIMIT, RESPONSE_HEAD_LIMIT, client_id_of, is_upgrade
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
 from .toxics import Sink, Stage, Timer, make_stage
 
@@ -52,6 +59,10 @@ class ConnectionOwner(Protocol):
 
     async def dial(self, side: Side) -> None: ...
 
+    def next_ordinal(self) -> int:
+        """A number for a new connection, increasing in accept order."""
+        ...
+
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -62,6 +73,12 @@ def set_linger_zero(sock: Any) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     except OSError:
         pass
+
+
+class Dormant(Stage):
+    """The pass-through an aimed or triggered toxic is on a connection where it does not (yet) act."""
+
+    __slots__ = ()
 
 
 def _drop(data: bytes) -> None:
@@ -138,7 +155,7 @@ class _Writer:
 
     def push(self, data: bytes, ts: float) -> None:
         link = self.link
-        if not link.finished and not link.dst.lost:
+        if not link.finished and not link.dst.lost and not link.silenced:
             assert link.dst.transport is not None
             link.dst.transport.write(data)
 
@@ -163,13 +180,25 @@ class Link:
         self.held = 0
         self.dest_paused = False
         self.src_paused = False
+        # Silenced by an idle_timeout: everything is dropped, nothing closed.
+        self.silenced = False
+        # The upstream link reads the first request line for the client id (module doc).
+        self.request_line: bytearray | None = bytearray() if direction == UPSTREAM else None
+        # The downstream link reads the first response head for an upgrade (module doc).
+        self.response_head: bytearray | None = bytearray() if direction == DOWNSTREAM else None
         src.out_link = self
         dst.in_link = self
+
+    def _make(self, spec: ToxicSpec, nxt: Sink) -> Stage:
+        """The stage ``spec`` gets on this link: a pass-through when it is aimed elsewhere."""
+        if not self.conn.acts(spec):
+            return Dormant(self, spec, nxt)
+        return make_stage(self, spec, nxt)
 
     def start(self, specs: list[ToxicSpec]) -> None:
         nxt: Sink = self.writer
         for spec in reversed(specs):
-            nxt = make_stage(self, spec, nxt)
+            nxt = self._make(spec, nxt)
             self.stages.insert(0, nxt)
         self.head = nxt
         self._rebind()
@@ -178,8 +207,12 @@ class Link:
             self.src.sink(data)
 
     def _rebind(self) -> None:
-        if self.finished or self.source_done:
+        if self.finished or self.source_done or self.silenced:
             self.src.sink = _drop
+        elif self.request_line is not None:
+            self.src.sink = self._read_request_line
+        elif self.response_head is not None:
+            self.src.sink = self._read_response_head
         elif not self.stages:
             assert self.dst.transport is not None
             self.src.sink = self.dst.transport.write
@@ -188,6 +221,41 @@ class Link:
 
     def _feed(self, data: bytes) -> None:
         self.head.push(data, self.loop.time())
+
+    def _read_request_line(self, data: bytes) -> None:
+        """Pass ``data`` on; once the first line is complete, identify the connection first."""
+        line = self.request_line
+        assert line is not None
+        line += data
+        end = line.find(b"\n")
+        if end >= 0 or len(line) >= REQUEST_LINE_LIMIT:
+            self.request_line = None
+            self._rebind()
+            self.conn.identify(client_id_of(bytes(line[: end if end >= 0 else REQUEST_LINE_LIMIT])))
+        # Never held back for the line: a protocol that sends less and waits must not stall.
+        self._pass(data)
+
+    def _read_response_head(self, data: bytes) -> None:
+        """Pass ``data`` on; once the first response head is complete, tell the connection if it upgraded."""
+        head = self.response_head
+        assert head is not None
+        head += data
+        end = head.find(b"\r\n\r\n")
+        self._pass(data)  # the head itself crosses as it was: a trigger acts from the next byte on
+        if end >= 0 or len(head) >= RESPONSE_HEAD_LIMIT:
+            self.response_head = None
+            self._rebind()
+            if end >= 0 and is_upgrade(bytes(head[:end])):
+                self.conn.upgrade()
+
+    def _pass(self, data: bytes) -> None:
+        if self.finished or self.source_done or self.silenced:
+            return
+        if self.stages:
+            self._feed(data)
+        else:
+            assert self.dst.transport is not None
+            self.dst.transport.write(data)
 
     # -- what the stages see (toxics.StageHost) -------------------------------------
 
@@ -199,6 +267,15 @@ class Link:
 
     def reset_peer_after(self, delay: float) -> None:
         self.conn.reset_after(delay)
+
+    def note_active(self) -> None:
+        self.conn.last_active = self.loop.time()
+
+    def last_active(self) -> float:
+        return self.conn.last_active
+
+    def silence(self) -> None:
+        self.conn.silence()
 
     # -- flow control -------------------------------------------------------------
 
@@ -230,7 +307,8 @@ class Link:
             return
         self.source_done = True
         self._rebind()
-        self.head.eof()
+        if not self.silenced:  # a silenced connection tells neither peer anything
+            self.head.eof()
 
     def finish(self) -> None:
         """The chain has ended: close the destination; the other link follows."""
@@ -255,7 +333,7 @@ class Link:
     def add_toxic(self, spec: ToxicSpec) -> None:
         if self.finished:
             return
-        stage = make_stage(self, spec, self.writer)
+        stage = self._make(spec, self.writer)
         self._set_next(len(self.stages), stage)
         # Data still held by earlier stages now passes the new toxic too, as in Toxiproxy.
         self.stages.append(stage)
@@ -266,7 +344,7 @@ class Link:
             return
         old = self.stages[index]
         held, eof_pending = old.drain()
-        new = make_stage(self, spec, old.next)
+        new = self._make(spec, old.next)
         new.carry(old)
         self.stages[index] = new
         self._set_next(index, new)
@@ -280,7 +358,7 @@ class Link:
         self._set_next(index, old.next)
         held, eof_pending = old.drain()
         if not self.finished:
-            if old.spec.type == "timeout":
+            if old.spec.type == "timeout" and not isinstance(old, Dormant):
                 # Toxiproxy's timeout Cleanup closes the link on removal, whatever the draw.
                 old.close()
             else:
@@ -305,6 +383,12 @@ class Connection:
         self.dial_task: asyncio.Task[None] | None = None
         self.closed = False
         self._timers: list[asyncio.TimerHandle] = []
+        self.ordinal = proxy.next_ordinal()
+        # From the first request line; None until then, or when it names no client.
+        self.client_id: str | None = None
+        # Whether the first response head switched protocols (a WebSocket upgrade).
+        self.upgraded = False
+        self.last_active = loop.time()
         # Registered at accept time, before connection_made runs, so that a proxy
         # stopped in between still finds (and closes) this connection.
         proxy.conns.add(self)
@@ -351,6 +435,44 @@ class Connection:
         down.start(list(self.proxy.chains[DOWNSTREAM]))
         assert self.client.transport is not None
         self.client.transport.resume_reading()
+
+    # -- aiming (extensions) --------------------------------------------------
+
+    def acts(self, spec: ToxicSpec) -> bool:
+        """Whether the toxic acts on this connection now (its trigger happened, its aim matches)."""
+        extras = spec.extras
+        if extras.trigger is not None and not self.upgraded:
+            return False
+        aim = extras.aim
+        if aim is None:
+            return True
+        if aim.first is not None:
+            return spec.state.claim(self.ordinal, aim.first)
+        return aim.matches(self.client_id)
+
+    def identify(self, client_id: str | None) -> None:
+        """The connection's client is known: toxics aimed at it wake up."""
+        self.client_id = client_id
+        if client_id is not None:
+            self._wake()
+
+    def upgrade(self) -> None:
+        """The connection upgraded: toxics triggered by that wake up."""
+        self.upgraded = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for link in self.links:
+            for index, stage in enumerate(link.stages):
+                if isinstance(stage, Dormant) and self.acts(stage.spec):
+                    link.update_toxic(index, stage.spec)
+
+    def silence(self) -> None:
+        """Drop everything both ways from now on and close nothing: a forgotten NAT entry."""
+        for link in self.links:
+            link.silenced = True
+            link.dispose()
+            link._rebind()
 
     # -- teardown -------------------------------------------------------------
 

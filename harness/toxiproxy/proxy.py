@@ -18,6 +18,11 @@ class ProxyAlreadyStarted(Exception):
     pass
 
 
+def toxic_evidence(spec: ToxicSpec) -> dict[str, Any]:
+    """``GET /wschaos/.../evidence`` for one toxic: which toxic, and what it did."""
+    return {"name": spec.name, "type": spec.type, "stream": spec.stream, **spec.state.evidence()}
+
+
 class Proxy:
     """One named proxy: its listener, live connections and toxic chains."""
 
@@ -30,6 +35,7 @@ class Proxy:
         self.chains: tuple[list[ToxicSpec], list[ToxicSpec]] = ([], [])
         self.conns: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._accepted = 0
 
     # -- JSON ------------------------------------------------------------------
 
@@ -79,6 +85,10 @@ class Proxy:
         for conn in list(self.conns):
             conn.abort()
 
+    def next_ordinal(self) -> int:
+        self._accepted += 1
+        return self._accepted
+
     def dial_tasks(self) -> list[asyncio.Task[None]]:
         return [conn.dial_task for conn in self.conns if conn.dial_task is not None]
 
@@ -123,12 +133,35 @@ class Proxy:
         return None
 
     def _links(self, direction: int) -> list[Link]:
-        return [conn.links[direction] for conn in list(self.conns) if conn.links]
+        # Oldest connection first: an aim at the first N connections takes the oldest live ones.
+        conns = sorted(self.conns, key=lambda conn: conn.ordinal)
+        return [conn.links[direction] for conn in conns if conn.links]
 
     def add_toxic(self, spec: ToxicSpec) -> None:
         self.chains[spec.direction].append(spec)
         for link in self._links(spec.direction):
             link.add_toxic(spec)
+        if spec.extras.duration_ms is not None:
+            loop = asyncio.get_running_loop()
+            spec.state.expiry = loop.call_later(spec.extras.duration_ms / 1000.0, self._expire, spec)
+
+    def _expire(self, spec: ToxicSpec) -> None:
+        """A ``duration_ms`` toxic's time is up: remove it, unless it is already gone."""
+        found = self.find_toxic(spec.name)
+        if found is not None and found[2].state is spec.state:
+            self.remove_toxic(spec.name)
+
+    def cancel_expiries(self) -> None:
+        """The proxy is going away: no toxic of it may remove itself later."""
+        for chain in self.chains:
+            for spec in chain:
+                if spec.state.expiry is not None:
+                    spec.state.expiry.cancel()
+                    spec.state.expiry = None
+
+    def evidence(self) -> dict[str, dict[str, Any]]:
+        """Each toxic's counters (extensions.ToxicState), by name."""
+        return {spec.name: toxic_evidence(spec) for chain in self.chains for spec in chain}
 
     def update_toxic(self, spec: ToxicSpec) -> None:
         found = self.find_toxic(spec.name)
@@ -142,7 +175,10 @@ class Proxy:
         found = self.find_toxic(name)
         if found is None:
             return False
-        direction, index, _ = found
+        direction, index, spec = found
+        if spec.state.expiry is not None:
+            spec.state.expiry.cancel()
+            spec.state.expiry = None
         del self.chains[direction][index]
         for link in self._links(direction):
             link.remove_toxic(index)

@@ -23,11 +23,11 @@ class ToxiproxyServer:
     returns once nothing of the server is left on the loop.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8474, *, version: str = VERSION):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8474, *, version: str = VERSION, extensions: bool = True):
         self.host = host
         self.requested_port = port
         self.port = port
-        self.app = ApiApp(version)
+        self.app = ApiApp(version, extensions=extensions)
         self._http = HttpServer(self.app)
         self._server: asyncio.AbstractServer | None = None
 

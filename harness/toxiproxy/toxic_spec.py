@@ -13,6 +13,7 @@ from typing import Any
 
 from . import gojson
 from .errors import ApiError, bad_body
+from .extensions import NO_EXTRAS, ExtensionError, ToxicExtras, ToxicState, decode_extras
 
 UPSTREAM = 0
 DOWNSTREAM = 1
@@ -27,7 +28,12 @@ TOXIC_ATTRIBUTES: dict[str, dict[str, gojson.FieldType]] = {
     "slicer": {"average_size": "int", "size_variation": "int", "delay": "int"},
     "limit_data": {"bytes": "int64"},
     "noop": {},
+    # Extension (docs/toxiproxy-extensions.md): silently blackhole a connection idle that long.
+    "idle_timeout": {"timeout": "int64"},
 }
+
+# Toxic types of our own (docs/toxiproxy-extensions.md); a stock 2.x server knows none of them.
+EXTENSION_TYPES = frozenset({"idle_timeout"})
 
 # Go type names, used in decode error messages.
 TOXIC_GO_TYPES = {
@@ -39,6 +45,7 @@ TOXIC_GO_TYPES = {
     "slicer": "toxics.SlicerToxic",
     "limit_data": "toxics.LimitDataToxic",
     "noop": "toxics.NoopToxic",
+    "idle_timeout": "toxics.IdleTimeoutToxic",
 }
 
 _WRAPPER_FIELDS: dict[str, gojson.FieldType] = {
@@ -80,6 +87,8 @@ def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
                 "slicer size_variation must be smaller than average_size,"
                 f" got size_variation {variation} and average_size {average}"
             )
+    if toxic_type == "idle_timeout" and attrs["timeout"] <= 0:
+        return f"idle_timeout timeout must be positive, got {attrs['timeout']}"
     return None
 
 
@@ -93,6 +102,9 @@ class ToxicSpec:
     direction: int
     toxicity: float
     attributes: dict[str, int] = field(default_factory=dict)
+    # Extensions: absent (NO_EXTRAS) unless the create body asked; updates keep both.
+    extras: ToxicExtras = NO_EXTRAS
+    state: ToxicState = field(default_factory=ToxicState, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +113,7 @@ class ToxicSpec:
             "type": self.type,
             "stream": self.stream,
             "toxicity": gojson.Float32(self.toxicity),
+            **self.extras.to_json(),
         }
 
 
@@ -123,7 +136,7 @@ def _validated(toxic_type: str, attributes: dict[str, int]) -> dict[str, int]:
     return attributes
 
 
-def new_toxic(body: Any, taken: Callable[[str], bool]) -> ToxicSpec:
+def new_toxic(body: Any, taken: Callable[[str], bool], extensions: bool = True) -> ToxicSpec:
     """The toxic a create body describes, checked in Go's order; ``taken`` names in use."""
     wrapper = decode_fields(body, _WRAPPER_FIELDS, "toxics.ToxicWrapper")
     raw_attributes = wrapper.get("attributes")
@@ -139,19 +152,25 @@ def new_toxic(body: Any, taken: Callable[[str], bool]) -> ToxicSpec:
         raise ApiError(400, "stream was invalid, can be either upstream or downstream")
     toxic_type = wrapper.get("type", "")
     name = wrapper.get("name") or f"{toxic_type}_{stream}"
-    if toxic_type not in TOXIC_ATTRIBUTES:
+    if toxic_type not in TOXIC_ATTRIBUTES or (not extensions and toxic_type in EXTENSION_TYPES):
         raise ApiError(400, "invalid toxic type")
     if taken(name):
         raise ApiError(409, "toxic already exists")
     attributes = {key: 0 for key in TOXIC_ATTRIBUTES[toxic_type]}
     attributes.update(_decode_attributes(toxic_type, raw_attributes))
+    attributes = _validated(toxic_type, attributes)
+    try:
+        extras = decode_extras(body) if extensions else NO_EXTRAS  # after every 2.x check, so 2.x bodies fail as in Go
+    except ExtensionError as exc:
+        raise bad_body(exc) from None
     return ToxicSpec(
         name=name,
         type=toxic_type,
         stream=stream,
         direction=direction,
         toxicity=wrapper.get("toxicity", 1.0),
-        attributes=_validated(toxic_type, attributes),
+        attributes=attributes,
+        extras=extras,
     )
 
 

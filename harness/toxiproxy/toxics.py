@@ -9,6 +9,10 @@ method calls per chunk.
 Stages see the link only through :class:`StageHost` (a clock, timers, the held-bytes
 count and a connection reset), so they can be driven by a fake host in tests.
 
+Each stage counts what it does to its connection in its toxic's shared
+:class:`extensions.ToxicState` (an increment or two per chunk, on toxic paths only), which
+``GET /wschaos/...`` serves as evidence that the toxic landed.
+
 Timestamps travel with chunks (the host's ``time()`` when read), as in Toxiproxy, so
 stacked latency toxics add up and a restarted latency toxic keeps the delay already served.
 """
@@ -20,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from .extensions import ToxicState
 from .toxic_spec import ToxicSpec
 
 
@@ -46,6 +51,18 @@ class StageHost(Protocol):
         """Reset both sockets of the connection after ``delay`` seconds, whatever happens."""
         ...
 
+    def note_active(self) -> None:
+        """A byte crossed the connection now (for idle tracking shared by both directions)."""
+        ...
+
+    def last_active(self) -> float:
+        """When :meth:`note_active` was last called for this connection."""
+        ...
+
+    def silence(self) -> None:
+        """From now on drop everything in both directions, closing nothing (a lost NAT entry)."""
+        ...
+
 
 class Sink(Protocol):
     def push(self, data: bytes, ts: float) -> None: ...
@@ -61,7 +78,7 @@ _EARLY = 0.0002
 class Stage:
     """Pass-through stage; also what a toxic becomes when its toxicity draw misses."""
 
-    __slots__ = ("closed", "host", "next", "spec", "timer")
+    __slots__ = ("closed", "host", "next", "spec", "timer", "touched")
 
     def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
         self.host = host
@@ -72,6 +89,8 @@ class Stage:
         # The one pending timer of a timer-driven stage (latency, bandwidth, slicer,
         # slow_close, timeout); None when nothing is scheduled.
         self.timer: Timer | None = None
+        # Whether this toxic has acted on this connection yet (counted once per connection).
+        self.touched = False
 
     def push(self, data: bytes, ts: float) -> None:
         if not self.closed:
@@ -109,6 +128,19 @@ class Stage:
     def carry(self, old: Stage) -> None:
         """Take over per-connection state from the stage this one replaces on update."""
         self.closed = old.closed
+        self.touched = old.touched
+
+    def _touch(self) -> ToxicState:
+        """The toxic acts on this connection: count the connection once, return the counters."""
+        state = self.spec.state
+        if not self.touched:
+            self.touched = True
+            state.connections += 1
+        return state
+
+    def _cut(self) -> None:
+        """The toxic ends the connection (closes, resets or silences it)."""
+        self._touch().cuts += 1
 
 
 class _Buffered(Stage):
@@ -167,7 +199,7 @@ class LatencyStage(_Buffered):
     so throughput is unaffected, exactly as Toxiproxy's sequential sleep-until.
     """
 
-    __slots__ = ("jitter", "last_release", "latency", "origins")
+    __slots__ = ("delays", "jitter", "last_release", "latency", "origins")
 
     def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
         super().__init__(host, spec, nxt)
@@ -177,6 +209,7 @@ class LatencyStage(_Buffered):
         # Read times of queued chunks (the queue holds release times), so a replacement
         # stage on update computes its delay from when the data really arrived.
         self.origins: deque[float] = deque()
+        self.delays = self.latency > 0 or self.jitter > 0
 
     def _delay(self) -> float:
         delay = self.latency
@@ -187,6 +220,8 @@ class LatencyStage(_Buffered):
     def push(self, data: bytes, ts: float) -> None:
         if self.closed:
             return
+        if self.delays:
+            self._touch().bytes_delayed += len(data)
         release = max(ts + self._delay(), self.last_release)
         self.last_release = release
         if not self.queue and release <= self.host.time() + _EARLY:
@@ -236,6 +271,7 @@ class BandwidthStage(_Buffered):
     def push(self, data: bytes, ts: float) -> None:
         if self.closed or not data:
             return
+        self._touch().bytes_delayed += len(data)
         was_idle = not self.queue
         self._enqueue(data, ts)
         if self.bps <= 0:
@@ -279,6 +315,7 @@ class SlowCloseStage(Stage):
         if self.closed or self.waiting:
             return
         self.waiting = True
+        self._touch()
         delay = max(0, self.spec.attributes["delay"]) / 1000.0
         self._schedule(self.host.time() + delay)
 
@@ -305,8 +342,13 @@ class TimeoutStage(Stage):
 
     def push(self, data: bytes, ts: float) -> None:
         if not self.closed:
+            self._touch().bytes_dropped += len(data)
             # Toxiproxy starts a fresh timer per received chunk: an idle timeout.
             self._arm()
+
+    def _fire(self) -> None:
+        self._cut()
+        super()._fire()
 
 
 class ResetPeerStage(Stage):
@@ -319,6 +361,8 @@ class ResetPeerStage(Stage):
         self.triggered = False
 
     def push(self, data: bytes, ts: float) -> None:
+        if not self.closed:
+            self._touch().bytes_dropped += len(data)
         self._trigger()
 
     def eof(self) -> None:
@@ -328,6 +372,7 @@ class ResetPeerStage(Stage):
         if self.closed or self.triggered:
             return
         self.triggered = True
+        self._cut()
         # The reset is owned by the connection: like Toxiproxy's uninterruptible sleep,
         # removing or updating the toxic after it fired does not save the connection.
         self.host.reset_peer_after(max(0, self.spec.attributes["timeout"]) / 1000.0)
@@ -370,6 +415,10 @@ class SlicerStage(_Buffered):
         if self.closed or not data:
             return
         pieces = self._cuts(data)
+        if self.delay > 0:
+            self._touch().bytes_delayed += len(data)
+        elif len(pieces) > 1:
+            self._touch()
         if self.delay <= 0 and not self.queue:
             for piece in pieces:
                 self.next.push(piece, ts)
@@ -404,20 +453,57 @@ class LimitDataStage(Stage):
 
     def push(self, data: bytes, ts: float) -> None:
         if self.closed:
+            if data:
+                self._touch().bytes_cut += len(data)
             return
         remaining = max(0, self.spec.attributes["bytes"] - self.sent)
         if remaining < len(data):
+            self._touch().bytes_cut += len(data) - remaining
             data = data[:remaining]
         if data:
             self.sent += len(data)
             self.next.push(data, ts)
         if self.spec.attributes["bytes"] - self.sent <= 0:
+            self._cut()
             self.close()
 
     def carry(self, old: Stage) -> None:
         super().carry(old)
         if isinstance(old, LimitDataStage):
             self.sent = old.sent
+
+
+class IdleTimeoutStage(Stage):
+    """Extension: pass data through; once the connection has been idle ``timeout`` ms, silence it.
+
+    What a NAT gateway or cloud load balancer does to an idle flow: it forgets the flow, and
+    from then on every packet in either direction is dropped, with no FIN or RST to tell anyone.
+    Idle means no byte on any stream of the connection that carries an idle_timeout toxic.
+    """
+
+    __slots__ = ("idle",)
+
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
+        self.idle = spec.attributes["timeout"] / 1000.0
+        host.note_active()
+        self._schedule(host.time() + self.idle)
+
+    def push(self, data: bytes, ts: float) -> None:
+        if not self.closed:
+            self.host.note_active()
+            self.next.push(data, ts)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        due = self.host.last_active() + self.idle
+        if due > self.host.time() + _EARLY:
+            self._schedule(due)  # traffic since the timer was set: the flow is still alive
+            return
+        self._cut()
+        self.host.silence()
 
 
 STAGES: dict[str, type[Stage]] = {
@@ -429,6 +515,7 @@ STAGES: dict[str, type[Stage]] = {
     "slicer": SlicerStage,
     "limit_data": LimitDataStage,
     "noop": Stage,
+    "idle_timeout": IdleTimeoutStage,
 }
 
 

@@ -10,19 +10,25 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from harness.cluster import Cluster
-from harness.faults import fault
+from harness.analysis import fault_evidence_of
+from harness.cluster import Cluster, ClusterSpec
+from harness.faults import Fault, fault
+from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing
 from harness.game import move_for
-from harness.history import read_jsonl
+from harness.history import HistoryWriter, read_jsonl
 from harness.nemesis import Nemesis
+from harness.ports import allocate_port
+from harness.procs import ReadyCheck, Supervisor
 from harness.scenario import Keepalive, Limits
 from harness.waiting import wait_until_async
 
@@ -83,11 +89,12 @@ class Player:
 
 
 @contextlib.asynccontextmanager
-async def joined(cluster: Cluster) -> AsyncIterator[Player]:
+async def joined(cluster: Cluster, client_id: str = "p1", close_timeout: float = 10.0) -> AsyncIterator[Player]:
     """A player welcomed by the primary, with one move acknowledged."""
     # No compression: the bandwidth test reasons about bytes on the wire.
-    async with connect(f"{cluster.lb_url}/play?client=p1", proxy=None, open_timeout=5, compression=None) as ws:
-        p = Player(ws, "p1")
+    url = f"{cluster.lb_url}/play?client={client_id}"
+    async with connect(url, proxy=None, open_timeout=5, compression=None, close_timeout=close_timeout) as ws:
+        p = Player(ws, client_id)
         welcome = await p.next_message(5.0)
         assert welcome["type"] == "welcome" and welcome["server"] == "primary"
         await p.move()
@@ -314,3 +321,169 @@ async def test_one_way_partition_is_noticed_by_keepalive(player: Player, nemesis
     await player.send_move()
     await wait_for_welcome_from(player, "secondary", timeout=10.0)
     await player.move()
+
+
+# -- evidence that each fault landed ------------------------------------------------------------
+
+
+class Recorded:
+    """A nemesis that writes its history, and the records it wrote."""
+
+    def __init__(self, cluster: Cluster, path: Path) -> None:
+        self.path = path
+        self.writer = HistoryWriter(path, "nemesis")
+        self.nemesis = Nemesis(cluster, self.writer)
+
+    def records(self, f: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+        recs, problems = read_jsonl(self.path)
+        assert not problems, problems
+        return [r for r in recs if (f is None or r["f"] == f) and (type_ is None or r["type"] == type_)]
+
+
+@pytest.fixture
+def recorded(cluster: Cluster, tmp_path: Path) -> Iterator[Recorded]:
+    rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+    yield rec
+    rec.writer.close()
+
+
+def aimed(kind: str, target: str, aim: dict[str, Any], **params: Any) -> Fault:
+    return Fault.from_dict({"kind": kind, "target": target, "params": params, "aim": aim})
+
+
+async def test_a_toxic_heal_records_what_each_toxic_did(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("latency", "lb", latency_ms=20, stream="both"))
+    await player.move()
+    await player.move()
+    recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    assert set(heal["evidence"]) == {f"{active.fault_id}_latency_upstream", f"{active.fault_id}_latency_downstream"}
+    for counts in heal["evidence"].values():
+        assert counts["connections"] == 1 and counts["bytes_delayed"] > 0, counts
+    assert heal["evidence_reason"] is None
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.reason.startswith("touched 2 connection(s): bytes_delayed ")
+
+
+async def test_process_steps_record_pid_and_exit_status(cluster: Cluster, recorded: Recorded) -> None:
+    for kind, params in (("kill", {}), ("terminate", {}), ("restart", {"graceful": False})):
+        pid = cluster.process("primary").pid
+        active = recorded.nemesis.apply(fault(kind, "primary", **params))
+        if kind != "restart":
+            recorded.nemesis.heal(active.fault_id)
+        invoke = [r for r in recorded.records("apply", "invoke") if r["fault_id"] == active.fault_id]
+        done = [r for r in recorded.records("apply", "ok") if r["fault_id"] == active.fault_id]
+        assert [r["pid"] for r in invoke + done] == [pid, pid], kind
+        assert isinstance(done[0]["exit_code"], int), (kind, done[0])
+        started = done[0] if kind == "restart" else recorded.records("heal", "ok")[-1]
+        assert started["started_pid"] == cluster.process("primary").pid != pid, kind
+    assert [r["exit_code"] for r in recorded.records("apply", "ok")][0::2] == [-9, -9]  # kill; restart kills
+    for evidence in fault_evidence_of(recorded.records()):
+        assert evidence.touched is True and "exited with status" in evidence.reason, evidence
+
+
+async def test_an_aimed_partition_holds_only_its_client(cluster: Cluster, recorded: Recorded) -> None:
+    await only_keepalive_could_notice(cluster)  # the balancer's keepalive would end p2's held link
+    async with joined(cluster, "p1") as spared, joined(cluster, "p2", close_timeout=1.0) as hit:
+        cut = recorded.nemesis.apply(aimed("partition", "lb", {"clients": ["p2"]}))
+        await hit.send_move()
+        for _ in range(3):
+            ack = await spared.move()
+            assert ack["server"] == "primary"
+        await assert_no_ack(hit, hit.seq)
+        recorded.nemesis.heal(cut.fault_id)
+        [heal] = recorded.records("heal", "ok")
+        upstream = heal["evidence"][f"{cut.fault_id}_partition_upstream"]
+        # p2's move was swallowed on its way in; nothing was sent back to p2 that could be.
+        assert upstream["connections"] == 1 and upstream["bytes_dropped"] > 0, upstream
+        assert heal["evidence"][f"{cut.fault_id}_partition_downstream"]["connections"] <= 1
+        await spared.move()
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.fault["aim"] == {"clients": ["p2"]}
+
+
+async def test_a_step_aimed_at_nobody_is_recorded_as_touching_nothing(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(aimed("latency", "lb", {"clients": ["nobody"]}, latency_ms=50))
+    await player.move()
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is False and "touched no connection" in evidence.reason
+
+
+async def test_a_step_triggered_after_the_upgrade_hits_connections_once_upgraded(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    later = Fault.from_dict({"kind": "latency", "target": "lb", "params": {"latency_ms": 150, "jitter_ms": 0},
+                             "trigger": {"after": "upgrade"}})  # fmt: skip
+    active = recorded.nemesis.apply(later)
+    async with joined(cluster) as player:  # the upgrade itself crosses undelayed
+        t0 = time.monotonic()
+        await player.move()
+        assert time.monotonic() - t0 >= 0.28  # 150 ms each way once upgraded
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.fault["trigger"] == {"after": "upgrade"}
+
+
+# -- idle_timeout: a middlebox that forgets idle flows --------------------------------------------
+
+IDLE_TIMEOUT_MS = 1500
+
+
+async def test_idle_timeout_is_beaten_by_the_keepalive(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("idle_timeout", "lb", timeout_ms=IDLE_TIMEOUT_MS))
+    await asyncio.sleep(IDLE_TIMEOUT_MS / 1000 * 2)  # the idleness under test: only keepalives cross
+    ack = await player.move()
+    assert ack["server"] == "primary" and len(player.welcomes) == 1
+    recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    assert all(counts["cuts"] == 0 for counts in heal["evidence"].values())
+
+
+async def test_idle_timeout_silences_a_link_nothing_keeps_alive(cluster: Cluster, recorded: Recorded) -> None:
+    await only_keepalive_could_notice(cluster)
+    async with joined(cluster, close_timeout=1.0) as player:
+        active = recorded.nemesis.apply(fault("idle_timeout", "lb", timeout_ms=300))
+        await asyncio.sleep(0.6)  # the idleness under test: with a 30 s keepalive nothing crosses
+        await player.send_move()
+        await assert_no_ack(player, player.seq)  # no ack, no close: the flow is forgotten
+        recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    assert sum(c["cuts"] for c in heal["evidence"].values()) == 1
+
+
+# -- a Toxiproxy without the extensions (a stand-in for the Go server) ----------------------------
+
+
+@pytest.fixture
+def stock_toxiproxy(tmp_path: Path) -> Iterator[str]:
+    port = allocate_port()
+    with Supervisor(tmp_path / "stock") as sup:
+        argv = [sys.executable, "-m", "harness.toxiproxy", "--port", str(port), "--no-extensions"]
+        sup.spawn("stock-toxiproxy", argv, ready=ReadyCheck("127.0.0.1", port))
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_stock_toxiproxy_refuses_aimed_steps_and_reports_evidence_missing(
+    stock_toxiproxy: str, tmp_path: Path
+) -> None:
+    cluster = Cluster(tmp_path / "cluster", ClusterSpec(toxiproxy_url=stock_toxiproxy))
+    with cluster:
+        rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+        with pytest.raises(ExtensionMissing, match=r"a step aimed at clients p2 needs the embedded Toxiproxy's 'aim'"):
+            rec.nemesis.apply(aimed("partition", "lb", {"clients": ["p2"]}))
+        assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("lb")) == []
+        triggered = {"kind": "latency", "target": "lb", "trigger": {"after": "upgrade"}}
+        with pytest.raises(ExtensionMissing, match="a step triggered after the upgrade needs"):
+            rec.nemesis.apply(Fault.from_dict(triggered))
+        with pytest.raises(ExtensionMissing, match="an idle_timeout step needs"):
+            rec.nemesis.apply(fault("idle_timeout", "lb"))
+        active = rec.nemesis.apply(fault("latency", "lb", latency_ms=10))
+        rec.nemesis.heal(active.fault_id)
+        [heal] = rec.records("heal", "ok")
+        assert (heal["evidence"], heal["evidence_reason"]) == (None, NO_COUNTERS)
+        rec.writer.close()
+    refused, refused_trigger, refused_idle, latency = fault_evidence_of(rec.records())
+    for step in (refused, refused_trigger, refused_idle):
+        assert step.touched is False and "not applied: ExtensionMissing" in step.reason
+    assert (latency.touched, latency.reason) == (None, NO_COUNTERS)

@@ -13,6 +13,8 @@ from harness.analysis import (
     client_histories,
     client_ids,
     failover_gaps_ms,
+    fault_evidence,
+    fault_evidence_of,
     fault_windows,
     run_end_time,
     windows_by_target,
@@ -186,3 +188,82 @@ def test_progress_needs_every_live_client_to_play_after_the_moment() -> None:
     p.observe(rec(2.5, "c02", "event", "stopped"))
     assert p.all_played_since(T0 + 1)
     assert not p.all_played_since(T0 + 2)
+
+
+# -- fault evidence -------------------------------------------------------------------------------
+
+
+def step(t: float, type_: str, f: str, kind: str, fault_id: str, **fields: Any) -> dict[str, Any]:
+    return {**nemesis(t, type_, f, kind, "primary", fault_id), **fields}
+
+
+COUNTS = {"connections": 2, "bytes_delayed": 300, "bytes_dropped": 0, "bytes_cut": 0, "cuts": 0}
+NONE_TOUCHED = {"connections": 0, "bytes_delayed": 0, "bytes_dropped": 0, "bytes_cut": 0, "cuts": 0}
+
+
+def test_fault_evidence_reads_each_step_from_its_records() -> None:
+    history = [
+        step(1.0, "invoke", "apply", "kill", "f1", pid=41),
+        step(1.1, "ok", "apply", "kill", "f1", pid=41, exit_code=-9),
+        step(1.2, "invoke", "apply", "latency", "f2"),
+        step(1.3, "ok", "apply", "latency", "f2"),
+        step(1.4, "invoke", "apply", "partition", "f3"),
+        step(1.5, "ok", "apply", "partition", "f3"),
+        step(1.6, "invoke", "apply", "latency", "f4"),
+        step(1.7, "fail", "apply", "latency", "f4", error="ExtensionMissing: no aim"),
+        step(1.8, "invoke", "apply", "kill", "f5", pid=None),
+        step(1.9, "ok", "apply", "kill", "f5", pid=None, exit_code=-9),
+        step(2.0, "invoke", "apply", "down", "f6"),
+        step(2.1, "ok", "apply", "down", "f6"),
+        step(2.2, "invoke", "apply", "slicer", "f7"),
+        step(2.3, "ok", "apply", "slicer", "f7"),
+        step(2.4, "invoke", "apply", "pause", "f8", pid=7),
+        step(2.5, "ok", "apply", "pause", "f8", pid=7),
+        step(3.0, "ok", "heal", "latency", "f2", evidence={"a": COUNTS, "b": NONE_TOUCHED}, evidence_reason=None),
+        step(3.1, "ok", "heal", "partition", "f3", evidence={"a": NONE_TOUCHED}, evidence_reason=None),
+        step(3.2, "ok", "heal", "down", "f6"),
+        step(3.3, "ok", "heal", "slicer", "f7", evidence=None, evidence_reason="missing: server has no counters"),
+    ]
+    found = {e.fault_id: e for e in fault_evidence_of(history)}
+    assert list(found) == [f"f{i}" for i in range(1, 9)]
+    assert (found["f1"].touched, found["f1"].reason) == (True, "pid 41 exited with status -9")
+    assert (found["f2"].touched, found["f2"].reason) == (True, "touched 2 connection(s): bytes_delayed 300")
+    assert found["f2"].counts == {"a": COUNTS, "b": NONE_TOUCHED}
+    assert (found["f3"].touched, found["f3"].reason) == (False, "its toxics (a) touched no connection")
+    assert (found["f4"].touched, found["f4"].reason) == (False, "not applied: ExtensionMissing: no aim")
+    assert (found["f5"].touched, found["f5"].reason) == (False, "no process was running to signal")
+    assert (found["f6"].touched, found["f6"].reason) == (None, "missing: down records no evidence")
+    assert (found["f7"].touched, found["f7"].reason) == (None, "missing: server has no counters")
+    assert (found["f8"].touched, found["f8"].reason) == (True, "pid 7 signalled")
+    assert found["f1"].kind == "kill" and found["f1"].fault["target"] == "primary"
+
+
+def test_fault_evidence_without_a_completed_heal_is_missing() -> None:
+    history = [
+        step(1.0, "invoke", "apply", "latency", "f1"),
+        step(1.1, "ok", "apply", "latency", "f1"),
+        step(1.2, "invoke", "apply", "latency", "f2"),
+        step(1.3, "ok", "apply", "latency", "f2"),
+        step(2.0, "invoke", "heal", "latency", "f2"),
+        step(2.1, "fail", "heal", "latency", "f2", error="boom"),
+        step(2.2, "invoke", "apply", "kill", "f3", pid=5),
+        step(2.3, "ok", "apply", "kill", "f3", pid=5, exit_code=None),
+        step(2.4, "invoke", "apply", "latency", "f4"),
+    ]
+    found = {e.fault_id: e for e in fault_evidence_of(history)}
+    assert (found["f1"].touched, found["f1"].reason) == (None, "missing: never healed, so no counts were taken")
+    assert found["f2"].touched is None and "the heal did not complete" in found["f2"].reason
+    assert (found["f3"].touched, found["f3"].reason) == (None, "pid 5 signalled, but its exit status was not seen")
+    assert (found["f4"].touched, found["f4"].reason) == (None, "missing: the apply never completed")
+
+
+def test_fault_evidence_of_a_run_reads_its_nemesis_records() -> None:
+    run = make_run(
+        history=[
+            step(1.0, "invoke", "apply", "kill", "f1", pid=3),
+            step(1.1, "ok", "apply", "kill", "f1", pid=3, exit_code=0),
+            rec(1.2, "c01", "event", "conn_open", conn=1),
+        ]
+    )
+    [evidence] = fault_evidence(run)
+    assert (evidence.touched, evidence.reason) == (True, "pid 3 exited with status 0")

@@ -95,9 +95,83 @@ def test_disruptiveness() -> None:
     for kind in PROCESS_KINDS:
         assert fault(kind, "primary").spec.is_disruptive(fault(kind, "primary"), KA)
     harmless = {"bandwidth", "slicer"}
-    for kind in set(LINK_KINDS) - {"latency"}:
+    # Latency and idle_timeout depend on the keepalive (their own tests below).
+    for kind in set(LINK_KINDS) - {"latency", "idle_timeout"}:
         f = fault(kind, "primary")
         assert f.spec.is_disruptive(f, KA) == (kind not in harmless), kind
+
+
+def test_idle_timeout_is_disruptive_only_when_it_beats_the_keepalive() -> None:
+    idle = fault("idle_timeout", "lb", timeout_ms=2000)
+    assert not idle.spec.is_disruptive(idle, KA)  # a ping every 0.5 s keeps the flow busy
+    assert idle.spec.is_disruptive(idle, Keepalive(ping_interval_s=2.0, ping_timeout_s=1.0))
+    assert idle.spec.is_disruptive(fault("idle_timeout", "lb", timeout_ms=400), KA)
+    slow = Keepalive(ping_interval_s=3.0, ping_timeout_s=1.0)
+    assert idle.spec.detect_s(idle, slow) == pytest.approx(2.0 + 3.0 + 1.0 + 1.0)
+    assert idle.spec.blackhole and not idle.spec.generated
+
+
+# -- aimed faults -------------------------------------------------------------------------------
+
+
+def test_an_aim_round_trips_and_shows_only_when_set() -> None:
+    plain = fault("latency", "lb")
+    assert "aim" not in plain.to_dict()
+    for aim in ({"clients": ["c1", "c2"]}, {"fraction": 0.3, "seed": 9}, {"first": 2}):
+        data = {**plain.to_dict(), "aim": aim}
+        aimed = Fault.from_dict(json.loads(json.dumps(data)))
+        assert aimed.aim is not None and aimed.to_dict()["aim"] == aim
+        assert Fault.from_dict(aimed.to_dict()) == aimed
+    seeded = Fault.from_dict({**plain.to_dict(), "aim": {"fraction": 0.5}})
+    assert seeded.to_dict()["aim"] == {"fraction": 0.5, "seed": 0}
+    assert "at the first 2 connections" in Fault.from_dict({**plain.to_dict(), "aim": {"first": 2}}).describe()
+
+
+@pytest.mark.parametrize(
+    ("aim", "message"),
+    [
+        ([], "steps[0].fault.aim: expected an object, got list"),
+        ({}, "steps[0].fault.aim: give exactly one of clients, fraction, first (got 0)"),
+        ({"clients": "c1"}, "steps[0].fault.aim.clients: expected a non-empty list of client ids"),
+        ({"fraction": -0.1}, "steps[0].fault.aim.fraction: expected a number from 0 to 1, got -0.1"),
+        ({"fraction": 0.5, "seed": "x"}, "steps[0].fault.aim.seed: expected an integer, got 'x'"),
+        ({"first": True}, "steps[0].fault.aim.first: expected an integer, got True"),
+    ],
+)
+def test_a_bad_aim_is_named_in_the_scenario(aim: Any, message: str) -> None:
+    data = {"name": "x", "steps": [{"fault": {"kind": "latency", "target": "lb", "aim": aim}}]}
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict(data)
+    assert str(info.value) == message
+
+
+def test_only_toxic_kinds_can_be_aimed() -> None:
+    aimable = {k for k, v in KINDS.items() if v.aimable}
+    assert aimable == {k for k, v in KINDS.items() if isinstance(v, ToxicKind)}
+    for kind in ("kill", "down"):
+        target = KINDS[kind].targets[0]
+        for key, value in (("aim", {"first": 1}), ("trigger", {"after": "upgrade"})):
+            expected = rf"fault.{key}: {kind} acts on no single connection \(kinds that do: "
+            with pytest.raises(FaultError, match=expected):
+                Fault.from_dict({"kind": kind, "target": target, key: value})
+
+
+def test_a_trigger_round_trips_and_is_validated() -> None:
+    plain = fault("latency", "lb")
+    triggered = Fault.from_dict({**plain.to_dict(), "trigger": {"after": "upgrade"}})
+    assert triggered.to_dict()["trigger"] == {"after": "upgrade"} and "trigger" not in plain.to_dict()
+    assert Fault.from_dict(json.loads(json.dumps(triggered.to_dict()))) == triggered
+    assert triggered.describe().endswith(" after the upgrade")
+    assert triggered.extensions() == {"trigger": {"after": "upgrade"}} and plain.extensions() == {}
+    with pytest.raises(FaultError, match=r"^fault.trigger.after: must be one of upgrade, got 'frames'$"):
+        Fault.from_dict({**plain.to_dict(), "trigger": {"after": "frames"}})
+
+
+def test_an_aimed_step_survives_the_scenario_round_trip() -> None:
+    step = Step(at_s=0.5, fault=Fault.from_dict({"kind": "partition", "target": "lb", "aim": {"clients": ["c3"]}}))
+    scenario = Scenario(name="aimed", steps=(step,))
+    again = Scenario.from_json(scenario.to_json())
+    assert again == scenario and again.steps[0].fault.aim is not None
 
 
 def test_detection_times() -> None:

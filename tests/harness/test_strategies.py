@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Scenario, Step
 from harness.strategies import (
     BOUNDS,
+    DEFAULT_KINDS,
     FaultProfile,
+    aims,
     fault_plans,
     fault_profiles,
     note_plan_events,
 )
+from harness.toxiproxy.extensions import Aim
 
 HORIZON = 6.0
 EPS = 1e-9
@@ -166,10 +170,17 @@ def test_the_swizzle_cuts_both_backends_then_restores_them() -> None:
     assert 1013 in s.expect.close_codes
 
 
+def test_the_default_vocabulary_is_every_generated_kind() -> None:
+    assert set(DEFAULT_KINDS) == {k for k, v in KINDS.items() if v.generated}
+    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout"}
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_kind_is_reachable(kind: str) -> None:
+    # A kind left out of the default vocabulary is reachable when named.
+    kinds = None if kind in DEFAULT_KINDS else [kind, *DEFAULT_KINDS]
     s = find(
-        fault_plans(include_balancer=True),
+        fault_plans(include_balancer=True, kinds=kinds),
         lambda s: any(st.fault.kind == kind for st in s.steps),
         settings=settings(FIND, phases=(Phase.generate,)),  # reach only; shrinking is tested above
         random=random.Random(1),
@@ -329,3 +340,59 @@ def test_load_default_profile_loads_it() -> None:
             hp.load_default_profile({"HYPOTHESIS_PROFILE": "nosuch"})
     finally:
         settings.load_profile(before)
+
+
+# -- aimed steps ------------------------------------------------------------------------------
+
+
+@FAST
+@given(aims(("c1", "c2", "c3")))
+def test_aims_are_valid_and_round_trip(aim: Aim) -> None:
+    assert Aim.from_json(json.loads(json.dumps(aim.to_json()))) == aim
+    if aim.clients is not None:
+        assert set(aim.clients) <= {"c1", "c2", "c3"}
+    if aim.first is not None:
+        assert 1 <= aim.first <= 4
+
+
+@FAST
+@given(fault_plans(aimed=True, aim_clients=("c1", "c2")))
+def test_aimed_plans_round_trip_and_aim_only_aimable_kinds(s: Scenario) -> None:
+    assert Scenario.from_json(s.to_json()) == s
+    for step in s.steps:
+        if step.fault.aim is not None:
+            assert step.fault.spec.aimable
+
+
+@FAST
+@given(fault_plans())
+def test_plans_are_unaimed_unless_asked(s: Scenario) -> None:
+    assert all(step.fault.aim is None and step.fault.trigger is None for step in s.steps)
+
+
+def test_aimed_plans_reach_every_shape_of_aim_and_shrink_to_unaimed() -> None:
+    def shapes(s: Scenario) -> set[str]:
+        return {key for step in s.steps if step.fault.aim is not None for key in step.fault.aim.to_json()}
+
+    for shape in ("first", "fraction", "clients"):
+        s = find(
+            fault_plans(kinds=["latency"], aimed=True, aim_clients=("c1",)),
+            lambda s, shape=shape: shape in shapes(s),
+            settings=settings(FIND, phases=(Phase.generate,)),
+            random=random.Random(3),
+        )
+        assert s.steps
+    shrunk = find(fault_plans(kinds=["latency"], aimed=True), lambda s: True, settings=FIND)
+    assert [(step.fault.aim, step.fault.trigger) for step in shrunk.steps] == [(None, None)]
+    triggered = find(
+        fault_plans(kinds=["latency"], aimed=True),
+        lambda s: any(step.fault.trigger is not None for step in s.steps),
+        settings=settings(FIND, phases=(Phase.generate,)),
+        random=random.Random(3),
+    )
+    assert Scenario.from_json(triggered.to_json()) == triggered
+
+
+def test_aims_reject_a_bad_cap() -> None:
+    with pytest.raises(ValueError, match="max_first: must be >= 1, got 0"):
+        aims(max_first=0)

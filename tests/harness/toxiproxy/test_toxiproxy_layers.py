@@ -22,6 +22,7 @@ LAYERS = [
     "gojson",
     "errors",
     "addresses",
+    "extensions",
     "toxic_spec",
     "toxics",
     "link",

@@ -27,6 +27,8 @@ class FakeHost:
         self.now = 0.0
         self.held = 0
         self.resets: list[float] = []
+        self.active_at = 0.0
+        self.silenced_at: float | None = None
         self._timers: list[tuple[float, int, FakeTimer, Callable[[], object]]] = []
         self._order = itertools.count()
 
@@ -44,6 +46,15 @@ class FakeHost:
 
     def reset_peer_after(self, delay: float) -> None:
         self.resets.append(delay)
+
+    def note_active(self) -> None:
+        self.active_at = self.now
+
+    def last_active(self) -> float:
+        return self.active_at
+
+    def silence(self) -> None:
+        self.silenced_at = self.now
 
     def advance(self, seconds: float) -> None:
         end = self.now + seconds
@@ -149,3 +160,31 @@ def test_close_cancels_the_pending_timer(toxic_type: str) -> None:
     assert host.pending() == 1
     stage.close()
     assert host.pending() == 0 and out.ended
+
+
+def test_idle_timeout_silences_only_after_a_whole_idle_period() -> None:
+    host, stage, out = build("idle_timeout", timeout=100)
+    for _ in range(5):  # traffic every 60 ms keeps the flow alive
+        host.advance(0.06)
+        stage.push(b"k", host.time())
+    assert host.silenced_at is None and out.data == b"kkkkk"
+    host.advance(0.099)
+    assert host.silenced_at is None
+    host.advance(0.002)
+    assert host.silenced_at == pytest.approx(0.4)
+    assert stage.spec.state.evidence()["cuts"] == 1 and stage.spec.state.connections == 1
+
+
+def test_stages_count_what_they_do_once_per_connection() -> None:
+    host, stage, out = build("latency", latency=10, jitter=0)
+    stage.push(b"abc", host.time())
+    stage.push(b"de", host.time())
+    assert stage.spec.state.evidence() == {
+        "connections": 1, "bytes_delayed": 5, "bytes_dropped": 0, "bytes_cut": 0, "cuts": 0,
+    }  # fmt: skip
+    host, stage, out = build("limit_data", bytes=3)
+    stage.push(b"abcde", host.time())
+    assert (out.data, stage.spec.state.bytes_cut, stage.spec.state.cuts) == (b"abc", 2, 1)
+    host, stage, out = build("latency", latency=0, jitter=0)
+    stage.push(b"abc", host.time())
+    assert stage.spec.state.connections == 0  # passed straight through: not touched

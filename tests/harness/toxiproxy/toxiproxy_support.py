@@ -103,9 +103,11 @@ class Api:
 class ServerThread:
     """A ToxiproxyServer on a private event loop in a daemon thread."""
 
-    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+    def __init__(
+        self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop, extensions: bool = True
+    ) -> None:
         self.loop = loop_factory()
-        self.server = ToxiproxyServer("127.0.0.1", 0)
+        self.server = ToxiproxyServer("127.0.0.1", 0, extensions=extensions)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
