@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
 from .toxics import Sink, Stage, Timer, make_stage
+from .ws_toxics import WS_STAGES  # noqa: F401  importing it registers the frame-aware stages
 
 log = logging.getLogger("harness.toxiproxy")
 
