@@ -17,6 +17,7 @@ from .base import Checker, CheckResult, Status, Violation
 from .cleanup import check_cleanup_complete
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
+from .isolation import check_others_unaffected
 from .liveness import check_clean_failover, check_recovers_after_heal
 from .replies import check_no_crosstalk, check_ordered, check_state_continuity
 from .upstream import check_single_upstream
@@ -30,6 +31,7 @@ ALL: list[tuple[str, Checker]] = [
     ("no_crosstalk", check_no_crosstalk),
     ("ordered", check_ordered),
     ("clean_failover", check_clean_failover),
+    ("others_unaffected", check_others_unaffected),
     ("state_continuity", check_state_continuity),
     ("recovers_after_heal", check_recovers_after_heal),
 ]
@@ -61,6 +63,7 @@ __all__ = [
     "check_no_concurrent_recv",
     "check_no_crosstalk",
     "check_ordered",
+    "check_others_unaffected",
     "check_reconnect_limits",
     "check_recovers_after_heal",
     "check_single_upstream",
