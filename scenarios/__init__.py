@@ -20,4 +20,8 @@ ORDER = (
     "slicer",
     "limit_data",
     "one_way_partition",
+    "client_protocol_error",
+    "backend_protocol_error",
+    "ping_flood",
+    "split_frames",
 )

@@ -32,8 +32,8 @@ Data frames are injected only at a message boundary, never between the fragments
 message (that would be a different protocol error from the one asked for).
 
 On a permessage-deflate stream with context takeover (websockets' default), dropping or
-duplicating a compressed frame also desynchronises the receiver's decompressor: the receiver
-typically fails the connection (1007 or 1002) rather than seeing a clean gap. That is what a
+duplicating a compressed frame also desynchronises the receiver's decompressor: later messages
+inflate to garbage or fail (docs/toxiproxy-extensions.md has a measured case). That is what a
 real middlebox doing the same would cause, and the stage does not hide it.
 """
 
