@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -83,13 +84,18 @@ def test_connections_limit_spares_the_other_connections(proxy: Proxy) -> None:
         assert second.recv(timeout=DEADLINE) == "spared"
 
 
-@pytest.mark.parametrize("stream", ["upstream", "downstream"])
-def test_ping_flood_is_answered_and_the_conversation_goes_on(proxy: Proxy, stream: str) -> None:
+@pytest.mark.parametrize(("stream", "receiver"), [("upstream", "server"), ("downstream", "client")])
+def test_ping_flood_is_answered_and_the_conversation_goes_on(
+    proxy: Proxy, stream: str, receiver: str, caplog: pytest.LogCaptureFixture
+) -> None:
     proxy.add_toxic(type="ws_ping", stream=stream, attributes={"count": 500, "size": 125})
-    with open_ws(proxy) as ws:
+    with caplog.at_level(logging.DEBUG, logger=f"websockets.{receiver}"), open_ws(proxy) as ws:
         for i in range(3):
             ws.send(f"m{i}")
             assert ws.recv(timeout=DEADLINE) == f"m{i}"
+    # websockets logs every frame it reads at debug level: the pings landed, all of them.
+    pings = [r for r in caplog.records if r.name == f"websockets.{receiver}" and r.getMessage().startswith("< PING")]
+    assert len(pings) == 500
 
 
 def test_split_frames_are_transparent_both_ways(proxy: Proxy) -> None:
