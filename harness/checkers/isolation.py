@@ -13,6 +13,8 @@ protocol-error code and every other remote close.
 
 It says "not checked" when the run has no such fault, or the fault never landed (no client was
 closed with a protocol-error code), or every client was hit, so there was no one to compare with.
+A fault that overlaps any other fault is not judged: that fault may close clients legitimately
+(a ``down`` on ``lb``, a refused failover), and blaming the protocol error would be a false alarm.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ class _Fault:
     clients: int
     start: float
     end: float
+    #: Other faults in force meanwhile (their closes would be blamed on this one).
+    overlapping: tuple[str, ...]
 
 
 def _faults(run: Run, run_end: float | None) -> list[_Fault]:
+    windows = fault_windows(run.nemesis(), run_end)
     declared: dict[str, int] = {}
     for rec in run.nemesis():
         fault = mapping(rec.get("fault"))
@@ -51,8 +56,14 @@ def _faults(run: Run, run_end: float | None) -> list[_Fault]:
             clients = integer(params.get("clients"))
             declared[str(rec.get("fault_id"))] = clients if clients is not None and clients >= 1 else 1
     return [
-        _Fault(w.fault_id, declared[w.fault_id], w.start, w.end + GRACE_S)
-        for w in fault_windows(run.nemesis(), run_end)
+        _Fault(
+            w.fault_id,
+            declared[w.fault_id],
+            w.start,
+            w.end + GRACE_S,
+            tuple(o.label for o in windows if o is not w and o.start <= w.end + GRACE_S and o.end >= w.start),
+        )
+        for w in windows
         if w.fault_id in declared
     ]
 
@@ -79,6 +90,11 @@ def check_others_unaffected(run: Run) -> CheckResult:
     notes: list[str] = []
     judged = 0
     for fault in faults:
+        if fault.overlapping:
+            notes.append(
+                f"{fault.fault_id}: not judged, other faults in force meanwhile ({', '.join(fault.overlapping)})"
+            )
+            continue
         hit = {
             client: [r for r in recs if _during(r, fault) and integer(r.get("code")) in PROTOCOL_ERROR_CODES]
             for client, recs in closes.items()

@@ -89,3 +89,14 @@ def test_not_checked_when_every_client_was_hit(rb: RunBuilder) -> None:
     result = check_others_unaffected(rb.build())
     assert result.status == "not_checked"
     assert "no other client" in result.note
+
+
+def test_a_window_overlapping_another_fault_is_not_judged(rb: RunBuilder) -> None:
+    three_clients(rb)
+    protocol_error(rb, T0 + 0.5, T0 + 3.5)
+    rb.fault(T0 + 1.0, "down", "lb", "f2", heal_at=T0 + 2.0)
+    rb.conn_close("c1", T0 + 0.6, code=1002, initiator="remote")
+    rb.conn_close("c2", T0 + 1.1, code=1006, initiator="remote")  # the down's doing, not c1's error
+    result = check_others_unaffected(rb.build())
+    assert result.status == "not_checked"
+    assert "f1: not judged, other faults in force meanwhile (down:lb)" in result.note
