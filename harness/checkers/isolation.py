@@ -106,11 +106,8 @@ def check_others_unaffected(run: Run) -> CheckResult:
         if not hit_closes:
             notes.append(f"{fault.fault_id}: the fault never landed (no client closed with 1002/1007/1009)")
             continue
-        if not spared:
-            notes.append(f"{fault.fault_id}: every client was hit; no other client to judge")
-            continue
-        judged += 1
         if len(hit_closes) > fault.clients:
+            judged += 1
             violations.append(
                 Violation(
                     OTHERS_UNAFFECTED,
@@ -120,6 +117,11 @@ def check_others_unaffected(run: Run) -> CheckResult:
                     evidence(hit_closes),
                 )
             )
+        elif not spared:
+            notes.append(f"{fault.fault_id}: every client was hit; no other client to judge")
+            continue
+        else:
+            judged += 1
         for client in spared:
             for rec in closes.get(client, []):
                 if _during(rec, fault):

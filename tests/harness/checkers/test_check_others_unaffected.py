@@ -100,3 +100,14 @@ def test_a_window_overlapping_another_fault_is_not_judged(rb: RunBuilder) -> Non
     result = check_others_unaffected(rb.build())
     assert result.status == "not_checked"
     assert "f1: not judged, other faults in force meanwhile (down:lb)" in result.note
+
+
+def test_every_client_closed_for_one_clients_error_fails(rb: RunBuilder) -> None:
+    # A balancer that answers one client's protocol error by closing everyone (with that code).
+    three_clients(rb)
+    protocol_error(rb, T0 + 0.5, T0 + 3.5)
+    for client in ("c1", "c2", "c3"):
+        rb.conn_close(client, T0 + 0.6, code=1002, initiator="remote")
+    result = check_others_unaffected(rb.build())
+    assert result.status == "fail"
+    assert "3 connections closed with a protocol-error code" in result.violations[0].message
