@@ -60,3 +60,14 @@ def test_harmless_kinds_allow_no_close(name: str) -> None:
 def test_oversized_is_not_a_backend_error() -> None:
     with pytest.raises(ValueError, match="error: must be one of reserved_opcode, invalid_utf8"):
         fault("backend_protocol_error", "primary", error="oversized")
+
+
+def test_a_ping_burst_that_can_delay_keepalive_pongs_counts_as_disruptive() -> None:
+    ka = Keepalive(ping_interval_s=0.5, ping_timeout_s=0.5)
+    small = fault("ping_flood", "lb", count=100, stream="both")
+    big = fault("ping_flood", "lb", count=1000, stream="both")
+    assert not small.spec.is_disruptive(small, ka)
+    assert big.spec.is_disruptive(big, ka)  # 1000 each way closed every client with 1011 at 0.5 s
+    assert not big.spec.is_disruptive(big, Keepalive(ping_interval_s=0.5, ping_timeout_s=3.0))
+    step = Step(at_s=0.5, fault=big, duration_s=2.0)
+    assert set(derive_expect([step], keepalive=ka, fault_phase_s=3.0).close_codes) == {1006, 1011}
