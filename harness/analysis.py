@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.records import Record, mapping, num, time_of
@@ -452,13 +452,13 @@ def _journal_busy(journal: Iterable[Any], start: float, end: float) -> bool:
     return any(t_open <= end and closed.get(conn, math.inf) >= start for conn, t_open in opened.items())
 
 
-def fault_evidence(run: Run) -> list[StepEvidence]:
+def traffic_evidence(run: Run) -> list[StepEvidence]:
     """Per applied fault, whether it touched any game traffic: a link fault on a backend's link
     touched something if a game connection to that backend was open during its window; on the
     clients' link (``lb``), if a client was attached. Process faults are not judged here (None).
 
-    This is the hook the nemesis' own evidence (toxic counters, signal results) plugs into; until
-    then the journals and the client histories are the evidence.
+    The fallback when the nemesis' own evidence (toxic counters, signal results) is missing, as
+    with a real Toxiproxy: :func:`step_evidence` prefers that evidence.
     """
     run_end = run_end_time(run)
     end_default = run_end if run_end is not None else math.inf
@@ -493,6 +493,23 @@ def fault_evidence(run: Run) -> list[StepEvidence]:
                 else f"no game connection crossed {','.join(targets)} during its window {span}"
             )
         out.append(StepEvidence(w.fault_id, w.kind, targets, fault, touched, why))
+    return out
+
+
+def step_evidence(run: Run) -> list[StepEvidence]:
+    """Per applied fault, whether it touched anything: the nemesis' own evidence (the proxy's
+    per-toxic counters, the signalled process) when the run has it, else the traffic the run
+    recorded during the fault's window (:func:`traffic_evidence`), with why the first was missing."""
+    recorded = {e.fault_id: e for e in fault_evidence(run)}
+    out: list[StepEvidence] = []
+    for step in traffic_evidence(run):
+        own = recorded.get(step.fault_id)
+        if own is not None and own.touched is not None:
+            out.append(replace(step, touched=own.touched, why=own.reason))
+        elif own is not None and step.touched is not None:
+            out.append(replace(step, why=f"{step.why} (the proxy's own evidence is {own.reason})"))
+        else:
+            out.append(step)
     return out
 
 

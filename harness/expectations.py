@@ -145,6 +145,9 @@ def derive_expect(
     * What the kind says for a fault on the balancer process: **1006** when it is killed; **1001,
       1006, 1011, 1012** when it is terminated or restarted (a graceful shutdown says 1001 or
       1012, an aborted one drops with 1006, sessions failing during shutdown may say 1011).
+    * What the kind says for a link fault: a client's protocol error on ``lb`` allows only the
+      code RFC 6455 gives it (1002, 1007 or 1009); the other link kinds say nothing (a backend's
+      protocol error is a lost upstream like any other: the client must not notice).
 
     ``failover_deadline_s`` is the longest a connected client with outstanding moves may wait:
 
@@ -184,8 +187,9 @@ def derive_expect(
     lb_disruptive = [s for s in on["lb"] if is_disruptive(s.fault, keepalive)]
     if lb_disruptive:
         codes.update((1006, 1011))
-    for s in on["balancer"]:
-        codes.update(s.fault.spec.balancer_close_codes(s.fault))
+    for s in steps:
+        if s.fault.target == "balancer" or not s.fault.is_process_fault:
+            codes.update(s.fault.spec.balancer_close_codes(s.fault))
 
     deadline = keepalive_detect_s(keepalive) + MARGIN_S
     lifetimes = _lifetimes(steps, fault_phase_s)

@@ -5,7 +5,7 @@ invariant held; this says whether the run could say anything at all. A run is in
 - a harness process (backend, proxy, client swarm) ended without the nemesis having stopped it:
   whatever failed after that is not the build's doing, so this outranks even a violation;
 - no client completed a game exchange during warm-up: nothing was under way to disturb;
-- a disruptive fault demonstrably touched nothing (:func:`harness.analysis.fault_evidence`);
+- a disruptive fault demonstrably touched nothing (:func:`harness.analysis.step_evidence`);
 - a check the scenario asked for could not run (its checker raised), or none could judge anything.
 Apart from a harness process' exit, a violation outranks these: a failure seen is proof of a bug.
 """
@@ -52,7 +52,7 @@ def inconclusive_reasons(run: Run, results: Sequence[CheckResult]) -> tuple[list
             f"no client completed a game exchange during warm-up ({seen} client(s) recorded, "
             "none had a move acknowledged)"
         )
-    for step in analysis.fault_evidence(run):
+    for step in analysis.step_evidence(run):
         if step.touched is False and _disruptive(step.fault, run):
             weak.append(f"fault {step.fault_id} ({step.kind} on {','.join(step.targets)}) touched nothing: {step.why}")
     for r in results:

@@ -28,4 +28,8 @@ ORDER = (
     "boundary_max_connections",
     "boundary_max_size",
     "backend_ends_session",
+    "client_protocol_error",
+    "backend_protocol_error",
+    "ping_flood",
+    "split_frames",
 )

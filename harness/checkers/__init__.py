@@ -19,6 +19,7 @@ from .delivery import check_failover_delivery
 from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
+from .isolation import check_others_unaffected
 from .liveness import check_clean_failover, check_recovers_after_heal
 from .paths import check_path_forwarded
 from .refusals import check_refusals_justified
@@ -34,6 +35,7 @@ ALL: list[tuple[str, Checker]] = [
     ("no_crosstalk", check_no_crosstalk),
     ("ordered", check_ordered),
     ("clean_failover", check_clean_failover),
+    ("others_unaffected", check_others_unaffected),
     ("state_continuity", check_state_continuity),
     ("recovers_after_heal", check_recovers_after_heal),
     # The other side of each limit, delivery during a failover, and the limit probes' verdicts.
@@ -72,6 +74,7 @@ __all__ = [
     "check_no_concurrent_recv",
     "check_no_crosstalk",
     "check_ordered",
+    "check_others_unaffected",
     "check_reconnect_limits",
     "check_recovers_after_heal",
     "check_single_upstream",

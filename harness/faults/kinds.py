@@ -23,6 +23,7 @@ from harness.faults.model import (
 )
 from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
 from harness.faults.proxy_ext import add_toxic as add_extended_toxic
+from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS as WS_PROTOCOL_ERRORS
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
@@ -142,7 +143,7 @@ class Restart(ProcessKind):
 
 class LinkKind(FaultKind):
     family = "link"
-    targets = LINK_TARGETS
+    targets: ClassVar[tuple[str, ...]] = LINK_TARGETS
 
 
 class ToxicKind(LinkKind):
@@ -416,3 +417,165 @@ class IdleTimeout(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return fault.params["timeout_ms"] / 1000.0 + keepalive_detect_s(keepalive)
+# -- frame-aware link faults: WebSocket frames on a link (harness.toxiproxy.ws_toxics) ---------
+#
+# On every proxy here upstream is client → server (``lb``: client → balancer; a backend link:
+# balancer → backend), so a fault *from a client* is on ``lb`` upstream and a fault *from a
+# backend* is on the backend link downstream.
+
+#: Each error the ``ws_protocol_error`` toxic injects, and the close code RFC 6455 gives it.
+WS_ERROR_CLOSE_CODES: dict[str, int] = {
+    "reserved_opcode": 1002,  # protocol error
+    "invalid_utf8": 1007,  # invalid payload data
+    "oversized": 1009,  # message too big (over the balancer's max_size, 1 MiB by default)
+}
+
+
+@register
+class ClientProtocolError(ToxicKind):
+    """One client sends a malformed frame: a reserved opcode, a text frame of invalid UTF-8, or a
+    frame over the balancer's ``max_size``. Injected on ``lb`` upstream before the ``nth`` data
+    frame of at most ``clients`` client connections; the others are left alone.
+
+    A correct balancer closes exactly that client's connection with the code RFC 6455 gives the
+    error (1002, 1007 or 1009) and nothing else: the other clients keep playing without a
+    disconnect, and the hit client plays again after it reconnects. ``clean_failover`` allows only
+    that code; ``others_unaffected`` judges that no client beyond ``clients`` lost its connection
+    while the fault was in place.
+    """
+
+    name = "client_protocol_error"
+    toxic_type = "ws_protocol_error"
+    targets = ("lb",)
+    params: ClassVar = {
+        "error": Param(str, "reserved_opcode", choices=tuple(WS_PROTOCOL_ERRORS)),
+        "clients": Param(int, 1, minimum=1),
+        "nth": Param(int, 1, minimum=1),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        kind = WS_PROTOCOL_ERRORS[params["error"]]
+        return {"kind": kind, "connections": params["clients"], "nth": params["nth"]}, ("upstream",)
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {"error": st.sampled_from(tuple(WS_PROTOCOL_ERRORS)), "clients": st.integers(1, 2), "nth": st.just(1)}
+        )
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        # It ends the hit clients' connections, but only with the one code below: counting it as
+        # disruptive would also allow 1006 and 1011, which would hide a balancer that drops the
+        # client without a close frame, or drops the wrong clients.
+        return False
+
+    def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
+        return (WS_ERROR_CLOSE_CODES[fault.params["error"]],)
+
+
+#: What a backend can send that the balancer's upstream leg must reject (its max_size is off:
+#: backends are trusted with big messages, so "oversized" is not an error there).
+BACKEND_PROTOCOL_ERRORS = ("reserved_opcode", "invalid_utf8")
+
+
+@register
+class BackendProtocolError(ToxicKind):
+    """A backend sends a malformed frame (a reserved opcode, or a text frame of invalid UTF-8) on
+    every connection through its link, before the ``nth`` data frame from it.
+
+    A correct balancer fails its upstream connection (websockets does, with 1002 or 1007), treats
+    that upstream as lost and fails the session over to the other backend without the client
+    noticing, as for any lost upstream. It never crashes and never relays the bad frame. A
+    balancer that cannot fail over would close the client with 1011 or 1014 (bad gateway), but
+    this contract requires the failover, so, as for every backend fault, no close code is
+    allowed beyond the 1013 of a refused failover (``clean_failover`` judges both).
+    """
+
+    name = "backend_protocol_error"
+    toxic_type = "ws_protocol_error"
+    targets = ("primary", "secondary")
+    params: ClassVar = {
+        "error": Param(str, "reserved_opcode", choices=BACKEND_PROTOCOL_ERRORS),
+        "nth": Param(int, 1, minimum=1),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        kind = WS_PROTOCOL_ERRORS[params["error"]]
+        return {"kind": kind, "nth": params["nth"]}, ("downstream",)
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"error": st.sampled_from(BACKEND_PROTOCOL_ERRORS), "nth": st.just(1)})
+
+
+#: Time to read and answer one injected ping, both ends together: a burst of 1000 pings each way
+#: took 0.7 s to clear through one websockets pair on a loaded 2-core machine (load average 16).
+PING_COST_S = 0.0007
+
+
+@register
+class PingFlood(ToxicKind):
+    """``count`` pings injected at once on each connection through the link, toward the side the
+    stream leads to (upstream: toward the server end, downstream: toward the client end).
+
+    A correct balancer answers them (a pong each) or ignores them, and keeps every connection:
+    no disconnect, no stall beyond the usual deadline. A pong that reaches the other end is
+    unsolicited, which RFC 6455 allows. A burst does delay everything behind it, keepalive pongs
+    included: like latency, a burst that can take half the ping timeout to clear may end
+    connections with 1011 (keepalive ping timeout), and is then counted as disruptive.
+    """
+
+    name = "ping_flood"
+    toxic_type = "ws_ping"
+    params: ClassVar = {
+        "count": Param(int, 100, minimum=1, maximum=100_000),
+        "size": Param(int, 125, minimum=0, maximum=125),
+        "stream": stream_param("upstream"),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return {"count": params["count"], "size": params["size"]}, STREAM_DIRECTIONS[params["stream"]]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"count": st.integers(1, 2000), "size": st.integers(0, 125), "stream": _streams()})
+
+    def clear_s(self, fault: Fault) -> float:
+        """How long a burst can hold up the frames behind it."""
+        return fault.params["count"] * PING_COST_S * len(STREAM_DIRECTIONS[fault.params["stream"]])
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return self.clear_s(fault) >= keepalive.ping_timeout_s / 2
+
+    def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
+        return keepalive_detect_s(keepalive)
+
+
+@register
+class SplitFrames(ToxicKind):
+    """Every data frame written as ``segments`` TCP pieces, ``delay_us`` apart, while in place.
+
+    Transparent to a correct balancer: it reassembles frames, and clients see every message
+    whole, in order and without a disconnect.
+    """
+
+    name = "split_frames"
+    toxic_type = "ws_split"
+    params: ClassVar = {
+        "segments": Param(int, 16, minimum=1, maximum=65536),
+        "delay_us": Param(int, 200, minimum=0),
+        "stream": stream_param("both"),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        attrs = {"nth": 0, "segments": params["segments"], "delay": params["delay_us"]}
+        return attrs, STREAM_DIRECTIONS[params["stream"]]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                "segments": st.integers(2, 64),
+                "delay_us": st.integers(0, bounds.max_slice_delay_us),
+                "stream": _streams(),
+            }
+        )
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return False

@@ -148,7 +148,11 @@ class FaultKind:
         return 0.0
 
     def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
-        """Close codes clients may see when this fault hits the balancer process."""
+        """Close codes clients may see from the balancer because of this fault.
+
+        For a process fault, when it hits the balancer process; for a link fault, wherever it is
+        (a client's protocol error on ``lb``: the code RFC 6455 gives it).
+        """
         return ()
 
 

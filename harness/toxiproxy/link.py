@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 from .extensions import REQUEST_LINE_LIMIT, RESPONSE_HEAD_LIMIT, client_id_of, is_upgrade
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
 from .toxics import Sink, Stage, Timer, make_stage
+from .ws_toxics import WS_STAGES  # noqa: F401  importing it registers the frame-aware stages
 
 log = logging.getLogger("harness.toxiproxy")
 

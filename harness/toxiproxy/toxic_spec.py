@@ -30,10 +30,41 @@ TOXIC_ATTRIBUTES: dict[str, dict[str, gojson.FieldType]] = {
     "noop": {},
     # Extension (docs/toxiproxy-extensions.md): silently blackhole a connection idle that long.
     "idle_timeout": {"timeout": "int64"},
+    # Extensions (harness.toxiproxy.ws_toxics): frame-aware toxics for WebSocket links.
+    "ws_drop": {"nth": "int"},
+    "ws_duplicate": {"nth": "int"},
+    "ws_delay": {"nth": "int", "delay": "int"},
+    "ws_split": {"nth": "int", "segments": "int", "delay": "int"},
+    "ws_ping": {"nth": "int", "count": "int", "size": "int"},
+    "ws_protocol_error": {"nth": "int", "kind": "int", "size": "int", "connections": "int"},
+    "ws_close": {"nth": "int", "code": "int", "connections": "int"},
+}
+
+# Attributes whose default is not Go's zero value (only extensions have any).
+TOXIC_DEFAULTS: dict[str, dict[str, int]] = {
+    "ws_drop": {"nth": 1},
+    "ws_duplicate": {"nth": 1},
+    "ws_delay": {"nth": 1, "delay": 1000},
+    "ws_split": {"nth": 1, "segments": 8},
+    "ws_ping": {"nth": 1, "count": 1},
+    "ws_protocol_error": {"nth": 1, "size": 1024 * 1024 + 1},
+    "ws_close": {"nth": 1, "code": 1000},
+}
+
+# Inclusive ranges of the frame-aware toxics' attributes; see ws_toxics for their meaning.
+WS_ATTRIBUTE_RANGES: dict[str, tuple[int, int]] = {
+    "nth": (0, 2**31 - 1),
+    "delay": (0, 3_600_000),
+    "segments": (1, 65536),
+    "count": (1, 100_000),
+    "size": (0, 64 * 1024 * 1024),
+    "kind": (0, 2),
+    "code": (1000, 4999),
+    "connections": (0, 2**31 - 1),
 }
 
 # Toxic types of our own (docs/toxiproxy-extensions.md); a stock 2.x server knows none of them.
-EXTENSION_TYPES = frozenset({"idle_timeout"})
+EXTENSION_TYPES = frozenset({"idle_timeout", *(t for t in TOXIC_ATTRIBUTES if t.startswith("ws_"))})
 
 # Go type names, used in decode error messages.
 TOXIC_GO_TYPES = {
@@ -46,6 +77,13 @@ TOXIC_GO_TYPES = {
     "limit_data": "toxics.LimitDataToxic",
     "noop": "toxics.NoopToxic",
     "idle_timeout": "toxics.IdleTimeoutToxic",
+    "ws_drop": "toxics.WsDropToxic",
+    "ws_duplicate": "toxics.WsDuplicateToxic",
+    "ws_delay": "toxics.WsDelayToxic",
+    "ws_split": "toxics.WsSplitToxic",
+    "ws_ping": "toxics.WsPingToxic",
+    "ws_protocol_error": "toxics.WsProtocolErrorToxic",
+    "ws_close": "toxics.WsCloseToxic",
 }
 
 _WRAPPER_FIELDS: dict[str, gojson.FieldType] = {
@@ -74,6 +112,8 @@ def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
     Go accepts these and then crashes the link (negative slice bounds) or recurses
     without end (slicer with average_size 0), so a 400 is the only safe answer.
     """
+    if toxic_type.startswith("ws_"):
+        return _validate_ws(toxic_type, attrs)
     if toxic_type == "bandwidth" and attrs["rate"] < 0:
         return f"bandwidth rate must not be negative, got {attrs['rate']}"
     if toxic_type == "slicer":
@@ -90,6 +130,22 @@ def validate_attributes(toxic_type: str, attrs: dict[str, int]) -> str | None:
     if toxic_type == "idle_timeout" and attrs["timeout"] <= 0:
         return f"idle_timeout timeout must be positive, got {attrs['timeout']}"
     return None
+
+
+def _validate_ws(toxic_type: str, attrs: dict[str, int]) -> str | None:
+    for name, value in attrs.items():
+        low, high = WS_ATTRIBUTE_RANGES[name]
+        if not low <= value <= high:
+            return f"{toxic_type} {name} must be between {low} and {high}, got {value}"
+    if toxic_type == "ws_ping" and attrs["size"] > 125:
+        return f"ws_ping size must be at most 125 (a control frame's payload), got {attrs['size']}"
+    if toxic_type == "ws_close" and not (attrs["code"] in _SENDABLE_CLOSE_CODES or attrs["code"] >= 3000):
+        return f"ws_close code {attrs['code']} may not be sent in a close frame (RFC 6455 section 7.4)"
+    return None
+
+
+# Close codes an endpoint may send below 3000 (1005, 1006 and 1015 are never on the wire).
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 @dataclass(frozen=True)
@@ -157,6 +213,7 @@ def new_toxic(body: Any, taken: Callable[[str], bool], extensions: bool = True) 
     if taken(name):
         raise ApiError(409, "toxic already exists")
     attributes = {key: 0 for key in TOXIC_ATTRIBUTES[toxic_type]}
+    attributes.update(TOXIC_DEFAULTS.get(toxic_type, {}))
     attributes.update(_decode_attributes(toxic_type, raw_attributes))
     attributes = _validated(toxic_type, attributes)
     try:

@@ -94,11 +94,14 @@ def test_null_params_are_the_defaults() -> None:
 def test_disruptiveness() -> None:
     for kind in PROCESS_KINDS:
         assert fault(kind, "primary").spec.is_disruptive(fault(kind, "primary"), KA)
-    harmless = {"bandwidth", "slicer"}
+    harmless = {"bandwidth", "slicer", "ping_flood", "split_frames"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
-    for kind in set(LINK_KINDS) - {"latency", "idle_timeout"}:
+    for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
         f = fault(kind, "primary")
         assert f.spec.is_disruptive(f, KA) == (kind not in harmless), kind
+    # It ends the hit client's connection, but with one allowed code, not the 1006/1011 of a drop.
+    f = fault("client_protocol_error", "lb")
+    assert not f.spec.is_disruptive(f, KA)
 
 
 def test_idle_timeout_is_disruptive_only_when_it_beats_the_keepalive() -> None:

@@ -284,10 +284,11 @@ def test_latency_raises_the_deadline_above_its_effect() -> None:
 def test_disruptive_kinds() -> None:
     for kind in PROCESS_KINDS:
         assert is_disruptive(fault(kind, "primary"))
-    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition"}
+    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition", "backend_protocol_error"}
     for kind in LINK_KINDS:
-        if kind != "latency":
+        if kind not in ("latency", "client_protocol_error"):
             assert is_disruptive(fault(kind, "primary")) == (kind in cutting)
+    assert not is_disruptive(fault("client_protocol_error", "lb"))  # one allowed close code, not a drop
     assert not is_disruptive(fault("latency", "primary", latency_ms=100, stream="both"))
     assert is_disruptive(fault("latency", "primary", latency_ms=130, stream="both"))
 

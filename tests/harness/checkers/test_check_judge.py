@@ -19,6 +19,7 @@ INVARIANTS = [
     "no_crosstalk",
     "ordered",
     "clean_failover",
+    "others_unaffected",
     "state_continuity",
     "recovers_after_heal",
     "refusals_justified",
@@ -51,9 +52,10 @@ def test_judge_reads_a_run_directory_with_torn_lines(tmp_path: Path, rb: RunBuil
     run = load_run(tmp_path)
     assert any("not JSON" in p for p in run.problems)
     results = judge(run)
-    # The healthy fixture has no limit probe, no recorded request paths and no failover: nothing
-    # for these to judge, and "not checked" is never "pass".
-    nothing_to_judge = ["path_forwarded", "failover_delivery", "connection_limit", "size_limit", "close_passthrough"]
+    # The healthy fixture has no limit probe, no recorded request paths, no failover and no client
+    # protocol error: nothing for these to judge, and "not checked" is never "pass".
+    nothing_to_judge = ["path_forwarded", "failover_delivery", "connection_limit", "size_limit", "close_passthrough",
+                        "others_unaffected"]  # fmt: skip
     expected = dict.fromkeys(INVARIANTS, "pass") | dict.fromkeys(nothing_to_judge, "not_checked")
     assert {r.invariant: r.status for r in results} == expected
 

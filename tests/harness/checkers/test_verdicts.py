@@ -103,7 +103,7 @@ def test_a_disruptive_toxic_on_an_idle_link_is_inconclusive(rb: RunBuilder) -> N
     verdict, reasons = outcome(rb)
     assert verdict == INCONCLUSIVE
     assert any("fault f7 (partition on secondary) touched nothing" in r for r in reasons)
-    steps = {s.fault_id: s for s in analysis.fault_evidence(rb.build())}
+    steps = {s.fault_id: s for s in analysis.traffic_evidence(rb.build())}
     assert steps["f7"].touched is False and steps["f1"].touched is None
 
 
@@ -111,7 +111,7 @@ def test_a_toxic_on_a_busy_link_touched_it(rb: RunBuilder) -> None:
     rb.healthy()
     rb.journal("primary", T0 + 0.1, "open", conn="p-1", client="c1", path="/play?client=c1")
     rb.fault(T0 + 1.2, "partition", "primary", "f7", heal_at=T0 + 1.8)
-    steps = {s.fault_id: s for s in analysis.fault_evidence(rb.build())}
+    steps = {s.fault_id: s for s in analysis.traffic_evidence(rb.build())}
     assert steps["f7"].touched is True
 
 

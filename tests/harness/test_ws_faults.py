@@ -1,0 +1,73 @@
+"""The frame-aware fault kinds: what they ask of Toxiproxy is valid, and what they expect is derived."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.expectations import derive_expect
+from harness.faults import KINDS, fault
+from harness.faults.kinds import WS_ERROR_CLOSE_CODES, ToxicKind
+from harness.scenario import Keepalive, Step
+from harness.toxiproxy.toxic_spec import new_toxic
+from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS
+
+WS_KINDS = ("client_protocol_error", "backend_protocol_error", "ping_flood", "split_frames")
+
+
+def test_every_injected_error_has_its_close_code() -> None:
+    assert set(WS_ERROR_CLOSE_CODES) == set(PROTOCOL_ERRORS)
+
+
+@pytest.mark.parametrize("name", WS_KINDS)
+def test_the_toxics_a_kind_creates_pass_the_api_validation(name: str) -> None:
+    kind = KINDS[name]
+    assert isinstance(kind, ToxicKind)
+    f = fault(name, kind.targets[0])
+    attributes, streams = kind.toxic(f.params)
+    for stream in streams:
+        spec = new_toxic({"type": kind.toxic_type, "stream": stream, "attributes": attributes}, lambda _: False)
+        assert spec.attributes.items() >= attributes.items()
+
+
+@pytest.mark.parametrize(("error", "code"), [("reserved_opcode", 1002), ("invalid_utf8", 1007), ("oversized", 1009)])
+def test_a_client_protocol_error_allows_exactly_its_close_code(error: str, code: int) -> None:
+    step = Step(at_s=0.5, fault=fault("client_protocol_error", "lb", error=error), duration_s=2.0)
+    assert derive_expect([step], fault_phase_s=3.0).close_codes == (code,)
+
+
+def test_a_backend_protocol_error_is_a_lost_upstream_the_client_must_not_see() -> None:
+    f = fault("backend_protocol_error", "primary")
+    assert f.params == {"error": "reserved_opcode", "nth": 1}
+    assert f.spec.is_disruptive(f, Keepalive())
+    assert f.spec.toxic(f.params)[1] == ("downstream",)  # from the backend toward the balancer
+    assert derive_expect([Step(at_s=0.5, fault=f, duration_s=2.0)], fault_phase_s=3.0).close_codes == ()
+
+
+def test_client_errors_go_toward_the_balancer_and_spare_the_others() -> None:
+    f = fault("client_protocol_error", "lb", clients=2)
+    attributes, streams = f.spec.toxic(f.params)
+    assert streams == ("upstream",)
+    assert attributes["connections"] == 2
+
+
+@pytest.mark.parametrize("name", ["ping_flood", "split_frames"])
+def test_harmless_kinds_allow_no_close(name: str) -> None:
+    for target in ("lb", "primary"):
+        step = Step(at_s=0.5, fault=fault(name, target), duration_s=2.0)
+        assert derive_expect([step], fault_phase_s=3.0).close_codes == ()
+
+
+def test_oversized_is_not_a_backend_error() -> None:
+    with pytest.raises(ValueError, match="error: must be one of reserved_opcode, invalid_utf8"):
+        fault("backend_protocol_error", "primary", error="oversized")
+
+
+def test_a_ping_burst_that_can_delay_keepalive_pongs_counts_as_disruptive() -> None:
+    ka = Keepalive(ping_interval_s=0.5, ping_timeout_s=0.5)
+    small = fault("ping_flood", "lb", count=100, stream="both")
+    big = fault("ping_flood", "lb", count=1000, stream="both")
+    assert not small.spec.is_disruptive(small, ka)
+    assert big.spec.is_disruptive(big, ka)  # 1000 each way closed every client with 1011 at 0.5 s
+    assert not big.spec.is_disruptive(big, Keepalive(ping_interval_s=0.5, ping_timeout_s=3.0))
+    step = Step(at_s=0.5, fault=big, duration_s=2.0)
+    assert set(derive_expect([step], keepalive=ka, fault_phase_s=3.0).close_codes) == {1006, 1011}
