@@ -13,14 +13,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import NoReturn
+
+from harness.eventloop import loop_factory
 
 from .api import VERSION
 from .errors import ApiError
 from .server import ToxiproxyServer
 
 log = logging.getLogger("harness.toxiproxy")
+# uvloop roughly halves the per-hop cost of a proxied round trip (docs/performance.md);
+# WSCHAOS_TOXIPROXY_LOOP=asyncio forces the standard loop.
+TOXIPROXY_LOOP_ENV = "WSCHAOS_TOXIPROXY_LOOP"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,23 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             # Go Toxiproxy logs an unreadable config file and carries on serving.
             log.error("error reading config file %s: %s", args.config, exc.strerror or exc)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(TOXIPROXY_LOOP_ENV)) as runner:
             return runner.run(_run(args, config))
     except KeyboardInterrupt:
         # A second Ctrl-C during shutdown: still no traceback.
         return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed: it roughly halves the per-hop cost of a proxied round trip
-    (docs/performance.md). WSCHAOS_TOXIPROXY_LOOP=asyncio forces the standard loop."""
-    if os.environ.get("WSCHAOS_TOXIPROXY_LOOP", "").lower() == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
