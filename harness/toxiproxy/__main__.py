@@ -3,6 +3,10 @@
 Prints ``toxiproxy listening on HOST:PORT`` once the API accepts connections (with
 ``--port 0`` that line is how a parent process learns the port). Go Toxiproxy's
 single-dash flags (``-host``, ``-port``, ``-config``, ``-version``) are accepted too.
+
+The API listens on loopback by default, and proxies may only listen on and dial loopback hosts
+(127.0.0.0/8, ::1, ``localhost``): anything else is refused with a 400 unless ``--allow-host HOST``
+(repeatable) or ``--allow-any-host`` allows it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import NoReturn
 
 from harness.eventloop import loop_factory
 
+from .addresses import HostPolicy
 from .api import VERSION
 from .errors import ApiError
 from .server import ToxiproxyServer
@@ -51,6 +56,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--config", "-config", metavar="FILE", help="JSON file of proxies to create at startup, as for /populate"
     )
     parser.add_argument("--seed", "-seed", type=int, help="seed the toxics' random draws (toxicity, jitter, slicer)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also let proxies listen on or dial HOST (repeatable; default: loopback only)",
+    )
+    parser.add_argument(
+        "--allow-any-host", action="store_true", help="let proxies listen on and dial any host (an open relay)"
+    )
     parser.add_argument("--version", "-version", action="store_true", help="print the version and exit")
     return parser.parse_args(argv)
 
@@ -62,7 +77,7 @@ async def _run(args: argparse.Namespace, config: bytes | None) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = ToxiproxyServer(args.host, args.port)
+    server = ToxiproxyServer(args.host, args.port, policy=HostPolicy.of(args.allow_host, args.allow_any_host))
     try:
         await server.start()
     except OSError as exc:

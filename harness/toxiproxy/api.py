@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import gojson
+from .addresses import HostPolicy
 from .collection import ProxyCollection, ProxyConfig
 from .errors import ApiError, bad_body
 from .httpserver import Request, Response
@@ -134,9 +135,9 @@ def _populate_reply(status: int, done: list[Proxy], error: str | None = None) ->
 class ApiApp:
     """The HTTP handlers over one :class:`ProxyCollection`."""
 
-    def __init__(self, version: str = VERSION) -> None:
+    def __init__(self, version: str = VERSION, policy: HostPolicy | None = None) -> None:
         self.version = version
-        self.collection = ProxyCollection()
+        self.collection = ProxyCollection(policy)
 
     async def __call__(self, request: Request) -> Response:
         matched = route(request.target)

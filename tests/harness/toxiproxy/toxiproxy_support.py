@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import requests
 
 from harness.toxiproxy import ToxiproxyServer
+from harness.toxiproxy.addresses import HostPolicy
 from harness.waiting import wait_until
 
 T = TypeVar("T")
@@ -35,8 +36,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def connect(port: int, timeout: float = DEADLINE) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port: int, timeout: float = DEADLINE, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -103,9 +104,13 @@ class Api:
 class ServerThread:
     """A ToxiproxyServer on a private event loop in a daemon thread."""
 
-    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+    def __init__(
+        self,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        policy: HostPolicy | None = None,
+    ) -> None:
         self.loop = loop_factory()
-        self.server = ToxiproxyServer("127.0.0.1", 0)
+        self.server = ToxiproxyServer("127.0.0.1", 0, policy=policy)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
