@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 REPORT ?= reports/reference
 
-.PHONY: install test test-all lint demo certify bench autobahn clean
+.PHONY: install test test-all lint demo certify flake-check bench autobahn clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: $(STAMP)
 
 certify: $(STAMP)
 	$(BIN)/python -m harness certify --profile quick --report $(REPORT)
+
+# The ci chaos suite (`certify --profile ci`) N times against the reference balancer: one line per
+# run, then a summary naming the report and run directories of every failure (docs/verdicts.md).
+N ?= 20
+flake-check: $(STAMP)
+	$(BIN)/python -m harness.flakecheck --runs $(N) --report-dir reports/flake
 
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 BENCH_ARGS ?=

@@ -285,3 +285,18 @@ def test_recovery_not_given_the_stretched_deadline_is_inconclusive() -> None:
     slow = check_recovers_after_heal(make_run(meta=meta, history=[*measured(2.0), *history]))
     assert slow.status == "not_checked", slow.summary()
     assert "inconclusive" in slow.note
+
+
+def test_a_machine_too_slow_sets_aside_aborts_only_while_the_balancer_lived() -> None:
+    def judged(final: dict[str, Any]) -> str:
+        history = [
+            *measured(SLOWNESS_SCALE_LIMIT * 4),
+            *played("c1"),
+            keepalive_close(2.0, "c1", code=1006, reason=""),
+            rec(3.0, "c1", "event", "stopped", hung=False),
+        ]
+        return check_clean_failover(make_run(meta={"final": final}, history=history)).status
+
+    assert judged({"balancer_alive": True}) == "not_checked"
+    assert judged({"balancer_alive": False}) == "fail"
+    assert judged({}) == "fail"
