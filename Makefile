@@ -35,7 +35,7 @@ certify: $(STAMP)
 	$(BIN)/python -m harness certify --profile quick --report $(REPORT)
 
 # The ci chaos suite (`certify --profile ci`) N times against the reference balancer: one line per
-# run, then a summary naming the report and run directories of every failure (docs/verdicts.md).
+# run, then a summary naming the report and run directories of every failure (docs/architecture.md).
 N ?= 20
 flake-check: $(STAMP)
 	$(BIN)/python -m harness.flakecheck --runs $(N) --report-dir reports/flake

@@ -6,7 +6,7 @@ The ``ci`` chaos suite is ``certify --profile ci`` (every named scenario plus th
 generated plans): it is what CI gates on, and each run leaves a report directory with one run
 directory per scenario, which is where a flake is investigated. Prints one line per run (PASS, or
 FAIL with the failing scenarios' run directories), then a summary. Exits 1 if any run failed:
-against a correct build, every failure is a bug to find at its root (docs/verdicts.md).
+against a correct build, every failure is a bug to find at its root (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from harness.procs import _with_pdeathsig
 EXIT_NOT_READY = 3
 # One asyncio process answers the keepalive pings of this many clients; beyond that, the swarm
 # splits into worker processes. 200 clients in one process cannot answer 0.5 s pings in time on a
-# busy 2-core machine (docs/verdicts.md, "A loaded machine").
+# busy 2-core machine (docs/architecture.md, "A loaded machine").
 # 100 rather than fewer: on a 2-core machine more workers only take CPU from the build under test.
 CLIENTS_PER_PROCESS = 100
 # How long a worker may take to start (import, connect) beyond its own --ready-timeout.

@@ -2,7 +2,7 @@
 
 Slowness may make a scenario inconclusive (the checker then says "not checked" and names the
 cause: the swarm's loop stalls around keepalive closes, or the measured slowness), but a harness
-that cannot keep up must never turn that into a "fail" of the build (docs/verdicts.md, "A loaded
+that cannot keep up must never turn that into a "fail" of the build (docs/architecture.md, "A loaded
 machine"). The short version runs in `make test`; `make flake-check` repeats the chaos suite.
 """
 
