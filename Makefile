@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 REPORT ?= reports/reference
 
-.PHONY: install test test-all lint demo certify bench autobahn mutation clean
+.PHONY: install test test-all lint demo certify flake-check bench autobahn mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ certify: $(STAMP)
 # table and writes it to docs/mutants.md. Fails if a mutant is not caught naming its invariant.
 mutation: $(STAMP)
 	$(BIN)/python tests/selftest/mutation_table.py --out docs/mutants.md
+
+# The ci chaos suite (`certify --profile ci`) N times against the reference balancer: one line per
+# run, then a summary naming the report and run directories of every failure (docs/architecture.md).
+N ?= 20
+flake-check: $(STAMP)
+	$(BIN)/python -m harness.flakecheck --runs $(N) --report-dir reports/flake
 
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 BENCH_ARGS ?=

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from harness.eventloop import LOOP_LAG, SWARM_START
 from harness.records import Record, mapping, num, time_of
 
 if TYPE_CHECKING:
@@ -568,3 +569,215 @@ def smoke_facts(history: Iterable[Any]) -> SmokeFacts:
         connect_errors=_most_frequent(errors),
         closes=_most_frequent(closes),
     )
+
+
+# -- harness starvation ---------------------------------------------------------------------------
+
+# websockets closes a connection whose ping went unanswered with 1011 "keepalive ping timeout",
+# on whichever side sent the ping.
+KEEPALIVE_CLOSE_CODE = 1011
+KEEPALIVE_REASON = "keepalive"
+# How much of ping_timeout one stall of the client's own process must cover to excuse its
+# keepalive close: the rest of the timeout is the pinging side's own scheduling (the balancer
+# shares the loaded machine) and the proxies' hops.
+STALL_EXCUSE_FRACTION = 0.8
+# How far from the keepalive's window a stall may be and still count: the client records its
+# close only once its starved loop gets to it, and tick times are 50 ms apart.
+STALL_WINDOW_SLACK_S = 0.5
+# harness.scenario.Keepalive's defaults, for a run.json that does not say.
+DEFAULT_PING_INTERVAL_S = 0.5
+DEFAULT_PING_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Stall:
+    """One late tick of a harness process's event loop: it ran nothing from `start` to `end`.
+
+    `process` is the recording process (``swarm-c-<pid>``, ``backend <name>``); `clients` are the
+    game clients that process runs (none for a backend)."""
+
+    process: str
+    start: float
+    end: float
+    clients: frozenset[str] = frozenset()
+
+    @property
+    def lag_ms(self) -> float:
+        return (self.end - self.start) * 1000.0
+
+    def overlaps(self, lo: float, hi: float) -> bool:
+        return self.start <= hi and self.end >= lo
+
+
+def harness_stalls(history: Iterable[Any], journals: Mapping[str, Iterable[Any]] | None = None) -> list[Stall]:
+    """Every recorded loop stall of a harness process, in time order: the swarms' (from the
+    history; each swarm's `swarm_start` says which clients it runs) and the backends' (from their
+    journals)."""
+    recs = _records(history)
+    members: dict[str, frozenset[str]] = {}
+    for r in recs:
+        clients = r.get("clients")
+        if r.get("f") == SWARM_START and isinstance(r.get("process"), str) and isinstance(clients, list):
+            members[r["process"]] = frozenset(c for c in clients if isinstance(c, str))
+    stalls: list[Stall] = []
+    for r in recs:
+        if r.get("f") == LOOP_LAG and isinstance(r.get("process"), str):
+            stall = _stall(r, r["process"], members.get(r["process"], frozenset()))
+            if stall is not None:
+                stalls.append(stall)
+    for name, journal in (journals or {}).items():
+        for r in _records(journal):
+            if r.get("event") == LOOP_LAG:
+                stall = _stall(r, f"backend {name}", frozenset())
+                if stall is not None:
+                    stalls.append(stall)
+    stalls.sort(key=lambda s: (s.start, s.process))
+    return stalls
+
+
+def _stall(rec: Record, process: str, clients: frozenset[str]) -> Stall | None:
+    t, lag_ms = num(rec.get("t")), num(rec.get("lag_ms"))
+    if t is None or lag_ms is None or lag_ms < 0:
+        return None
+    return Stall(process, t - lag_ms / 1000.0, t, clients)
+
+
+def run_harness_stalls(run: Run) -> list[Stall]:
+    journals = run.journals if isinstance(run.journals, Mapping) else {}
+    return harness_stalls(run.history, journals)
+
+
+def is_keepalive_close(rec: Mapping[str, Any]) -> bool:
+    """A connection closed because a keepalive ping went unanswered (whichever side pinged)."""
+    return (
+        rec.get("f") == "conn_close"
+        and num(rec.get("code")) == KEEPALIVE_CLOSE_CODE
+        and KEEPALIVE_REASON in str(rec.get("reason") or "").lower()
+    )
+
+
+@dataclass(frozen=True)
+class ExcusedClose:
+    """A keepalive close that the client's own starved process explains: the harness's failure,
+    not the build's. `stall` is the worst stall of that process around the close."""
+
+    client: str
+    close: Record
+    stall: Stall
+
+    def describe(self) -> str:
+        return (
+            f"client {self.client} conn {self.close.get('conn')} keepalive close at "
+            f"{num(self.close.get('t')) or 0.0:.3f}: its process {self.stall.process} stalled "
+            f"{self.stall.lag_ms:.0f} ms (loop lag) from {self.stall.start:.3f}"
+        )
+
+
+def excused_keepalive_closes(
+    client_records: Mapping[str, Iterable[Any]],
+    stalls: Iterable[Stall],
+    *,
+    ping_interval_s: float,
+    ping_timeout_s: float,
+) -> list[ExcusedClose]:
+    """The keepalive closes (1011 "keepalive ping timeout") of clients whose own process had a
+    loop stall of at least :data:`STALL_EXCUSE_FRACTION` times `ping_timeout_s` around the close.
+
+    "Around" is the keepalive's own window: the unanswered ping was sent at most `ping_interval_s`
+    + `ping_timeout_s` before the close was recorded (and the record itself waited for the starved
+    loop), widened by :data:`STALL_WINDOW_SLACK_S` on each side. A stall of another process (a
+    backend, another swarm) excuses nothing: it did not hold this client's pong.
+    """
+    need_ms = STALL_EXCUSE_FRACTION * ping_timeout_s * 1000.0
+    by_client: dict[str, list[Stall]] = {}
+    for stall in stalls:
+        if stall.lag_ms >= need_ms:
+            for client in stall.clients:
+                by_client.setdefault(client, []).append(stall)
+    excused: list[ExcusedClose] = []
+    for client, recs in client_records.items():
+        own = by_client.get(client)
+        if not own:
+            continue
+        for rec in _records(recs):
+            t = num(rec.get("t"))
+            if t is None or not is_keepalive_close(rec):
+                continue
+            lo = t - ping_interval_s - ping_timeout_s - STALL_WINDOW_SLACK_S
+            hi = t + STALL_WINDOW_SLACK_S
+            near = [s for s in own if s.overlaps(lo, hi)]
+            if near:
+                excused.append(ExcusedClose(client, rec, max(near, key=lambda s: s.lag_ms)))
+    return excused
+
+
+def describe_excused(excused: list[ExcusedClose]) -> str:
+    """One line for a verdict: "harness swarm stalled N ms (loop lag) around the keepalive closes"."""
+    worst = max(excused, key=lambda e: e.stall.lag_ms)
+    processes = sorted({e.stall.process for e in excused})
+    return (
+        f"harness swarm stalled up to {worst.stall.lag_ms:.0f} ms (loop lag) around {len(excused)} keepalive "
+        f"close(s) of {len({e.client for e in excused})} client(s) ({', '.join(processes)}): the harness could "
+        "not answer the balancer's pings in time, so these closes are not the build's"
+    )
+
+
+def run_excused_keepalive_closes(run: Run) -> list[ExcusedClose]:
+    """:func:`excused_keepalive_closes` for a recorded run, with the keepalive it was configured
+    with (run.json ``balancer_config``; the scenario defaults when absent)."""
+    config = run.run_meta.balancer_config
+    interval = num(config.get("ping_interval_s"))
+    timeout = num(config.get("ping_timeout_s"))
+    return excused_keepalive_closes(
+        client_histories(run.history),
+        run_harness_stalls(run),
+        ping_interval_s=interval if interval is not None else DEFAULT_PING_INTERVAL_S,
+        ping_timeout_s=timeout if timeout is not None else DEFAULT_PING_TIMEOUT_S,
+    )
+
+
+# -- the machine's slowness -----------------------------------------------------------------------
+
+# Timing deadlines stretch with the measured slowness up to this factor. Beyond it the machine is
+# too slow for the run's own phases (which are not stretched) to show whether the build is in
+# time, so a timing violation there is inconclusive, never a fail.
+SLOWNESS_SCALE_LIMIT = 3.0
+# Below this the measurement is noise (a 30 ms busy loop on a machine with a core to spare reads
+# 1.0-1.3), and deadlines stay exactly as the scenario set them.
+SLOWNESS_FLOOR = 1.5
+
+
+@dataclass(frozen=True)
+class Slowness:
+    """The run's measured slowness: the worst `slowness` a swarm process measured at its start
+    (harness.eventloop.measure_slowness: a busy loop's wall time over its CPU time; 1 = a core to
+    spare). None when no swarm measured it (older runs): deadlines then stay as they are."""
+
+    factor: float | None
+
+    @property
+    def scale(self) -> float:
+        """What the timing deadlines are multiplied by."""
+        if self.factor is None or self.factor < SLOWNESS_FLOOR:
+            return 1.0
+        return min(self.factor, SLOWNESS_SCALE_LIMIT)
+
+    @property
+    def too_slow(self) -> bool:
+        return self.factor is not None and self.factor > SLOWNESS_SCALE_LIMIT
+
+    def describe(self) -> str:
+        if self.factor is None:
+            return "slowness not measured"
+        if self.too_slow:
+            return (
+                f"machine too slow: slowness x{self.factor:.1f} measured by the harness swarm (deadlines stretch "
+                f"at most x{SLOWNESS_SCALE_LIMIT:g})"
+            )
+        return f"slowness x{self.factor:.2f} measured; timing deadlines scaled x{self.scale:.2f}"
+
+
+def slowness(history: Iterable[Any]) -> Slowness:
+    factors = [num(r.get("slowness")) for r in _records(history) if r.get("f") == SWARM_START]
+    known = [f for f in factors if f is not None and f > 0]
+    return Slowness(max(known) if known else None)

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from harness import game
+from harness.eventloop import LOOP_LAG, watch_loop_lag
 
 EXIT_BIND_FAILED = 2
 # Bounds the wait for handlers after Server.close(): a client that never answers the close
@@ -227,7 +228,15 @@ async def run(
         print(f"backend {name} listening on {host}:{bound_port}", flush=True)
         if ready is not None:
             ready(server)
-        await stop.wait()
+        # The journal also carries evidence of this process being starved (harness.eventloop).
+        async with asyncio.TaskGroup() as tg:
+            lag_watch = tg.create_task(
+                watch_loop_lag(
+                    lambda lag, streak: journal.write(LOOP_LAG, lag_ms=round(lag * 1000.0, 1), streak=streak)
+                )
+            )
+            await stop.wait()
+            lag_watch.cancel()
         server.close()  # closes every open connection with 1001
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):

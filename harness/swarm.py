@@ -3,6 +3,9 @@
     python -m harness.swarm --url URL --clients N [--prefix c] [--id-offset 0] [--rate HZ]
         [--history-dir DIR] [--ready-timeout S] [--connect-spread S] [--duration S]
 
+A swarm of more than --clients-per-process clients (default 100) runs them in worker processes
+of its own and speaks for them. Runs on uvloop when it is installed.
+
 Prints ``READY <n>`` once every client has had its first welcome (``NOT READY <k>/<n>`` and exit 3
 after --ready-timeout), plays until SIGTERM/SIGINT or --duration, then stops every client with a
 close 1000 within a bounded deadline and exits 0. Histories go to
@@ -21,9 +24,23 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.client import GameClient, NullRecorder, Recorder
+from harness.eventloop import LOOP_LAG, SWARM_START, loop_factory, measure_slowness, watch_loop_lag
 from harness.history import HistoryWriter
+from harness.procs import _with_pdeathsig
 
 EXIT_NOT_READY = 3
+# One asyncio process answers the keepalive pings of this many clients; beyond that, the swarm
+# splits into worker processes. 200 clients in one process cannot answer 0.5 s pings in time on a
+# busy 2-core machine (docs/architecture.md, "A loaded machine").
+# 100 rather than fewer: on a 2-core machine more workers only take CPU from the build under test.
+CLIENTS_PER_PROCESS = 100
+# How long a worker may take to start (import, connect) beyond its own --ready-timeout.
+WORKER_START_MARGIN_S = 60.0
+
+
+def swarm_process_name(prefix: str, pid: int) -> str:
+    """The history `process` of a swarm's own records (its start and its loop lag)."""
+    return f"swarm-{prefix}-{pid}"
 
 
 def swarm_argv(
@@ -72,10 +89,25 @@ async def run_swarm(
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Runs the swarm until `stop` is set (or `duration` passes). Returns the exit code."""
+    """Runs the swarm until `stop` is set (or `duration` passes). Returns the exit code.
+
+    Records ``swarm_start`` (which clients this process runs) and ``loop_lag`` (its event loop
+    was starved) under :func:`swarm_process_name`, so a keepalive close can be traced to the
+    harness process that could not answer the ping (``harness.analysis.harness_stalls``).
+    """
     stream = out if out is not None else sys.stdout
     stop = stop or asyncio.Event()
     rec = recorder or NullRecorder()
+    me = swarm_process_name(prefix, os.getpid())
+    ids = client_ids(n, prefix, id_offset)
+    loop_kind = "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+    # Measured before any client runs, so the busy loop competes with other processes only.
+    slowness = round(measure_slowness(), 2)
+    rec.record("event", SWARM_START, process=me, clients=ids, pid=os.getpid(), loop=loop_kind, slowness=slowness)
+
+    def record_lag(lag_s: float, streak: int) -> None:
+        rec.record("event", LOOP_LAG, process=me, lag_ms=round(lag_s * 1000.0, 1), streak=streak)
+
     clients = [
         GameClient(
             url,
@@ -87,7 +119,7 @@ async def run_swarm(
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
         )
-        for cid in client_ids(n, prefix, id_offset)
+        for cid in ids
     ]
     # Each client stops itself within close_timeout (+1 s guard); the extra second covers the
     # scheduling of hundreds of closes at once. Past it, stragglers are cancelled.
@@ -123,6 +155,7 @@ async def run_swarm(
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(start(i, c)) for i, c in enumerate(clients)]
         supervisor = tg.create_task(supervise())
+        lag_watch = tg.create_task(watch_loop_lag(record_lag))
         await stop.wait()
         for c in clients:
             c.request_stop()
@@ -133,6 +166,7 @@ async def run_swarm(
         for t in tasks:
             t.cancel()
         supervisor.cancel()
+        lag_watch.cancel()
     hung = sum(c.hung for c in clients)
     acked = sum(len(c.book.acked) for c in clients)
     sent = sum(c.book.sent for c in clients)
@@ -144,15 +178,142 @@ def _say(stream: TextIO, line: str) -> None:
     print(line, file=stream, flush=True)
 
 
-async def _amain(args: argparse.Namespace) -> int:
-    writer: HistoryWriter | None = None
+def split_clients(n: int, per_process: int) -> list[int]:
+    """How many clients each worker process runs: as few processes as `per_process` allows,
+    sharing the clients evenly (so no worker is left with a starving remainder)."""
+    if n < 1 or per_process < 1:
+        raise ValueError(f"need n >= 1 and per_process >= 1; got {n}, {per_process}")
+    workers = -(-n // per_process)
+    base, extra = divmod(n, workers)
+    return [base + (1 if i < extra else 0) for i in range(workers)]
+
+
+def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int) -> list[str]:
+    argv = [
+        sys.executable, "-m", "harness.swarm",
+        "--url", args.url,
+        "--clients", str(clients),
+        "--clients-per-process", str(clients),
+        "--prefix", args.prefix,
+        "--id-offset", str(id_offset),
+        "--rate", str(args.rate),
+        "--ready-timeout", str(args.ready_timeout),
+        "--connect-spread", str(args.connect_spread),
+        "--close-timeout", str(args.close_timeout),
+        "--open-timeout", str(args.open_timeout),
+    ]  # fmt: skip
     if args.history_dir:
-        path = Path(args.history_dir) / f"clients-{args.prefix}-{os.getpid()}.jsonl"
-        writer = HistoryWriter(path, f"swarm-{args.prefix}")
+        argv += ["--history-dir", str(args.history_dir)]
+    if args.ping_interval is not None:
+        argv += ["--ping-interval", str(args.ping_interval)]
+    # Workers share the coordinator's process group (the supervisor signals it whole) and die
+    # with it if it is SIGKILLed alone.
+    return _with_pdeathsig(argv)
+
+
+async def _read_line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    return (await proc.stdout.readline()).decode(errors="replace").strip()
+
+
+async def run_workers(args: argparse.Namespace, stop: asyncio.Event, out: TextIO | None = None) -> int:
+    """A swarm too big for one loop: worker swarms of at most --clients-per-process clients each,
+    with this process speaking for them (one READY, one STOPPED) so callers see one swarm."""
+    stream = out if out is not None else sys.stdout
+    shares = split_clients(args.clients, args.clients_per_process)
+    offsets = [args.id_offset + sum(shares[:i]) for i in range(len(shares))]
+    workers = [
+        await asyncio.create_subprocess_exec(
+            *_worker_argv(args, count, offset), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+        )
+        for count, offset in zip(shares, offsets, strict=True)
+    ]
+    code = 0
+    try:
+        # Each worker says READY or NOT READY within its own --ready-timeout; the margin covers
+        # interpreter start-up on a loaded machine, which must not cut a ready worker short.
+        ready_lines = ["" for _ in workers]
+
+        async def first_line(i: int) -> None:
+            ready_lines[i] = await _read_line(workers[i])
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.ready_timeout + WORKER_START_MARGIN_S):
+                await asyncio.gather(*(first_line(i) for i in range(len(workers))))
+        ready = sum(_ready_count(line, count) for line, count in zip(ready_lines, shares, strict=True))
+        if ready == args.clients and all(line.startswith("READY") for line in ready_lines):
+            _say(stream, f"READY {args.clients}")
+            if args.duration is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(args.duration):
+                        await stop.wait()
+            else:
+                await stop.wait()
+        else:
+            _say(stream, f"NOT READY {ready}/{args.clients}")
+            code = EXIT_NOT_READY
+    finally:
+        totals, hung_workers = await _stop_workers(workers, args.close_timeout + 3.0 + 5.0)
+    codes = [w.returncode for w in workers]
+    if code == 0 and any(c != 0 for c in codes):
+        code = next(c for c in codes if c) or 1
+    hung = totals["hung"] + hung_workers
+    _say(stream, f"STOPPED {args.clients} acked={totals['acked']} sent={totals['sent']} hung={hung}")
+    return code
+
+
+def _ready_count(line: str, count: int) -> int:
+    if line.startswith("READY"):
+        return count
+    if line.startswith("NOT READY"):
+        with contextlib.suppress(ValueError, IndexError):
+            return int(line.split()[2].split("/")[0])
+    return 0
+
+
+async def _stop_workers(workers: list[asyncio.subprocess.Process], deadline_s: float) -> tuple[dict[str, int], int]:
+    """SIGTERMs every worker, reads their STOPPED lines, kills what outlives `deadline_s`."""
+    for w in workers:
+        if w.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGTERM)
+    totals = {"acked": 0, "sent": 0, "hung": 0}
+
+    async def drain(w: asyncio.subprocess.Process) -> None:
+        assert w.stdout is not None
+        async for raw in w.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("STOPPED"):
+                for key in totals:
+                    with contextlib.suppress(ValueError):
+                        totals[key] += int(next(p.split("=", 1)[1] for p in line.split() if p.startswith(key + "=")))
+        await w.wait()
+
+    hung_workers = 0
+    try:
+        async with asyncio.timeout(deadline_s):
+            await asyncio.gather(*(drain(w) for w in workers))
+    except TimeoutError:
+        for w in workers:
+            if w.returncode is None:
+                hung_workers += 1
+                with contextlib.suppress(ProcessLookupError):
+                    w.kill()
+        await asyncio.gather(*(w.wait() for w in workers))
+    return totals, hung_workers
+
+
+async def _amain(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.clients > args.clients_per_process:
+        return await run_workers(args, stop)
+    writer: HistoryWriter | None = None
+    if args.history_dir:
+        path = Path(args.history_dir) / f"clients-{args.prefix}-{os.getpid()}.jsonl"
+        writer = HistoryWriter(path, swarm_process_name(args.prefix, os.getpid()))
     try:
         return await run_swarm(
             args.url,
@@ -194,12 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--close-timeout", type=float, default=2.0)
     parser.add_argument("--open-timeout", type=float, default=5.0)
     parser.add_argument("--ping-interval", type=float, default=None, help="client-side keepalive (default: off)")
+    parser.add_argument(
+        "--clients-per-process",
+        type=int,
+        default=CLIENTS_PER_PROCESS,
+        help=f"split a bigger swarm into worker processes of at most this many clients (default {CLIENTS_PER_PROCESS})",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1:
         parser.error("--clients must be >= 1")
+    if args.clients_per_process < 1:
+        parser.error("--clients-per-process must be >= 1")
     if args.rate <= 0:
         parser.error("--rate must be > 0")
-    return asyncio.run(_amain(args))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_amain(args))
 
 
 if __name__ == "__main__":

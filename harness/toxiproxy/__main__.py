@@ -3,6 +3,10 @@
 Prints ``toxiproxy listening on HOST:PORT`` once the API accepts connections (with
 ``--port 0`` that line is how a parent process learns the port). Go Toxiproxy's
 single-dash flags (``-host``, ``-port``, ``-config``, ``-version``) are accepted too.
+
+The API listens on loopback by default, and proxies may only listen on and dial loopback hosts
+(127.0.0.0/8, ::1, ``localhost``): anything else is refused with a 400 unless ``--allow-host HOST``
+(repeatable) or ``--allow-any-host`` allows it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import NoReturn
 
+from harness.eventloop import loop_factory
+
+from .addresses import HostPolicy
 from .api import VERSION
 from .errors import ApiError
 from .server import ToxiproxyServer
 
 log = logging.getLogger("harness.toxiproxy")
+# uvloop roughly halves the per-hop cost of a proxied round trip (docs/performance.md);
+# WSCHAOS_TOXIPROXY_LOOP=asyncio forces the standard loop.
+TOXIPROXY_LOOP_ENV = "WSCHAOS_TOXIPROXY_LOOP"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +56,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--config", "-config", metavar="FILE", help="JSON file of proxies to create at startup, as for /populate"
     )
     parser.add_argument("--seed", "-seed", type=int, help="seed the toxics' random draws (toxicity, jitter, slicer)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also let proxies listen on or dial HOST (repeatable; default: loopback only)",
+    )
+    parser.add_argument(
+        "--allow-any-host", action="store_true", help="let proxies listen on and dial any host (an open relay)"
+    )
     parser.add_argument("--version", "-version", action="store_true", help="print the version and exit")
     parser.add_argument(
         "--no-extensions",
@@ -63,7 +82,8 @@ async def _run(args: argparse.Namespace, config: bytes | None) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = ToxiproxyServer(args.host, args.port, extensions=not args.no_extensions)
+    policy = HostPolicy.of(args.allow_host, args.allow_any_host)
+    server = ToxiproxyServer(args.host, args.port, extensions=not args.no_extensions, policy=policy)
     try:
         await server.start()
     except OSError as exc:
@@ -109,23 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             # Go Toxiproxy logs an unreadable config file and carries on serving.
             log.error("error reading config file %s: %s", args.config, exc.strerror or exc)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(TOXIPROXY_LOOP_ENV)) as runner:
             return runner.run(_run(args, config))
     except KeyboardInterrupt:
         # A second Ctrl-C during shutdown: still no traceback.
         return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed: it roughly halves the per-hop cost of a proxied round trip
-    (docs/performance.md). WSCHAOS_TOXIPROXY_LOOP=asyncio forces the standard loop."""
-    if os.environ.get("WSCHAOS_TOXIPROXY_LOOP", "").lower() == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

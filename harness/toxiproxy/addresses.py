@@ -178,3 +178,63 @@ async def upstream_hosts(upstream: str) -> tuple[list[str], int]:
     # Go dials the loopback for an empty host.
     hosts = ["127.0.0.1", "::1"] if host == "" else await resolve_hosts(host)
     return hosts, port
+
+
+# -- which hosts a proxy may use ------------------------------------------------------------------
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+class AddressNotAllowed(Exception):
+    """A proxy address outside the allowed hosts (a 400, not one of Go's address errors)."""
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which hosts a proxy may listen on and dial. By default only the loopback (127.0.0.0/8,
+    ::1, ``localhost``): the embedded server is a test fixture, and a proxy on a public address
+    or to an arbitrary host would make it an open relay. `allowed` adds hosts (names compared
+    case-insensitively, IP literals by value); `allow_any` lifts the rule.
+
+    An address that does not parse is not judged here: Go's own error for it stays the answer.
+    An empty host is "all interfaces" for `listen` (refused) and the loopback for `upstream`.
+    """
+
+    allowed: frozenset[str] = frozenset()
+    allow_any: bool = False
+
+    @classmethod
+    def of(cls, hosts: list[str] | tuple[str, ...] = (), allow_any: bool = False) -> HostPolicy:
+        return cls(frozenset(_host_key(h) for h in hosts), allow_any)
+
+    def permits(self, host: str, *, listening: bool) -> bool:
+        if self.allow_any:
+            return True
+        if host == "":
+            return not listening
+        if _host_key(host) in self.allowed:
+            return True
+        if host.lower() in LOOPBACK_NAMES:
+            return True
+        literal = _literal(host)
+        return literal is not None and ipaddress.ip_address(literal).is_loopback
+
+    def check(self, field: str, address: str) -> None:
+        """Raises :class:`AddressNotAllowed` for a `field` ("listen", "upstream") whose host is
+        not allowed; returns quietly for an allowed or unparseable address."""
+        try:
+            host, _ = split_host_port(address)
+        except AddressError:
+            return
+        if self.permits(host, listening=field == "listen"):
+            return
+        shown = host or "all interfaces"
+        raise AddressNotAllowed(
+            f"{field} address {address} is not allowed: {shown} is not a loopback host "
+            f"(start the server with --allow-host {host or '0.0.0.0'} or --allow-any-host to allow it)"
+        )
+
+
+def _host_key(host: str) -> str:
+    literal = _literal(host.strip("[]"))
+    return literal if literal is not None else host.lower().rstrip(".")

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import gojson
+from .addresses import HostPolicy
 from .collection import ProxyCollection, ProxyConfig
 from .errors import ApiError, bad_body
 from .extensions import CAPABILITIES, PREFIX
@@ -155,11 +156,11 @@ def _populate_reply(status: int, done: list[Proxy], error: str | None = None) ->
 class ApiApp:
     """The HTTP handlers over one :class:`ProxyCollection`."""
 
-    def __init__(self, version: str = VERSION, *, extensions: bool = True) -> None:
+    def __init__(self, version: str = VERSION, *, extensions: bool = True, policy: HostPolicy | None = None) -> None:
         self.version = version
         # False: a stock 2.x server (no /wschaos routes, extension fields ignored as Go ignores them).
         self.extensions = extensions
-        self.collection = ProxyCollection(extensions=extensions)
+        self.collection = ProxyCollection(extensions=extensions, policy=policy)
 
     async def __call__(self, request: Request) -> Response:
         matched = route(request.target)

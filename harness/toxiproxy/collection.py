@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from .addresses import AddressError
+from .addresses import AddressError, AddressNotAllowed, HostPolicy
 from .errors import ApiError
 from .proxy import Proxy, ProxyAlreadyStarted
 from .toxic_spec import ToxicSpec, new_toxic, updated_toxic
@@ -32,8 +32,14 @@ def _address_failure(exc: AddressError) -> ApiError:
     return ApiError(500, str(exc))
 
 
+# A 400 like Go's other refusals of a proxy body (a 403 would be apter, but toxiproxy-python
+# raises only for 400/404/409; on a 403 it fails building a Proxy from the error body).
+NOT_ALLOWED_STATUS = 400
+
+
 class ProxyCollection:
-    def __init__(self, *, extensions: bool = True) -> None:
+    def __init__(self, *, extensions: bool = True, policy: HostPolicy | None = None) -> None:
+        self.policy = policy or HostPolicy()
         self.proxies: dict[str, Proxy] = {}
         # Whether toxic bodies may carry the extension fields (docs/toxiproxy-extensions.md).
         self.extensions = extensions
@@ -52,9 +58,17 @@ class ProxyCollection:
 
     # -- proxies ---------------------------------------------------------------
 
+    def _check_allowed(self, listen: str, upstream: str) -> None:
+        try:
+            self.policy.check("listen", listen)
+            self.policy.check("upstream", upstream)
+        except AddressNotAllowed as exc:
+            raise ApiError(NOT_ALLOWED_STATUS, str(exc)) from None
+
     async def create(self, config: ProxyConfig) -> Proxy:
         if config.name in self.proxies:
             raise ApiError(409, "proxy already exists")
+        self._check_allowed(config.listen, config.upstream)
         proxy = Proxy(config.name, config.listen, config.upstream)
         if config.enabled:
             try:
@@ -65,6 +79,7 @@ class ProxyCollection:
         return proxy
 
     async def update(self, proxy: Proxy, listen: str, upstream: str, enabled: bool) -> Proxy:
+        self._check_allowed(listen, upstream)
         try:
             await proxy.update(listen, upstream, enabled)
         except AddressError as exc:
@@ -81,9 +96,12 @@ class ProxyCollection:
         done: list[Proxy] = []
         for config in configs:
             try:
+                self._check_allowed(config.listen, config.upstream)
                 done.append(await self._add_or_replace(config))
             except AddressError as exc:
                 return done, _address_failure(exc)
+            except ApiError as exc:
+                return done, exc
         return done, None
 
     async def _add_or_replace(self, config: ProxyConfig) -> Proxy:

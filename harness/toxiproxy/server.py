@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from . import gojson
+from .addresses import HostPolicy
 from .api import VERSION, ApiApp
 from .errors import ApiError
 from .httpserver import HttpServer
@@ -23,11 +24,20 @@ class ToxiproxyServer:
     returns once nothing of the server is left on the loop.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8474, *, version: str = VERSION, extensions: bool = True):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8474,
+        *,
+        version: str = VERSION,
+        extensions: bool = True,
+        policy: HostPolicy | None = None,
+    ):
         self.host = host
         self.requested_port = port
         self.port = port
-        self.app = ApiApp(version, extensions=extensions)
+        # Proxies may only use loopback addresses unless the policy allows more.
+        self.app = ApiApp(version, extensions=extensions, policy=policy)
         self._http = HttpServer(self.app)
         self._server: asyncio.AbstractServer | None = None
 
@@ -82,9 +92,11 @@ class ToxiproxyServer:
 
 
 @asynccontextmanager
-async def serve(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[ToxiproxyServer]:
+async def serve(
+    host: str = "127.0.0.1", port: int = 0, policy: HostPolicy | None = None
+) -> AsyncIterator[ToxiproxyServer]:
     """``async with serve() as server:`` runs a server for the duration of the block."""
-    server = ToxiproxyServer(host, port)
+    server = ToxiproxyServer(host, port, policy=policy)
     await server.start()
     try:
         yield server

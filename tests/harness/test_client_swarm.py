@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from harness import game
 from harness.client import GameClient, play_url
 from harness.history import HistoryWriter, Record, read_jsonl
+from harness.swarm import CLIENTS_PER_PROCESS
 from harness.waiting import wait_until_async
 
 DEADLINE = 10.0
@@ -334,12 +335,22 @@ async def test_swarm_of_200_ready_then_sigterm_stops_every_client(spawn: Callabl
         "0.5",
     )
     await asyncio.to_thread(swarm.wait_line, rf"^READY {n}$", 25.0)
-    files = list(hist_dir.glob("clients-c-*.jsonl"))
-    assert [f.name for f in files] == [f"clients-c-{swarm.popen.pid}.jsonl"]
+    # 200 clients are two worker processes of 100 (CLIENTS_PER_PROCESS), one history file each;
+    # the coordinating process itself plays no client and writes none.
+    files = sorted(hist_dir.glob("clients-c-*.jsonl"))
+    assert len(files) == n // CLIENTS_PER_PROCESS
+    assert f"clients-c-{swarm.popen.pid}.jsonl" not in [f.name for f in files]
     ids = {f"c{i:03d}" for i in range(5, 5 + n)}
+    starts = [r for f in files for r in records(f) if r["f"] == "swarm_start"]
+    assert [len(r["clients"]) for r in starts] == [CLIENTS_PER_PROCESS] * len(files)
+    assert set().union(*(r["clients"] for r in starts)) == ids
+    assert all(r["slowness"] >= 1.0 for r in starts)
+
+    def all_records() -> list[Record]:
+        return [r for f in files for r in records(f)]
 
     def every_client_acked() -> bool:
-        return {r["process"] for r in records(files[0]) if r["type"] == "ok"} == ids
+        return {r["process"] for r in all_records() if r["type"] == "ok"} == ids
 
     await until(every_client_acked, "an ack for every client", within=15.0)
     swarm.signal(signal.SIGTERM)
@@ -347,10 +358,11 @@ async def test_swarm_of_200_ready_then_sigterm_stops_every_client(spawn: Callabl
     swarm.cleanup()
     assert re.fullmatch(rf"STOPPED {n} acked=\d+ sent=\d+ hung=0", swarm.out[-1])
 
-    recs = records(files[0])
+    recs = all_records()
     by_client: dict[str, list[Record]] = {}
     for r in recs:
-        by_client.setdefault(r["process"], []).append(r)
+        if not r["process"].startswith("swarm-"):  # the workers' own swarm_start / loop_lag
+            by_client.setdefault(r["process"], []).append(r)
     assert set(by_client) == ids
     for cid, crecs in by_client.items():
         check_client_history(crecs, cid)

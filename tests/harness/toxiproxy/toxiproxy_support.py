@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import requests
 
 from harness.toxiproxy import ToxiproxyServer
+from harness.toxiproxy.addresses import HostPolicy
 from harness.waiting import wait_until
 
 T = TypeVar("T")
@@ -35,8 +36,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def connect(port: int, timeout: float = DEADLINE) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port: int, timeout: float = DEADLINE, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -104,10 +105,13 @@ class ServerThread:
     """A ToxiproxyServer on a private event loop in a daemon thread."""
 
     def __init__(
-        self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop, extensions: bool = True
+        self,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        extensions: bool = True,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.loop = loop_factory()
-        self.server = ToxiproxyServer("127.0.0.1", 0, extensions=extensions)
+        self.server = ToxiproxyServer("127.0.0.1", 0, extensions=extensions, policy=policy)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
