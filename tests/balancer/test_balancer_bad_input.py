@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from balancer_support import (
     CLOSE_NO_STATUS,
+    DEFAULT_KEEPALIVE,
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -57,6 +58,7 @@ async def bal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Balance
             [("primary", ws_url(primary))],
             max_size=MAX_SIZE,
             open_timeout_s=OPEN_TIMEOUT_S,
+            **DEFAULT_KEEPALIVE,
         )
         try:
             yield proc

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 from balancer_support import (
+    DEFAULT_KEEPALIVE,
     OP_PING,
     OP_TEXT,
     BalancerProc,
@@ -37,13 +38,6 @@ from harness.waiting import wait_until_async
 MIB = 2**20
 FLOOD = 2000
 BURST = 10_000
-# The balancer's default keepalive (20 s / 20 s) instead of FAST's 0.3 s: under a burst a
-# pong waits behind the megabytes queued ahead of it, and under a flood on a busy 2-core
-# machine the balancer's loop can lag by seconds (one iteration works through every
-# handshake that became readable, about 0.5 ms of CPU each), so a short pong deadline
-# would rightly fail healthy connections with 1011. These tests are about load, not
-# keepalive; tests/balancer/test_balancer_failover.py covers keepalive.
-LOADED_KEEPALIVE: dict[str, Any] = {"ping_interval_s": 20.0, "ping_timeout_s": 20.0}
 
 
 def ensure_fd_limit(needed: int) -> None:
@@ -112,7 +106,7 @@ async def test_flood_beyond_max_connections_gets_503(balancer_factory: Any, echo
     # dropped without its 503 (seen with 10 s at load 12); this test is about the 503s and
     # the leaks, so it gives them time.
     bal: BalancerProc = await balancer_factory(
-        [("primary", ws_url(primary))], max_connections=limit, open_timeout_s=60.0, **LOADED_KEEPALIVE
+        [("primary", ws_url(primary))], max_connections=limit, open_timeout_s=60.0, **DEFAULT_KEEPALIVE
     )
     baseline = await bal.baseline_fds()
     before = rss(bal)
@@ -217,7 +211,7 @@ async def test_client_that_never_reads_gets_backpressure_then_closed(balancer_fa
 async def test_backend_burst_is_relayed_whole_and_in_order(balancer_factory: Any) -> None:
     size = 1024
     async with producer_server() as (server, producer):
-        bal: BalancerProc = await balancer_factory([("primary", ws_url(server))], **LOADED_KEEPALIVE)
+        bal: BalancerProc = await balancer_factory([("primary", ws_url(server))], **DEFAULT_KEEPALIVE)
         baseline = await bal.baseline_fds()
         before = peak = rss(bal)
         started = time.monotonic()

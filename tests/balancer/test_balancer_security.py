@@ -14,6 +14,7 @@ import psutil
 import pytest
 import pytest_asyncio
 from balancer_support import (
+    DEFAULT_KEEPALIVE,
     OP_TEXT,
     BalancerProc,
     client,
@@ -50,7 +51,7 @@ def string_values(node: Any) -> list[str]:
 
 async def test_status_and_metrics_carry_no_message_contents(balancer_factory: Any, echo_backends: Any) -> None:
     primary = await echo_backends("primary")
-    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))])
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], **DEFAULT_KEEPALIVE)
     async with client(bal.url + f"/room?secret={MARKER}") as ws:
         await ws.send(f"text {MARKER}")
         assert MARKER in (await recv_json(ws))["msg"]
@@ -102,7 +103,9 @@ async def host_picking(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         echo_backend_server("primary", log=seen_by_primary) as primary,
         echo_backend_server("decoy", log=seen_by_decoy) as decoy,
     ):
-        bal = await launch_balancer(tmp_path_factory.mktemp("host-picking"), "balancer", [("primary", ws_url(primary))])
+        bal = await launch_balancer(
+            tmp_path_factory.mktemp("host-picking"), "balancer", [("primary", ws_url(primary))], **DEFAULT_KEEPALIVE
+        )
         try:
             authority = f"127.0.0.1:{decoy.sockets[0].getsockname()[1]}"
             yield HostPickingSetup(bal, authority, seen_by_primary, seen_by_decoy)
