@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -52,4 +53,5 @@ def test_a_failing_chaos_test_names_invariant_evidence_and_run_dir(tmp_path: Pat
     assert re.search(r"fail\s+no_concurrent_recv", out), out[-3000:]
     assert "cannot call recv while another coroutine" in out  # the evidence itself
     assert f"run dir {tmp_path / 'runs'}" in out
-    assert "replay: python -m harness replay" in out
+    # The interpreter that ran the test, so the command works when pasted.
+    assert f"replay: {shlex.quote(sys.executable)} -m harness replay" in out
