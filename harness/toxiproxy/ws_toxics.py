@@ -143,6 +143,7 @@ class FrameStage(Stage):
 
     def inject(self, opcode: int, payload: bytes, ts: float) -> None:
         """Send a frame of our own, masked as this direction requires."""
+        self._touch()  # evidence that the toxic acted (docs/toxiproxy-extensions.md)
         self.emit(make_frame(opcode, payload, to_server=self.to_server).raw, ts)
 
     # -- output, in order -------------------------------------------------------------------------
@@ -213,6 +214,8 @@ class DropStage(FrameStage):
     def on_frame(self, frame: Frame, ts: float, target: bool) -> None:
         if not target:
             self.emit(frame.raw, ts)
+        else:
+            self._touch().bytes_dropped += len(frame.raw)
 
 
 class DuplicateStage(FrameStage):
@@ -221,6 +224,7 @@ class DuplicateStage(FrameStage):
     def on_frame(self, frame: Frame, ts: float, target: bool) -> None:
         self.emit(frame.raw, ts)
         if target:
+            self._touch()
             self.emit(rebuilt(frame, to_server=self.to_server).raw, ts)
 
 
@@ -229,6 +233,7 @@ class DelayStage(FrameStage):
 
     def on_frame(self, frame: Frame, ts: float, target: bool) -> None:
         if target:
+            self._touch().bytes_delayed += len(frame.raw)
             self.emit(frame.raw, ts, self.host.time() + self.spec.attributes["delay"] / 1000.0)
         else:
             self.emit(frame.raw, ts)
@@ -242,6 +247,7 @@ class SplitStage(FrameStage):
             self.emit(frame.raw, ts)
             return
         raw = frame.raw
+        self._touch()
         pieces = min(self.spec.attributes["segments"], len(raw))
         gap = self.spec.attributes["delay"] / 1e6
         now = self.host.time()

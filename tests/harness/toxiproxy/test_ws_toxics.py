@@ -261,3 +261,16 @@ def test_eof_inside_a_frame_passes_the_partial_bytes_then_ends() -> None:
     assert host.held == 4
     stage.eof()
     assert out.data == RESPONSE_HEAD + msg(1)[:4] and out.ended and host.held == 0
+
+
+@pytest.mark.parametrize("toxic_type", ["ws_drop", "ws_duplicate", "ws_delay", "ws_split", "ws_ping"])
+def test_a_frame_toxic_counts_the_connection_it_acted_on_and_nothing_before(toxic_type: str) -> None:
+    # The landing evidence the nemesis reads at heal (docs/toxiproxy-extensions.md): without it a
+    # frame fault on a busy link would be judged "touched nothing" and the run inconclusive.
+    _host, stage, _out = build(toxic_type, nth=2)
+    stage.push(RESPONSE_HEAD + msg(1), 0.0)
+    assert stage.spec.state.connections == 0
+    stage.push(msg(2), 0.0)
+    assert stage.spec.state.connections == 1
+    stage.push(msg(3), 0.0)
+    assert stage.spec.state.connections == 1, "one connection counts once"
