@@ -17,6 +17,7 @@ from harness.analysis import (
     fault_evidence_of,
     fault_windows,
     run_end_time,
+    step_evidence,
     windows_by_target,
 )
 from harness.history import make_run
@@ -267,3 +268,25 @@ def test_fault_evidence_of_a_run_reads_its_nemesis_records() -> None:
     )
     [evidence] = fault_evidence(run)
     assert (evidence.touched, evidence.reason) == (True, "pid 3 exited with status 0")
+
+
+def test_step_evidence_prefers_the_proxys_counts_and_falls_back_to_recorded_traffic() -> None:
+    # f1: a partition on the primary's link while a game connection was open there, but the proxy
+    # counted no touched connection: its own counts decide (touched nothing). f2: the same on a
+    # server without counters: the journal shows traffic crossed, so it landed, and the note says
+    # why the proxy's evidence is missing.
+    journal = [{"t": T0 + 0.5, "server": "primary", "event": "open", "conn": "p-1", "client": "c01"}]
+    history = [
+        step(1.0, "invoke", "apply", "partition", "f1"),
+        step(1.1, "ok", "apply", "partition", "f1"),
+        step(2.0, "invoke", "heal", "partition", "f1"),
+        step(2.1, "ok", "heal", "partition", "f1", evidence={"a": NONE_TOUCHED}, evidence_reason=None),
+        step(3.0, "invoke", "apply", "partition", "f2"),
+        step(3.1, "ok", "apply", "partition", "f2"),
+        step(4.0, "invoke", "heal", "partition", "f2"),
+        step(4.1, "ok", "heal", "partition", "f2", evidence=None, evidence_reason="missing: server has no counters"),
+    ]
+    found = {e.fault_id: e for e in step_evidence(make_run(history=history, journals={"primary": journal}))}
+    assert (found["f1"].touched, found["f1"].why) == (False, "its toxics (a) touched no connection")
+    assert found["f2"].touched is True
+    assert "game traffic crossed primary" in found["f2"].why and "missing: server has no counters" in found["f2"].why
