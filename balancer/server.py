@@ -48,9 +48,9 @@ class Balancer:
             return conn.respond(503, "shutting down\n")
         # Open sessions only; a handshake racing this check can overshoot by
         # the number of handshakes in flight, which is bounded by the backlog.
-        server = self._ws
-        open_now = len(server.connections) if server is not None else 0
-        if open_now >= self.config.max_connections:
+        # The session table's count is O(1); websockets' Server.connections
+        # builds a set of every connection, which made opening N sessions O(N^2).
+        if len(self.ctx.table.active) >= self.config.max_connections:
             return conn.respond(503, "too many connections\n")
         return None
 

@@ -50,6 +50,7 @@ from balancer.machine import (
 from balancer.policy import FailoverLimiter
 from balancer.pool import Pool
 from balancer.state import ConnState, SessionTable
+from balancer.watchdog import SendWatchdog
 
 log = logging.getLogger("balancer.session")
 
@@ -98,6 +99,12 @@ class Session:
         self._close_code: int | None = None
         # Always finite, also with keepalive disabled: see Config.send_deadline_s.
         self._send_deadline = ctx.config.send_deadline_s
+        # The upstream leg compresses only if the client's did: a client that
+        # negotiated no compression gains nothing from deflating its messages
+        # in between, and the balancer pays for it twice per message.
+        self._compression = (
+            "deflate" if any(ext.name == "permessage-deflate" for ext in client.protocol.extensions) else None
+        )
 
     @property
     def backend(self) -> str | None:
@@ -147,7 +154,7 @@ class Session:
         if self.client.state is not State.OPEN:
             return self.machine.client_closed(self.client.close_code)
         try:
-            upstream = await self.ctx.pool.connect(name, self.path)
+            upstream = await self.ctx.pool.connect(name, self.path, compression=self._compression)
         except Exception as exc:
             log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
             self._emit("upstream_connect_failed", backend=name, error=str(exc))
@@ -212,7 +219,7 @@ class Session:
             self._close_code = code
         await self._close(self.client, code, reason)
 
-    async def _deliver(self, conn: ClientConnection | ServerConnection, data: Data) -> bool:
+    async def _deliver(self, conn: ClientConnection | ServerConnection, data: Data, watchdog: SendWatchdog) -> bool:
         """Send ``data``; False if ``conn`` is closed or stopped reading.
 
         websockets' keepalive ping goes through the same flow control as
@@ -222,26 +229,35 @@ class Session:
         peer here, or a blackholed upstream would hang the session forever.
         With keepalive disabled nothing else would ever notice, so the deadline
         is then derived from close_timeout_s instead (Config.send_deadline_s).
+        The deadline is kept by the leg's ``watchdog`` (balancer.watchdog),
+        which aborts ``conn`` once a send is overdue; the aborted send then
+        returns, and ``stalled`` tells it apart from a delivered message.
         """
+        watchdog.begin()
         try:
-            async with asyncio.timeout(self._send_deadline):
-                await conn.send(data)
+            await conn.send(data)
         except ConnectionClosed:
             return False
-        except TimeoutError:
-            leg = "client" if conn is self.client else "upstream"
+        finally:
+            watchdog.end()
+        return not watchdog.stalled
+
+    def _watchdog(self, conn: ClientConnection | ServerConnection) -> SendWatchdog:
+        leg = "client" if conn is self.client else "upstream"
+
+        def stalled() -> None:
             log.warning("session %s: %s stopped reading; aborting it", self.sid, leg)
             self._emit("send_stalled", leg=leg, backend=self.backend)
             conn.transport.abort()
-            return False
-        return True
+
+        return SendWatchdog(asyncio.get_running_loop(), self._send_deadline, stalled)
 
     # -- the two directions ---------------------------------------------
 
-    async def _pump_client(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
+    async def _pump_client(self, upstream: ClientConnection, resend: Data | None, to_upstream: SendWatchdog) -> Outcome:
         machine = self.machine
         if resend is not None:
-            if not await self._deliver(upstream, resend):
+            if not await self._deliver(upstream, resend, to_upstream):
                 return Outcome.UPSTREAM_GONE
             await self._carry_out(machine.message_delivered())
         while True:
@@ -254,12 +270,12 @@ class Session:
                     self._note_concurrency(exc)
                 raise
             machine.client_message(data)
-            if not await self._deliver(upstream, data):
+            if not await self._deliver(upstream, data, to_upstream):
                 return Outcome.UPSTREAM_GONE
             if actions := machine.message_delivered():
                 await self._carry_out(actions)
 
-    async def _pump_upstream(self, upstream: ClientConnection) -> Outcome:
+    async def _pump_upstream(self, upstream: ClientConnection, to_client: SendWatchdog) -> Outcome:
         while True:
             try:
                 data = await upstream.recv()
@@ -269,16 +285,21 @@ class Session:
                 if is_concurrent_recv(exc):
                     self._note_concurrency(exc)
                 raise
-            if not await self._deliver(self.client, data):
+            if not await self._deliver(self.client, data, to_client):
                 return Outcome.CLIENT_GONE
 
     async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
-        async with asyncio.TaskGroup() as tg:
-            c2u = tg.create_task(self._pump_client(upstream, resend), name=f"{self.sid}:c2u")
-            u2c = tg.create_task(self._pump_upstream(upstream), name=f"{self.sid}:u2c")
-            done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+        to_upstream, to_client = self._watchdog(upstream), self._watchdog(self.client)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                c2u = tg.create_task(self._pump_client(upstream, resend, to_upstream), name=f"{self.sid}:c2u")
+                u2c = tg.create_task(self._pump_upstream(upstream, to_client), name=f"{self.sid}:u2c")
+                done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+        finally:
+            to_upstream.cancel()
+            to_client.cancel()
         outcomes = {t.result() for t in done}
         if Outcome.CLIENT_GONE in outcomes or self.client.state is not State.OPEN:
             return Outcome.CLIENT_GONE
