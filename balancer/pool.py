@@ -93,8 +93,9 @@ class Pool:
                     # Never "or None": config guarantees open_timeout_s > 0, and
                     # None would let a blackholed backend hold the handshake forever.
                     open_timeout=cfg.open_timeout_s,
-                    ping_interval=cfg.ping_interval_s or None,
-                    ping_timeout=cfg.ping_timeout_s or None,
+                    # The session runs this leg's keepalive (Session._keep_upstream_alive).
+                    ping_interval=None,
+                    ping_timeout=None,
                     close_timeout=cfg.close_timeout_s,
                     # max_size guards against clients; backends are trusted and
                     # their replies may legitimately outgrow a client's request.

@@ -230,8 +230,10 @@ class Session:
         With keepalive disabled nothing else would ever notice, so the deadline
         is then derived from close_timeout_s instead (Config.send_deadline_s).
         The deadline is kept by the leg's ``watchdog`` (balancer.watchdog),
-        which aborts ``conn`` once a send is overdue; the aborted send then
-        returns, and ``stalled`` tells it apart from a delivered message.
+        which aborts ``conn`` once a send is overdue. A send blocked in
+        websockets' drain returns normally when the transport is aborted (by
+        the watchdog or by the upstream keepalive), so a closing transport
+        means "not delivered" too, and the message stays due for a resend.
         """
         watchdog.begin()
         try:
@@ -240,7 +242,7 @@ class Session:
             return False
         finally:
             watchdog.end()
-        return not watchdog.stalled
+        return not (watchdog.stalled or conn.transport.is_closing())
 
     def _watchdog(self, conn: ClientConnection | ServerConnection) -> SendWatchdog:
         leg = "client" if conn is self.client else "upstream"
@@ -288,15 +290,49 @@ class Session:
             if not await self._deliver(self.client, data, to_client):
                 return Outcome.CLIENT_GONE
 
+    async def _keep_upstream_alive(self, upstream: ClientConnection) -> None:
+        """The upstream leg's keepalive; it aborts the upstream on a missed pong.
+
+        websockets' own keepalive answers a missed pong with a closing
+        handshake and then waits close_timeout_s for a peer that is presumed
+        dead, and meanwhile every send to it waits as well, which also stops
+        the client's socket from being read (its pongs included). Aborting at
+        once notices a blackholed backend within ping_interval + ping_timeout,
+        and the loss looks as before: no close frame received, code 1006.
+        A ping stuck behind a full send buffer counts as missed too.
+        """
+        cfg = self.ctx.config
+        while True:
+            await asyncio.sleep(cfg.ping_interval_s)
+            try:
+                if cfg.ping_timeout_s <= 0:
+                    await upstream.ping()
+                    continue
+                async with asyncio.timeout(cfg.ping_timeout_s):
+                    await (await upstream.ping())
+            except ConnectionClosed:
+                return
+            except TimeoutError:
+                log.info("session %s: upstream keepalive ping timeout; aborting it", self.sid)
+                upstream.transport.abort()
+                return
+
     async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
         to_upstream, to_client = self._watchdog(upstream), self._watchdog(self.client)
         try:
             async with asyncio.TaskGroup() as tg:
                 c2u = tg.create_task(self._pump_client(upstream, resend, to_upstream), name=f"{self.sid}:c2u")
                 u2c = tg.create_task(self._pump_upstream(upstream, to_client), name=f"{self.sid}:u2c")
+                keepalive = (
+                    tg.create_task(self._keep_upstream_alive(upstream), name=f"{self.sid}:ping")
+                    if self.ctx.config.ping_interval_s > 0
+                    else None
+                )
                 done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     task.cancel()
+                if keepalive is not None:
+                    keepalive.cancel()
         finally:
             to_upstream.cancel()
             to_client.cancel()
