@@ -93,7 +93,7 @@ class Pool:
                     # Never "or None": config guarantees open_timeout_s > 0, and
                     # None would let a blackholed backend hold the handshake forever.
                     open_timeout=cfg.open_timeout_s,
-                    # The session runs this leg's keepalive (Session._keep_upstream_alive).
+                    # Each session runs its legs' keepalive (Session._keepalive).
                     ping_interval=None,
                     ping_timeout=None,
                     close_timeout=cfg.close_timeout_s,

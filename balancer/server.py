@@ -73,8 +73,9 @@ class Balancer:
                 cfg.listen.port,
                 process_request=self._process_request,
                 open_timeout=cfg.open_timeout_s,  # > 0 by config: a stalled handshake must end
-                ping_interval=cfg.ping_interval_s or None,
-                ping_timeout=cfg.ping_timeout_s or None,
+                # Each session runs its legs' keepalive (Session._keepalive).
+                ping_interval=None,
+                ping_timeout=None,
                 close_timeout=cfg.close_timeout_s,
                 max_size=cfg.max_size,
             )

@@ -21,7 +21,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection
@@ -290,32 +290,56 @@ class Session:
             if not await self._deliver(self.client, data, to_client):
                 return Outcome.CLIENT_GONE
 
-    async def _keep_upstream_alive(self, upstream: ClientConnection) -> None:
-        """The upstream leg's keepalive; it aborts the upstream on a missed pong.
+    async def _keepalive(
+        self, conn: ClientConnection | ServerConnection, on_timeout: Callable[[], Awaitable[None]]
+    ) -> None:
+        """One leg's keepalive (websockets' own is off on both legs; see below).
 
-        websockets' own keepalive answers a missed pong with a closing
-        handshake and then waits close_timeout_s for a peer that is presumed
-        dead, and meanwhile every send to it waits as well, which also stops
-        the client's socket from being read (its pongs included). Aborting at
-        once notices a blackholed backend within ping_interval + ping_timeout,
-        and the loss looks as before: no close frame received, code 1006.
-        A ping stuck behind a full send buffer counts as missed too.
+        Two differences from websockets' keepalive, both about not blaming a
+        peer for the balancer's own state:
+        - A pong is not judged while reading ``conn`` is paused: websockets
+          stops reading a socket once 16 messages wait unread, which happens
+          whenever the pump that reads it is blocked (sending to the other
+          leg, or between legs during a failover), and the peer's pong is then
+          sitting unread. Under load that closed clients with 1011 right after
+          a successful failover. The judgement resumes once reading does; the
+          pause itself is bounded by the send deadline and open_timeout_s.
+        - ``on_timeout`` acts at once: the upstream leg is aborted instead of
+          waiting close_timeout_s for the closing handshake of a peer presumed
+          dead, so a blackholed backend is noticed within ping_interval +
+          ping_timeout, and its loss looks as before (no close frame, 1006).
+        A ping stuck behind a full send buffer counts as missed.
         """
         cfg = self.ctx.config
         while True:
             await asyncio.sleep(cfg.ping_interval_s)
             try:
                 if cfg.ping_timeout_s <= 0:
-                    await upstream.ping()
+                    await conn.ping()
                     continue
                 async with asyncio.timeout(cfg.ping_timeout_s):
-                    await (await upstream.ping())
+                    pong = await conn.ping()
+                while True:
+                    try:
+                        async with asyncio.timeout(cfg.ping_timeout_s):
+                            await asyncio.shield(pong)
+                        break
+                    except TimeoutError:
+                        if conn.transport.is_reading():
+                            raise
             except ConnectionClosed:
                 return
             except TimeoutError:
-                log.info("session %s: upstream keepalive ping timeout; aborting it", self.sid)
-                upstream.transport.abort()
+                await on_timeout()
                 return
+
+    async def _upstream_ping_timeout(self, upstream: ClientConnection) -> None:
+        log.info("session %s: upstream keepalive ping timeout; aborting it", self.sid)
+        upstream.transport.abort()
+
+    async def _client_ping_timeout(self) -> None:
+        # What websockets' keepalive did on this leg: close 1011.
+        await self._close_client(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
     async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
         to_upstream, to_client = self._watchdog(upstream), self._watchdog(self.client)
@@ -323,16 +347,22 @@ class Session:
             async with asyncio.TaskGroup() as tg:
                 c2u = tg.create_task(self._pump_client(upstream, resend, to_upstream), name=f"{self.sid}:c2u")
                 u2c = tg.create_task(self._pump_upstream(upstream, to_client), name=f"{self.sid}:u2c")
-                keepalive = (
-                    tg.create_task(self._keep_upstream_alive(upstream), name=f"{self.sid}:ping")
+                keepalives = (
+                    [
+                        tg.create_task(
+                            self._keepalive(upstream, lambda: self._upstream_ping_timeout(upstream)),
+                            name=f"{self.sid}:ping-upstream",
+                        ),
+                        tg.create_task(
+                            self._keepalive(self.client, self._client_ping_timeout), name=f"{self.sid}:ping-client"
+                        ),
+                    ]
                     if self.ctx.config.ping_interval_s > 0
-                    else None
+                    else []
                 )
                 done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
+                for task in [*pending, *keepalives]:
                     task.cancel()
-                if keepalive is not None:
-                    keepalive.cancel()
         finally:
             to_upstream.cancel()
             to_client.cancel()
