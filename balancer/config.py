@@ -55,9 +55,9 @@ class Config:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
-    # Short on purpose: a blackholed upstream is only noticed after
-    # ping_interval + ping_timeout + close_timeout (websockets waits for the
-    # closing handshake even after the keepalive has failed).
+    # Short on purpose: closing handshakes are waited for this long. (A
+    # blackholed upstream no longer waits for one: Session._keepalive aborts
+    # it on the missed pong, so it is noticed within ping_interval + ping_timeout.)
     close_timeout_s: float = 1.0
     # Must be positive: websockets reads 0/None as "no timeout", and a
     # handshake to a blackholed backend would then wait forever.
