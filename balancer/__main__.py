@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from balancer.config import Config, ConfigError, config_from_args
 from balancer.server import Balancer, BindError
@@ -40,6 +40,19 @@ async def _serve(config: Config) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``Config.event_loop`` asks for; None means asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr,
@@ -50,11 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         config = config_from_args(argv)
+        new_loop = loop_factory(config.event_loop)
     except ConfigError as exc:
         print(f"balancer: config error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     try:
-        asyncio.run(_serve(config))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(_serve(config))
     except BindError as exc:
         print(f"balancer: config error: {exc.strerror}", file=sys.stderr, flush=True)
         return EXIT_CONFIG

@@ -69,9 +69,9 @@ class Config:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
-    # Short on purpose: a blackholed upstream is only noticed after
-    # ping_interval + ping_timeout + close_timeout (websockets waits for the
-    # closing handshake even after the keepalive has failed).
+    # Short on purpose: closing handshakes are waited for this long. (A
+    # blackholed upstream no longer waits for one: Session._keepalive aborts
+    # it on the missed pong, so it is noticed within ping_interval + ping_timeout.)
     close_timeout_s: float = 1.0
     # Must be positive: websockets reads 0/None as "no timeout", and a
     # handshake to a blackholed backend would then wait forever.
@@ -80,6 +80,10 @@ class Config:
     max_connections: int = 1024
     health_interval_s: float = 1.0
     health_probe: str = "ws"
+    # "auto": uvloop when it is installed (it roughly halves the loop's own cost
+    # per message), else asyncio's; "uvloop" insists on it; "asyncio" turns it off.
+    event_loop: str = "auto"
+
     # When set, /status and /metrics need "Authorization: Bearer <token>". Kept out of
     # repr so that a logged or printed Config does not reveal it.
     admin_token: str | None = field(default=None, repr=False)
@@ -114,6 +118,7 @@ _FLOAT_FIELDS = (
     "health_interval_s",
 )
 _INT_FIELDS = ("max_size", "max_connections")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def parse_address(value: Any, field_name: str, default_host: str | None = None) -> Address:
@@ -261,12 +266,16 @@ def from_dict(raw: Any) -> Config:
     probe = raw.get("health_probe", base.health_probe)
     if probe not in ("ws", "tcp"):
         raise ConfigError(f'health_probe: expected "ws" or "tcp", got {probe!r}')
+    event_loop = raw.get("event_loop", base.event_loop)
+    if event_loop not in EVENT_LOOPS:
+        raise ConfigError(f'event_loop: expected "auto", "uvloop" or "asyncio", got {event_loop!r}')
     return Config(
         listen=listen,
         admin=admin,
         backends=backends,
         failover=failover,
         health_probe=probe,
+        event_loop=event_loop,
         admin_token=_admin_token(raw),
         **floats,  # type: ignore[arg-type]
         **ints,
@@ -329,6 +338,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections", type=int, help="more client connections get HTTP 503")
     p.add_argument("--health-interval-s", type=float, help="active probe period")
     p.add_argument("--health-probe", choices=("ws", "tcp"), help="active probe kind")
+    p.add_argument("--event-loop", choices=EVENT_LOOPS, help="auto (uvloop if installed), uvloop or asyncio")
     return p
 
 
@@ -336,7 +346,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     """Config file (if given) first, then each flag given overrides its key."""
     args = build_arg_parser().parse_args(argv)
     raw: dict[str, Any] = read_json(args.config) if args.config else {}
-    for key in ("listen", "admin", "health_probe", *_FLOAT_FIELDS, *_INT_FIELDS):
+    for key in ("listen", "admin", "health_probe", "event_loop", *_FLOAT_FIELDS, *_INT_FIELDS):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value

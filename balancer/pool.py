@@ -21,6 +21,13 @@ from balancer.events import EventLog
 
 log = logging.getLogger("balancer.pool")
 
+# Upstream handshakes in flight at once. A mass failover starts one per session
+# at the same moment; unbounded, thousands of handshakes share the CPU, each
+# one takes long enough to hit open_timeout_s (marking a healthy backend down)
+# and the backend's listen backlog overflows. Bounded, each handshake is quick
+# and the rest wait their turn, which open_timeout_s does not count.
+MAX_CONCURRENT_OPENS = 256
+
 
 def is_origin_form(target: str) -> bool:
     """Whether an HTTP request target is origin-form ("/" path, then an optional "?query"),
@@ -61,6 +68,7 @@ class Pool:
         self.config = config
         self.events = events
         self.backends: dict[str, Backend] = {spec.name: Backend(spec.name, spec.url) for spec in config.backends}
+        self._opening = asyncio.Semaphore(MAX_CONCURRENT_OPENS)
 
     def health(self) -> dict[str, bool]:
         return {name: b.healthy for name, b in self.backends.items()}
@@ -85,25 +93,31 @@ class Pool:
         b = self.backends[name]
         b.connection_count = max(0, b.connection_count - 1)
 
-    async def connect(self, name: str, path: str) -> ClientConnection:
-        """Open an upstream; a failure marks the backend down and re-raises."""
+    async def connect(self, name: str, path: str, compression: str | None = None) -> ClientConnection:
+        """Open an upstream; a failure marks the backend down and re-raises.
+
+        ``compression`` is "deflate" only when the client's leg negotiated it.
+        """
         cfg = self.config
         # Outside the try: a bad request target is the client's fault, not the backend's.
         url = self.backends[name].target(path)
         try:
-            return await connect(
-                url,
-                proxy=None,  # proxy env vars would route around the fault proxies
-                # Never "or None": config guarantees open_timeout_s > 0, and
-                # None would let a blackholed backend hold the handshake forever.
-                open_timeout=cfg.open_timeout_s,
-                ping_interval=cfg.ping_interval_s or None,
-                ping_timeout=cfg.ping_timeout_s or None,
-                close_timeout=cfg.close_timeout_s,
-                # max_size guards against clients; backends are trusted and
-                # their replies may legitimately outgrow a client's request.
-                max_size=None,
-            )
+            async with self._opening:
+                return await connect(
+                    url,
+                    proxy=None,  # proxy env vars would route around the fault proxies
+                    # Never "or None": config guarantees open_timeout_s > 0, and
+                    # None would let a blackholed backend hold the handshake forever.
+                    open_timeout=cfg.open_timeout_s,
+                    # Each session runs its legs' keepalive (Session._keepalive).
+                    ping_interval=None,
+                    ping_timeout=None,
+                    close_timeout=cfg.close_timeout_s,
+                    # max_size guards against clients; backends are trusted and
+                    # their replies may legitimately outgrow a client's request.
+                    max_size=None,
+                    compression=compression,
+                )
         except Exception as exc:
             self.mark_down(name, f"connect failed: {type(exc).__name__}: {exc}")
             raise

@@ -109,8 +109,8 @@ class Balancer:
         # Running sessions only; a handshake racing this check can overshoot by
         # the number of handshakes in flight, which is bounded by the backlog.
         # Not len(Server.connections): that builds a set of every connection,
-        # handshakes included, on each call, so a flood of N handshakes would
-        # cost O(N^2) just to be refused.
+        # handshakes included, on each call, so opening or refusing N sessions
+        # would cost O(N^2).
         if self._running_sessions >= self.config.max_connections:
             return conn.respond(503, "too many connections\n")
         return None
@@ -139,8 +139,9 @@ class Balancer:
                 process_request=self._process_request,
                 create_connection=ClientFacingConnection,
                 open_timeout=cfg.open_timeout_s,  # > 0 by config: a stalled handshake must end
-                ping_interval=cfg.ping_interval_s or None,
-                ping_timeout=cfg.ping_timeout_s or None,
+                # Each session runs its legs' keepalive (Session._keepalive).
+                ping_interval=None,
+                ping_timeout=None,
                 close_timeout=cfg.close_timeout_s,
                 max_size=cfg.max_size,
                 backlog=LISTEN_BACKLOG,

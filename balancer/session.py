@@ -21,7 +21,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection
@@ -50,6 +50,7 @@ from balancer.machine import (
 from balancer.policy import FailoverLimiter
 from balancer.pool import Pool
 from balancer.state import ConnState, SessionTable
+from balancer.watchdog import SendWatchdog
 
 log = logging.getLogger("balancer.session")
 
@@ -98,6 +99,12 @@ class Session:
         self._close_code: int | None = None
         # Always finite, also with keepalive disabled: see Config.send_deadline_s.
         self._send_deadline = ctx.config.send_deadline_s
+        # The upstream leg compresses only if the client's did: a client that
+        # negotiated no compression gains nothing from deflating its messages
+        # in between, and the balancer pays for it twice per message.
+        self._compression = (
+            "deflate" if any(ext.name == "permessage-deflate" for ext in client.protocol.extensions) else None
+        )
 
     @property
     def backend(self) -> str | None:
@@ -147,7 +154,7 @@ class Session:
         if self.client.state is not State.OPEN:
             return self.machine.client_closed(self.client.close_code)
         try:
-            upstream = await self.ctx.pool.connect(name, self.path)
+            upstream = await self.ctx.pool.connect(name, self.path, compression=self._compression)
         except Exception as exc:
             log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
             self._emit("upstream_connect_failed", backend=name, error=str(exc))
@@ -212,7 +219,7 @@ class Session:
             self._close_code = code
         await self._close(self.client, code, reason)
 
-    async def _deliver(self, conn: ClientConnection | ServerConnection, data: Data) -> bool:
+    async def _deliver(self, conn: ClientConnection | ServerConnection, data: Data, watchdog: SendWatchdog) -> bool:
         """Send ``data``; False if ``conn`` is closed or stopped reading.
 
         websockets' keepalive ping goes through the same flow control as
@@ -222,26 +229,37 @@ class Session:
         peer here, or a blackholed upstream would hang the session forever.
         With keepalive disabled nothing else would ever notice, so the deadline
         is then derived from close_timeout_s instead (Config.send_deadline_s).
+        The deadline is kept by the leg's ``watchdog`` (balancer.watchdog),
+        which aborts ``conn`` once a send is overdue. A send blocked in
+        websockets' drain returns normally when the transport is aborted (by
+        the watchdog or by the upstream keepalive), so a closing transport
+        means "not delivered" too, and the message stays due for a resend.
         """
+        watchdog.begin()
         try:
-            async with asyncio.timeout(self._send_deadline):
-                await conn.send(data)
+            await conn.send(data)
         except ConnectionClosed:
             return False
-        except TimeoutError:
-            leg = "client" if conn is self.client else "upstream"
+        finally:
+            watchdog.end()
+        return not (watchdog.stalled or conn.transport.is_closing())
+
+    def _watchdog(self, conn: ClientConnection | ServerConnection) -> SendWatchdog:
+        leg = "client" if conn is self.client else "upstream"
+
+        def stalled() -> None:
             log.warning("session %s: %s stopped reading; aborting it", self.sid, leg)
             self._emit("send_stalled", leg=leg, backend=self.backend)
             conn.transport.abort()
-            return False
-        return True
+
+        return SendWatchdog(asyncio.get_running_loop(), self._send_deadline, stalled)
 
     # -- the two directions ---------------------------------------------
 
-    async def _pump_client(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
+    async def _pump_client(self, upstream: ClientConnection, resend: Data | None, to_upstream: SendWatchdog) -> Outcome:
         machine = self.machine
         if resend is not None:
-            if not await self._deliver(upstream, resend):
+            if not await self._deliver(upstream, resend, to_upstream):
                 return Outcome.UPSTREAM_GONE
             await self._carry_out(machine.message_delivered())
         while True:
@@ -254,12 +272,12 @@ class Session:
                     self._note_concurrency(exc)
                 raise
             machine.client_message(data)
-            if not await self._deliver(upstream, data):
+            if not await self._deliver(upstream, data, to_upstream):
                 return Outcome.UPSTREAM_GONE
             if actions := machine.message_delivered():
                 await self._carry_out(actions)
 
-    async def _pump_upstream(self, upstream: ClientConnection) -> Outcome:
+    async def _pump_upstream(self, upstream: ClientConnection, to_client: SendWatchdog) -> Outcome:
         while True:
             try:
                 data = await upstream.recv()
@@ -269,16 +287,94 @@ class Session:
                 if is_concurrent_recv(exc):
                     self._note_concurrency(exc)
                 raise
-            if not await self._deliver(self.client, data):
+            if not await self._deliver(self.client, data, to_client):
                 return Outcome.CLIENT_GONE
 
+    async def _keepalive(
+        self, conn: ClientConnection | ServerConnection, on_timeout: Callable[[], Awaitable[None]]
+    ) -> None:
+        """One leg's keepalive (websockets' own is off on both legs; see below).
+
+        Two differences from websockets' keepalive, both about not blaming a
+        peer for the balancer's own state:
+        - A pong is not judged while reading ``conn`` is paused: websockets
+          stops reading a socket once 16 messages wait unread, which happens
+          whenever the pump that reads it is blocked (sending to the other
+          leg, or between legs during a failover), and the peer's pong is then
+          sitting unread. Under load that closed clients with 1011 right after
+          a successful failover. The judgement resumes once reading does; the
+          pause itself is bounded by the send deadline and open_timeout_s.
+        - ``on_timeout`` acts at once: the upstream leg is aborted instead of
+          waiting close_timeout_s for the closing handshake of a peer presumed
+          dead, so a blackholed backend is noticed within ping_interval +
+          ping_timeout, and its loss looks as before (no close frame, 1006).
+        - A pong already in the socket when the deadline passes counts: the
+          loop gets one more turn to read it (a starved loop is late, not the peer).
+        A ping stuck behind a full send buffer counts as missed.
+        """
+        cfg = self.ctx.config
+        while True:
+            await asyncio.sleep(cfg.ping_interval_s)
+            try:
+                if cfg.ping_timeout_s <= 0:
+                    await conn.ping()
+                    continue
+                async with asyncio.timeout(cfg.ping_timeout_s):
+                    # A Future already; ensure_future only gives it its type.
+                    pong = asyncio.ensure_future(await conn.ping())
+                while True:
+                    try:
+                        async with asyncio.timeout(cfg.ping_timeout_s):
+                            await asyncio.shield(pong)
+                        break
+                    except TimeoutError:
+                        # The deadline is about the peer, not about this loop: a
+                        # busy loop runs expired timers before it reads sockets,
+                        # so let it read once more before judging.
+                        await asyncio.sleep(0)
+                        if pong.done():
+                            break
+                        if conn.transport.is_reading():
+                            raise
+            except ConnectionClosed:
+                return
+            except TimeoutError:
+                await on_timeout()
+                return
+
+    async def _upstream_ping_timeout(self, upstream: ClientConnection) -> None:
+        log.info("session %s: upstream keepalive ping timeout; aborting it", self.sid)
+        upstream.transport.abort()
+
+    async def _client_ping_timeout(self) -> None:
+        # What websockets' keepalive did on this leg: close 1011.
+        await self._close_client(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+
     async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
-        async with asyncio.TaskGroup() as tg:
-            c2u = tg.create_task(self._pump_client(upstream, resend), name=f"{self.sid}:c2u")
-            u2c = tg.create_task(self._pump_upstream(upstream), name=f"{self.sid}:u2c")
-            done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+        to_upstream, to_client = self._watchdog(upstream), self._watchdog(self.client)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                c2u = tg.create_task(self._pump_client(upstream, resend, to_upstream), name=f"{self.sid}:c2u")
+                u2c = tg.create_task(self._pump_upstream(upstream, to_client), name=f"{self.sid}:u2c")
+                keepalives = (
+                    [
+                        tg.create_task(
+                            self._keepalive(upstream, lambda: self._upstream_ping_timeout(upstream)),
+                            name=f"{self.sid}:ping-upstream",
+                        ),
+                        tg.create_task(
+                            self._keepalive(self.client, self._client_ping_timeout), name=f"{self.sid}:ping-client"
+                        ),
+                    ]
+                    if self.ctx.config.ping_interval_s > 0
+                    else []
+                )
+                done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
+                for task in [*pending, *keepalives]:
+                    task.cancel()
+        finally:
+            to_upstream.cancel()
+            to_client.cancel()
         outcomes = {t.result() for t in done}
         if Outcome.CLIENT_GONE in outcomes or self.client.state is not State.OPEN:
             return Outcome.CLIENT_GONE

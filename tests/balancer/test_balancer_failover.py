@@ -87,6 +87,34 @@ async def test_keepalive_notices_a_stalled_upstream_and_fails_over(balancer_fact
     assert [(e["backend"], e["code"]) for e in lost] == [("primary", 1006)]
 
 
+async def test_a_missed_pong_ends_the_upstream_without_waiting_for_the_close_timeout(
+    balancer_factory: Any, backend_procs: Any
+) -> None:
+    """The goal: a blackhole is noticed within ping_interval + ping_timeout (plus a ping's
+    schedule), not after a closing handshake with a peer presumed dead (close_timeout_s)."""
+    primary = await backend_procs("primary")
+    secondary = await backend_procs("secondary")
+    close_timeout = 5.0
+    bal = await balancer_factory(
+        [("primary", primary.url), ("secondary", secondary.url)], close_timeout_s=close_timeout
+    )
+    async with client(bal.url + "/k") as ws:
+        await ws.send("before")
+        assert (await recv_json(ws))["server"] == "primary"
+        os.kill(primary.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        await wait_for(lambda: _count(bal, "secondary", 1), timeout=10, what="failover off the stalled primary")
+        elapsed = time.monotonic() - t0
+        assert elapsed < close_timeout - 1.0, f"noticed after {elapsed:.2f}s: it waited for the close timeout"
+        await ws.send("after")
+        assert (await recv_json(ws))["server"] == "secondary"
+        assert ws.close_code is None
+    os.kill(primary.proc.pid, signal.SIGCONT)
+    await bal.wait_empty()
+    lost = [e for e in bal.events() if e["event"] == "upstream_lost"]
+    assert [(e["backend"], e["code"]) for e in lost] == [("primary", 1006)]
+
+
 async def _count(bal: Any, backend: str, n: int) -> bool:
     return bool(await bal.backend_count(backend) == n)
 

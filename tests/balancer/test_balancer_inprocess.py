@@ -88,10 +88,10 @@ async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
     original = Session._pump_client
     rogues: list[asyncio.Task[Any]] = []
 
-    async def with_rogue_reader(self: Session, upstream: Any, resend: Any) -> Any:
+    async def with_rogue_reader(self: Session, upstream: Any, *args: Any) -> Any:
         rogues.append(asyncio.create_task(self.client.recv()))
         await asyncio.sleep(0)  # let the rogue become the reader first
-        return await original(self, upstream, resend)
+        return await original(self, upstream, *args)
 
     monkeypatch.setattr(Session, "_pump_client", with_rogue_reader)
     async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
@@ -112,8 +112,8 @@ async def test_attach_failure_after_connect_closes_the_new_upstream(
     opened: list[Any] = []
     connect, attach = Pool.connect, SessionTable.attach
 
-    async def recording_connect(self: Pool, name: str, path: str) -> Any:
-        opened.append(await connect(self, name, path))
+    async def recording_connect(self: Pool, name: str, path: str, **options: Any) -> Any:
+        opened.append(await connect(self, name, path, **options))
         return opened[-1]
 
     def attach_fails_once(self: SessionTable, session: str, backend: str) -> None:
@@ -142,8 +142,9 @@ async def test_open_upstream_closes_it_on_any_exception(
     cfg = from_dict({**FAST, "listen": "127.0.0.1:0", "backends": [{"name": "primary", "url": ws_url(backend)}]})
     events = EventLog(stream=io.StringIO())
     ctx = Context(config=cfg, pool=Pool(cfg, events), table=SessionTable(), events=events)
-    # Connecting only looks at the client's request and state.
-    session = Session("s1", cast(ServerConnection, SimpleNamespace(request=None, state=State.OPEN)), ctx)
+    # Connecting only looks at the client's request, state and negotiated extensions.
+    fake_client = SimpleNamespace(request=None, state=State.OPEN, protocol=SimpleNamespace(extensions=[]))
+    session = Session("s1", cast(ServerConnection, fake_client), ctx)
     ctx.table.register("s1", "/")
 
     def fail(*args: Any) -> None:
