@@ -487,7 +487,12 @@ def traffic_evidence(run: Run) -> list[StepEvidence]:
                 else:
                     busy.append(_journal_busy(journals.get(target, []), w.start, end))
             touched = any(busy)
-            span = f"{w.start:.3f} to {end:.3f}"
+            origin = run.run_meta.started
+            span = (
+                f"{w.start:.3f} to {end:.3f}"
+                if origin is None
+                else f"t+{w.start - origin:.3f}s to t+{end - origin:.3f}s"  # as the checkers' messages
+            )
             why = (
                 f"game traffic crossed {','.join(targets)} during {span}"
                 if touched
