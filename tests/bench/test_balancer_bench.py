@@ -106,7 +106,6 @@ def test_bad_flags_are_named(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_generator_refuses_anything_but_loopback() -> None:
-    pytest.importorskip("picows", reason="picows is in the bench extra")
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "loadgen.py"), "load", "--url", "ws://10.0.0.1:80/"],
         capture_output=True, text=True, timeout=30, check=False,
@@ -117,7 +116,6 @@ def test_the_generator_refuses_anything_but_loopback() -> None:
 
 @pytest.mark.timeout(60)
 def test_a_real_load_run_against_the_echo_backend(tmp_path: Path) -> None:
-    pytest.importorskip("picows", reason="picows is in the bench extra")
     targets = _load("targets")
     from harness.procs import Supervisor
 
