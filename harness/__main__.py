@@ -26,6 +26,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness", description="wschaos: chaos harness for WebSocket balancers"
@@ -62,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--seed", type=int, default=None, metavar="N", help="make the generated plans reproducible")
     cert.add_argument(
         "--fail-fast", action="store_true", help="stop at the first failing scenario; print the time to it"
+    )
+    cert.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run scenarios on N independent clusters at once (default: 2 per core, at most 4)",
     )
     cert.add_argument(
         "--ready-timeout",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import queue
 import shlex
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +81,19 @@ PROFILES = {
 }
 
 
+def default_parallel() -> int:
+    """How many clusters certify runs at once when --parallel is not given.
+
+    A scenario's wall time is mostly waiting (warm-up, fault windows, deadlines), so lanes scale
+    past the core count; docs/performance.md has the measurement behind this number.
+    """
+    return max(1, min(LANES_PER_CORE * (os.cpu_count() or 1), MAX_LANES))
+
+
+LANES_PER_CORE = 2
+MAX_LANES = 4
+
+
 def machine_facts() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
@@ -127,7 +142,12 @@ class Certifier:
         fail_fast: bool = False,
         seed: int | None = None,
         smoke_timeout_s: float = SMOKE_TIMEOUT_S,
+        parallel: int = 1,
     ) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        self.parallel = parallel
+        self._lock = threading.RLock()
         self.fail_fast = fail_fast
         self.seed = seed
         self.smoke_timeout_s = smoke_timeout_s
@@ -185,6 +205,7 @@ class Certifier:
             balancer_cmd=self.balancer_cmd, toxiproxy_url=self.toxiproxy_url, ready_timeout_s=self.ready_timeout_s
         )
         cluster = Cluster(self.report_dir / "cluster", spec)
+        clusters = [cluster]
         started_ok = False
         try:
             cluster.start()
@@ -193,24 +214,7 @@ class Certifier:
                 f"smoke gate: {SMOKE_CLIENTS} clients must play within {self.smoke_timeout_s:g} s", highlight=False
             )
             smoke_gate(cluster, self.report_dir / "smoke", self.smoke_timeout_s)
-            runner = ScenarioRunner(cluster)
-            total = len(scenarios) + self.examples
-            with Progress(
-                TextColumn("[bold]certify[/]"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=self.console,
-                transient=True,
-            ) as progress:
-                task = progress.add_task("", total=total)
-                for scenario in scenarios:
-                    progress.update(task, description=scenario.name)
-                    self._run_one(runner, scenario, runs_dir, "named", progress.console)
-                    progress.advance(task)
-                if self.examples:
-                    self._run_generated(runner, runs_dir, progress.console, lambda: progress.advance(task))
+            self._run_lanes(scenarios, runs_dir, spec, clusters)
         except _FailFast:
             pass
         except SmokeFailed as exc:
@@ -228,7 +232,8 @@ class Certifier:
         except Exception as exc:
             cert.error = f"harness error: {type(exc).__name__}: {exc}"
         finally:
-            cluster.close()
+            for each in clusters:
+                each.close()
         cert.build["capabilities"] = self.capabilities
         cert.duration_s = round(time.time() - started, 1)
         if self.first_failure_s is not None:
@@ -242,34 +247,126 @@ class Certifier:
             cert.verdict = certificate_verdict(self.entries)
         return cert
 
+    def _run_lanes(self, scenarios: list[Scenario], runs_dir: Path, spec: ClusterSpec, clusters: list[Cluster]) -> None:
+        """Runs the scenarios on ``self.parallel`` independent clusters (lanes) at once.
+
+        Each lane is a thread that owns one cluster (its own Toxiproxy, backends and build, on
+        collision-free ports) and takes the next job from a shared queue. The generated plans are
+        one job, queued first because Hypothesis runs them one after another. The lanes' threads
+        only wait on processes and sockets, so the GIL is not what bounds them. ``clusters[0]`` is
+        already started (the smoke gate ran on it); the others start inside their lanes, in
+        parallel. Entries are put back into catalog order at the end, so the certificate does not
+        depend on which lane finished first.
+        """
+        jobs: queue.SimpleQueue[tuple[int, Scenario | None]] = queue.SimpleQueue()
+        if self.examples:
+            jobs.put((-1, None))
+        for index, scenario in enumerate(scenarios):
+            jobs.put((index, scenario))
+        n_jobs = len(scenarios) + (1 if self.examples else 0)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        named: dict[int, ScenarioEntry] = {}
+        with Progress(
+            TextColumn("[bold]certify[/]"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("", total=len(scenarios) + self.examples)
+            con = progress.console
+
+            def lane(number: int) -> None:
+                try:
+                    if number == 0:
+                        cluster = clusters[0]
+                    else:
+                        cluster = Cluster(self.report_dir / f"cluster-{number + 1}", spec)
+                        with self._lock:
+                            clusters.append(cluster)
+                        if stop.is_set():
+                            return
+                        cluster.start()
+                    runner = ScenarioRunner(cluster)
+                    while not stop.is_set():
+                        try:
+                            index, scenario = jobs.get_nowait()
+                        except queue.Empty:
+                            return
+                        if scenario is None:
+                            self._run_generated(runner, runs_dir, con, lambda: progress.advance(task))
+                            continue
+                        progress.update(task, description=scenario.name)
+                        entry = self._run_one(runner, scenario, runs_dir / f"{index + 1:02d}-{scenario.name}", con)
+                        named[index] = entry
+                        progress.advance(task)
+                        self._after(entry)
+                except BaseException as exc:  # handed to the main thread, which decides
+                    with self._lock:
+                        errors.append(exc)
+                    stop.set()
+
+            lanes = [
+                threading.Thread(target=lane, args=(n,), name=f"certify-lane-{n + 1}", daemon=True)
+                for n in range(max(1, min(self.parallel, n_jobs)))
+            ]
+            for thread in lanes:
+                thread.start()
+            try:
+                # join() with a timeout, so that Ctrl-C reaches this thread between waits.
+                while any(thread.is_alive() for thread in lanes):
+                    for thread in lanes:
+                        thread.join(timeout=0.2)
+            except BaseException:
+                stop.set()
+                # Killing the lanes' processes ends their scenarios at once; the lanes then see
+                # errors and return. Bounded: a lane stuck anyway is a daemon thread.
+                for each in list(clusters):
+                    each.close()
+                for thread in lanes:
+                    thread.join(timeout=10.0)
+                raise
+        in_catalog = {id(entry) for entry in named.values()}
+        self.entries[:] = [named[i] for i in sorted(named)] + [e for e in self.entries if id(e) not in in_catalog]
+        if errors:
+            # A stop asked for by --fail-fast is not an error; any other is.
+            real = [e for e in errors if not isinstance(e, _FailFast)]
+            raise real[0] if real else errors[0]
+
     def _judged_entry(self, runner: ScenarioRunner, scenario: Scenario, run_dir: Path, kind: str) -> ScenarioEntry:
         t0 = time.monotonic()
         judged = runner.run(scenario, run_dir)
         if judged.results:
-            for k, v in judged.meta.capabilities.items():
-                self.capabilities[k] = self.capabilities.get(k, True) and bool(v)
+            with self._lock:
+                for k, v in judged.meta.capabilities.items():
+                    self.capabilities[k] = self.capabilities.get(k, True) and bool(v)
         return scenario_entry(judged, kind, time.monotonic() - t0)
 
-    def _run_one(self, runner: ScenarioRunner, scenario: Scenario, runs_dir: Path, kind: str, con: Console) -> bool:
-        run_dir = runs_dir / f"{len(self.entries) + 1:02d}-{scenario.name}"
-        entry = self._judged_entry(runner, scenario, run_dir, kind)
+    def _run_one(self, runner: ScenarioRunner, scenario: Scenario, run_dir: Path, con: Console) -> ScenarioEntry:
+        entry = self._judged_entry(runner, scenario, run_dir, "named")
         if entry.effective_outcome == INCONCLUSIVE:
             # Once more: a harness hiccup should not decide a certification; a second one does.
             self._print_line(entry, con, suffix=" (running it again)")
             first = entry
-            entry = self._judged_entry(runner, scenario, run_dir.with_name(run_dir.name + "-rerun"), kind)
+            entry = self._judged_entry(runner, scenario, run_dir.with_name(run_dir.name + "-rerun"), "named")
             entry.earlier_runs = [str(first.run_dir), *first.earlier_runs]
             entry.duration_s = round((first.duration_s or 0.0) + (entry.duration_s or 0.0), 2)
             if entry.effective_outcome == INCONCLUSIVE:
                 entry.reasons = [*entry.reasons, *(f"first run: {r}" for r in first.reasons)]
-        self.entries.append(entry)
+        with self._lock:
+            self.entries.append(entry)
         self._print_line(entry, con)
-        self._after(entry)
-        return entry.effective_outcome == PASSED
+        return entry
 
     def _after(self, entry: ScenarioEntry) -> None:
-        if entry.failing and self.first_failure_s is None:
-            self.first_failure_s = round(time.monotonic() - self._started_mono, 1)
+        with self._lock:
+            first = entry.failing and self.first_failure_s is None
+            if first:
+                self.first_failure_s = round(time.monotonic() - self._started_mono, 1)
+        if first:
             if self.fail_fast:
                 self.console.print(
                     f"--fail-fast: first failure after {self.first_failure_s:.1f} s; stopping", highlight=False
@@ -362,8 +459,10 @@ class Certifier:
         # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks)
         # and each flaky plan are rows of their own.
         if self._generated_passes:
-            self.entries.append(_summarise_generated(self._generated_passes))
-            self._print_line(self.entries[-1], con)
+            summary = _summarise_generated(self._generated_passes)
+            with self._lock:
+                self.entries.append(summary)
+            self._print_line(summary, con)
         if discarded:
             con.print(
                 f"  {len(discarded)} generated plan(s) discarded as inconclusive, e.g. {discarded[0].run_dir}: "
@@ -372,14 +471,16 @@ class Certifier:
             )
         for entry in flaky:
             entry.name = f"generated:{entry.name}"
-            self.entries.append(entry)
+            with self._lock:
+                self.entries.append(entry)
             self._print_line(entry, con)
             con.print(f"  failing run: {entry.run_dir}; passing run: {entry.earlier_runs[0]}", highlight=False)
             self._after(entry)
         if last_failure:
             failure = last_failure[0]
             failure.name = f"generated:{failure.name}"
-            self.entries.append(failure)
+            with self._lock:
+                self.entries.append(failure)
             self._print_line(failure, con)
             shrunk = "shrunk " if self.profile.shrink else ""
             con.print(f"  failing {shrunk}plan: {failure.run_dir}/scenario.json", highlight=False)
@@ -468,6 +569,7 @@ def certify_main(args: Any) -> int:
         console=console,
         fail_fast=args.fail_fast,
         seed=args.seed,
+        parallel=args.parallel or default_parallel(),
     )
     console.print(f"certifying [bold]{cmd}[/] (profile {profile.name}) → {report_dir}", highlight=False)
     try:

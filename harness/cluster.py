@@ -10,16 +10,19 @@ One cluster serves many runs: ``reset`` heals every fault and checks the cluster
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import psutil
@@ -57,11 +60,28 @@ class ClusterSpec:
     ready_timeout_s: float = 20.0
 
 
+#: toxiproxy-python keeps the server address in class attributes: one process-wide setting. Lanes
+#: (certify --parallel) talk to different servers from different threads, so pointing the client
+#: at a server and using it must happen under one lock.
+_CLIENT_LOCK = threading.RLock()
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _with_client_lock(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _CLIENT_LOCK:
+            return method(*args, **kwargs)
+
+    return cast(_Method, locked)
+
+
 class ToxiproxyHandle:
     """Talks to a Toxiproxy server through the official toxiproxy-python client.
 
     toxiproxy-python keeps the server address in class attributes, so every call goes through
-    ``_api`` which points it at this server first.
+    ``_api`` which points it at this server first, under ``_CLIENT_LOCK``.
     """
 
     def __init__(self, url: str) -> None:
@@ -87,6 +107,7 @@ class ToxiproxyHandle:
             raise OSError(f"{self.url}/version did not answer like Toxiproxy: {data!r}")
         return str(data["version"])
 
+    @_with_client_lock
     def create(self, name: str, listen: str, upstream: str) -> Any:
         server = self._api()
         existing = server.get_proxy(name)
@@ -94,21 +115,26 @@ class ToxiproxyHandle:
             existing.destroy()
         return server.create(upstream=upstream, name=name, listen=listen)
 
+    @_with_client_lock
     def proxy(self, name: str) -> Any:
         proxy = self._api().get_proxy(name)
         if proxy is None:
             raise KeyError(f"toxiproxy has no proxy named {name!r}")
         return proxy
 
+    @_with_client_lock
     def add_toxic(self, proxy: str, *, name: str, type: str, stream: str, attributes: dict[str, Any]) -> None:
         self.proxy(proxy).add_toxic(name=name, type=type, stream=stream, attributes=attributes)
 
+    @_with_client_lock
     def remove_toxic(self, proxy: str, name: str) -> None:
         self.proxy(proxy).destroy_toxic(name)
 
+    @_with_client_lock
     def toxics(self, proxy: str) -> list[str]:
         return list(self.proxy(proxy).toxics())
 
+    @_with_client_lock
     def set_enabled(self, proxy: str, enabled: bool) -> None:
         p = self.proxy(proxy)
         if enabled:
@@ -116,6 +142,7 @@ class ToxiproxyHandle:
         else:
             p.disable()
 
+    @_with_client_lock
     def heal(self, proxy: str) -> None:
         """Removes this proxy's toxics and enables it; other users' proxies are left alone."""
         p = self.proxy(proxy)
@@ -123,6 +150,7 @@ class ToxiproxyHandle:
             p.destroy_toxic(toxic)
         p.enable()
 
+    @_with_client_lock
     def destroy(self, proxy: str) -> None:
         with contextlib.suppress(Exception):
             self.proxy(proxy).destroy()

@@ -24,6 +24,7 @@ __all__ = [
     "expect_for",
     "is_disruptive",
     "latency_effect_s",
+    "predicted_untouched",
 ]
 
 BACKENDS = ("primary", "secondary")
@@ -208,3 +209,61 @@ def expect_for(scenario: Scenario) -> Expect:
     return derive_expect(
         scenario.steps, limits=scenario.limits, keepalive=scenario.keepalive, fault_phase_s=scenario.fault_phase_s
     )
+
+
+def predicted_untouched(steps: Sequence[Step], keepalive: Keepalive, fault_phase_s: float) -> list[tuple[int, str]]:
+    """The disruptive steps predicted to touch nothing, each with why: ``(index, reason)``.
+
+    A run with such a step is inconclusive (harness.outcome), so a generator that draws it has
+    spent a run on nothing. Two ways a plan gets there:
+
+    * a process fault on a process that an earlier kill or terminate holds down (from its apply
+      until the latest its heal can come, :func:`harness.schedule.latest_times`): there is no
+      process to signal;
+    * a link fault on a backend link that carries no session while it is in force. Sessions start
+      on the primary; a disruptive step on the backend they are on sends them to the other one; a
+      disruptive step on the ``lb`` link or the balancer makes the clients reconnect, and where
+      they land then is not predicted. A link step is counted as landing only where the sessions
+      are known to be: on the link they are on when it is applied, or (for a step held until it
+      could meet them) on the secondary when a disruptive primary step comes while it is in force.
+
+    Deliberately conservative: it may call a landing step untouched (the generator then draws
+    another plan, which costs nothing), but the plans it lets through land.
+    """
+    windows = latest_times(steps, fault_phase_s)
+    order = sorted(range(len(steps)), key=lambda i: (steps[i].at_s, i))  # the agenda's apply order
+    located: str | None = "primary"  # where the sessions are; None once unknown
+    untouched: list[tuple[int, str]] = []
+    for rank, i in enumerate(order):
+        f = steps[i].fault
+        at = steps[i].at_s
+        disruptive = is_disruptive(f, keepalive)
+        if not disruptive:
+            continue
+        if f.spec.family == "process":
+            held_down = any(
+                steps[j].fault.spec.stops_process and steps[j].fault.target == f.target and at <= windows[j].healed
+                for j in order[:rank]
+            )
+            if held_down:
+                untouched.append((i, f"the {f.target} process is held down by an earlier kill or terminate"))
+        elif f.target in BACKENDS and located != f.target:
+            meets = (
+                f.target == "secondary"
+                and located == "primary"
+                and any(
+                    steps[j].fault.target == "primary"
+                    and is_disruptive(steps[j].fault, keepalive)
+                    and at <= steps[j].at_s < windows[i].healed
+                    for j in order[rank + 1 :]
+                )
+            )
+            if not meets:
+                where = "somewhere unpredictable" if located is None else f"on the {located}"
+                untouched.append((i, f"the {f.target} link carries no session then (they are {where})"))
+        if f.target in BACKENDS:
+            if located == f.target:
+                located = "secondary" if f.target == "primary" else "primary"
+        else:
+            located = None
+    return untouched

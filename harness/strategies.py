@@ -55,11 +55,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hypothesis import event
+from hypothesis import assume, event
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from harness.expectations import derive_expect
+from harness.expectations import derive_expect, predicted_untouched
 from harness.faults import KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step
 from harness.toxiproxy.extensions import Aim, Trigger
@@ -86,6 +86,9 @@ BACKENDS = ("primary", "secondary")
 BALANCER_PROCESS_KINDS = tuple(k for k, v in KINDS.items() if v.family == "process" and v.on_balancer_in_plans)
 #: Kinds that cut a backend off; the swizzle uses these.
 SWIZZLE_KINDS = tuple(k for k, v in KINDS.items() if v.swizzles)
+#: Kinds that end a backend's connections the moment they are applied (no keepalive to wait for),
+#: so a failover happens when the plan says: the "limits" shape spaces its cuts with these.
+LIMIT_PROBE_KINDS = ("down", "reset_peer")
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,10 @@ class Bounds:
     min_rate_kbps: int = 32
     max_rate_kbps: int = 1024
     max_reset_timeout_ms: int = 500
-    min_limit_bytes: int = 512
-    max_limit_bytes: int = 65536
+    # A game connection carries a few hundred bytes a second (compressed moves and acks), so a
+    # limit above this would often never be reached inside a fault window and touch nothing.
+    min_limit_bytes: int = 64
+    max_limit_bytes: int = 512
     min_slice_avg: int = 4
     max_slice_avg: int = 64
     max_slice_delay_us: int = 500
@@ -124,9 +129,9 @@ class Intensity:
 
 INTENSITIES: tuple[Intensity, ...] = (
     Intensity("mild", max_latency_ms=100, max_duration_frac=0.25, min_rate_kbps=256,
-              min_limit_bytes=16384, min_slice_avg=32),
+              min_limit_bytes=384, min_slice_avg=32),
     Intensity("moderate", max_latency_ms=250, max_duration_frac=0.5, min_rate_kbps=96,
-              min_limit_bytes=4096, min_slice_avg=8),
+              min_limit_bytes=192, min_slice_avg=8),
     Intensity("harsh", max_latency_ms=BOUNDS.max_latency_ms, max_duration_frac=1.0,
               min_rate_kbps=BOUNDS.min_rate_kbps, min_limit_bytes=BOUNDS.min_limit_bytes,
               min_slice_avg=BOUNDS.min_slice_avg),
@@ -363,6 +368,11 @@ def _plans(
     aimed: bool = False,
     aim_clients: tuple[str, ...] = (),
 ) -> Scenario:
+    probe_kinds = tuple(k for k in LIMIT_PROBE_KINDS if k in vocabulary)
+    # One plan in four (shrinking towards the usual shape) probes the failover limits instead.
+    if probe_kinds and max_steps >= limits.max_attempts + 1 and draw(st.integers(0, 3)) == 3:
+        probe = draw(_limit_probe(limits, horizon_s, probe_kinds))
+        return _scenario(probe, ["generated", "profile:limits"], horizon_s, limits, keepalive)
     profile = draw(_profiles(max_steps, horizon_s, vocabulary, include_balancer))
     if aimed:
         profile = replace(profile, aimed=True, aim_clients=aim_clients)
@@ -374,21 +384,53 @@ def _plans(
         steps.extend(draw(st.lists(_step(profile, horizon_s), min_size=extra, max_size=extra)))
     # Stable sort: equal at_s keep their drawn order, exactly as Scenario.from_dict orders them.
     steps.sort(key=lambda s: s.at_s)
-    phases = Phases(faults_s=horizon_s)
+    # A plan whose disruptive step would touch nothing can only end inconclusive: a run spent on
+    # nothing. Rejected here, where drawing another costs microseconds instead of seconds.
+    assume(not predicted_untouched(steps, keepalive, horizon_s))
     tags = ["generated", f"profile:{profile.family}", f"intensity:{profile.intensity.name}"]
     if profile.swizzle:
         tags.append("swizzle")
+    return _scenario(steps, tags, horizon_s, limits, keepalive)
+
+
+def _scenario(steps: list[Step], tags: list[str], horizon_s: float, limits: Limits, keepalive: Keepalive) -> Scenario:
     return Scenario(
         name=_plan_name(steps),
         description=_describe(steps),
         limits=limits,
         keepalive=keepalive,
         steps=tuple(steps),
-        phases=phases,
+        phases=Phases(faults_s=horizon_s),
         expect=derive_expect(steps, limits=limits, keepalive=keepalive, fault_phase_s=horizon_s),
         invariants=INVARIANTS,  # every invariant, always: a generated plan never excuses one
         tags=tuple(tags),
     )
+
+
+@st.composite
+def _limit_probe(draw: st.DrawFn, limits: Limits, horizon_s: float, kinds: tuple[str, ...]) -> list[Step]:
+    """The "limits" shape: the sessions driven to their failover limit, and one cut past it.
+
+    ``max_attempts`` or ``max_attempts + 1`` cuts, alternating primary and secondary so that each
+    one moves the sessions, spaced around ``min_interval_s`` (from 0.2 s under it to 0.4 s over,
+    in tenths) and all inside one ``window_s``. Each cut heals before the next, so only the limits
+    decide whether a failover is allowed: the checkers judge both sides (``reconnect_limits`` that
+    nothing past a limit was allowed, ``refusals_justified`` that nothing within them was refused).
+    Shrinks towards exactly ``max_attempts`` cuts, each just under the minimum interval.
+    """
+    interval = round(limits.min_interval_s * 10)
+    cuts = draw(st.integers(limits.max_attempts, limits.max_attempts + 1))
+    at = draw(st.integers(0, 5))
+    steps: list[Step] = []
+    for n in range(cuts):
+        gap = draw(st.integers(max(1, interval - 2), interval + 4))
+        duration = draw(st.integers(1, max(1, gap - 1)))
+        kind = draw(st.sampled_from(kinds))
+        steps.append(Step(at_s=at / 10, fault=fault(kind, BACKENDS[n % 2]), duration_s=duration / 10))
+        at += gap
+    span = steps[-1].at_s - steps[0].at_s
+    assume(steps[-1].at_s + (steps[-1].duration_s or 0.0) <= horizon_s and span < limits.window_s)
+    return steps
 
 
 def _plan_name(steps: Sequence[Step]) -> str:

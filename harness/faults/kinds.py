@@ -77,7 +77,8 @@ class ProcessKind(FaultKind):
 @register
 class Kill(ProcessKind):
     name = "kill"
-    blocks_on_heal = True  # the heal starts the process again and waits until it is ready
+    blocks_on_heal = True
+    stops_process = True  # the heal starts the process again and waits until it is ready
 
     def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
         return {"exit_code": cluster.process(fault.target).kill()}
@@ -87,6 +88,7 @@ class Kill(ProcessKind):
 class Terminate(ProcessKind):
     name = "terminate"
     blocks_on_heal = True
+    stops_process = True
 
     def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
         # How a process answers SIGTERM is evidence (the contract wants exit 0 after 1001s).
@@ -417,6 +419,8 @@ class IdleTimeout(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return fault.params["timeout_ms"] / 1000.0 + keepalive_detect_s(keepalive)
+
+
 # -- frame-aware link faults: WebSocket frames on a link (harness.toxiproxy.ws_toxics) ---------
 #
 # On every proxy here upstream is client → server (``lb``: client → balancer; a backend link:

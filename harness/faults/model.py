@@ -97,6 +97,8 @@ class FaultKind:
     #: Whether applying (resp. healing) waits for a process to be ready, holding up the schedule.
     blocks_on_apply: ClassVar[bool] = False
     blocks_on_heal: ClassVar[bool] = False
+    #: The process stays down from apply until the heal starts it again (kill, terminate).
+    stops_process: ClassVar[bool] = False
     #: A silent blackhole: nothing is closed, and a client waiting on it waits as long as it lasts.
     blackhole: ClassVar[bool] = False
     #: Cuts a backend off entirely; the swizzle of generated plans uses these.

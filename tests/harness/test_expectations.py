@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.expectations import expect_for
-from harness.scenario import Expect, Scenario
+from harness.expectations import expect_for, predicted_untouched
+from harness.faults import fault
+from harness.scenario import Expect, Keepalive, Scenario, Step
 
 DEADLINES = ("failover_deadline_s", "recovery_deadline_s")
 
@@ -112,3 +113,53 @@ def test_named_deadlines_are_as_strict_as_derived_or_say_why(name: str) -> None:
 
 def test_every_documented_scenario_exists() -> None:
     assert set(LOOSER) <= set(SCENARIOS)
+
+
+# -- predicted_untouched: plans whose disruptive steps would touch nothing ---------------------
+
+
+def _steps(*specs: tuple[float, str, str, float | None, dict[str, object]]) -> list[Step]:
+    return [Step(at_s=at, fault=fault(kind, target, **params), duration_s=d) for at, kind, target, d, params in specs]
+
+
+def _untouched(*specs: tuple[float, str, str, float | None, dict[str, object]]) -> list[int]:
+    return [i for i, _why in predicted_untouched(_steps(*specs), Keepalive(), 6.0)]
+
+
+def test_a_process_fault_on_a_process_held_down_touches_nothing() -> None:
+    assert _untouched((1.0, "kill", "primary", None, {}), (2.0, "pause", "primary", 0.5, {})) == [1]
+    assert _untouched((1.0, "terminate", "secondary", 3.0, {}), (2.0, "restart", "secondary", None, {})) == [1]
+
+
+def test_a_process_fault_after_the_process_is_back_lands() -> None:
+    # Killed for 0.5 s: back (at the latest) by the heal's blocking slack, before 5.0.
+    assert _untouched((0.5, "kill", "primary", 0.5, {}), (5.0, "pause", "primary", 0.5, {})) == []
+
+
+def test_a_disruptive_toxic_on_the_idle_secondary_touches_nothing() -> None:
+    assert _untouched((0.5, "limit_data", "secondary", None, {"bytes": 64})) == [0]
+
+
+def test_a_toxic_on_the_secondary_lands_when_the_sessions_come_to_it() -> None:
+    assert _untouched((0.5, "limit_data", "secondary", None, {"bytes": 64}), (1.0, "kill", "primary", None, {})) == []
+    assert _untouched((1.0, "kill", "primary", None, {}), (2.0, "reset_peer", "secondary", None, {})) == []
+
+
+def test_a_toxic_on_the_primary_after_the_sessions_left_it_touches_nothing() -> None:
+    assert _untouched(
+        (0.5, "reset_peer", "primary", None, {}), (2.0, "limit_data", "primary", None, {"bytes": 64})
+    ) == [1]
+
+
+def test_after_clients_reconnect_through_the_lb_where_sessions_are_is_unknown() -> None:
+    untouched = predicted_untouched(
+        _steps((0.5, "reset_peer", "lb", None, {}), (2.0, "limit_data", "primary", None, {"bytes": 64})),
+        Keepalive(),
+        6.0,
+    )
+    assert [i for i, _ in untouched] == [1]
+    assert "unpredictable" in untouched[0][1]
+
+
+def test_steps_that_cannot_end_a_connection_are_never_judged_untouched() -> None:
+    assert _untouched((0.5, "bandwidth", "secondary", None, {"rate_kbps": 64})) == []

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness import hypothesis_profiles as hp
-from harness.expectations import derive_expect, is_disruptive, latency_effect_s
+from harness.expectations import derive_expect, is_disruptive, latency_effect_s, predicted_untouched
 from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, fault
 from harness.scenario import INVARIANTS, Keepalive, Limits, Scenario, Step
 from harness.strategies import (
@@ -48,7 +48,7 @@ def _check_bounds(s: Scenario, horizon: float, include_balancer: bool) -> None:
         elif f.kind == "reset_peer":
             assert 0 <= p["timeout_ms"] <= 500
         elif f.kind == "limit_data":
-            assert p["bytes"] >= 512
+            assert BOUNDS.min_limit_bytes <= p["bytes"] <= BOUNDS.max_limit_bytes
         elif f.kind == "slicer":
             assert 4 <= p["average_size"] <= 64
             assert 0 <= p["size_variation"] < p["average_size"]
@@ -397,3 +397,46 @@ def test_aimed_plans_reach_every_shape_of_aim_and_shrink_to_unaimed() -> None:
 def test_aims_reject_a_bad_cap() -> None:
     with pytest.raises(ValueError, match="max_first: must be >= 1, got 0"):
         aims(max_first=0)
+
+
+# -- the "limits" shape and landable plans ------------------------------------------------------
+
+
+@FAST
+@given(fault_plans())
+def test_generated_plans_only_hold_steps_predicted_to_land(s: Scenario) -> None:
+    assert predicted_untouched(s.steps, s.keepalive, s.phases.faults_s) == []
+
+
+def test_the_limits_shape_drives_sessions_to_their_limit_and_past_it() -> None:
+    limits = Limits()
+    past = find(
+        fault_plans(),
+        lambda s: "profile:limits" in s.tags and len(s.steps) == limits.max_attempts + 1,
+        settings=FIND,
+        random=random.Random(0),
+    )
+    targets = [step.fault.target for step in past.steps]
+    assert targets == ["primary", "secondary"] * (len(targets) // 2) + ["primary"] * (len(targets) % 2)
+    assert {step.fault.kind for step in past.steps} <= {"down", "reset_peer"}
+    assert past.steps[-1].at_s - past.steps[0].at_s < limits.window_s
+    for earlier, later in zip(past.steps, past.steps[1:], strict=False):
+        assert earlier.duration_s is not None
+        assert earlier.at_s + earlier.duration_s < later.at_s, "each cut heals before the next"
+    # One cut past max_attempts inside the window: a correct build refuses it with 1013.
+    assert 1013 in past.expect.close_codes
+
+
+def test_the_limits_shape_probes_both_sides_of_the_minimum_interval() -> None:
+    interval = Limits().min_interval_s
+
+    def gaps(s: Scenario) -> list[float]:
+        return [round(b.at_s - a.at_s, 1) for a, b in zip(s.steps, s.steps[1:], strict=False)]
+
+    under = find(fault_plans(), lambda s: "profile:limits" in s.tags and min(gaps(s)) < interval, settings=FIND)
+    over = find(
+        fault_plans(), lambda s: "profile:limits" in s.tags and min(gaps(s)) > interval, settings=FIND,
+        random=random.Random(1),
+    )  # fmt: skip
+    assert 1013 in under.expect.close_codes  # too soon: a refusal is allowed
+    assert min(gaps(over)) > interval
