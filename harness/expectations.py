@@ -220,6 +220,8 @@ def predicted_untouched(steps: Sequence[Step], keepalive: Keepalive, fault_phase
     * a process fault on a process that an earlier kill or terminate holds down (from its apply
       until the latest its heal can come, :func:`harness.schedule.latest_times`): there is no
       process to signal;
+    * a link fault on a link that an earlier step still cuts off (partition, down): nothing
+      crosses it to be touched;
     * a link fault on a backend link that carries no session while it is in force. Sessions start
       on the primary; a disruptive step on the backend they are on sends them to the other one; a
       disruptive step on the ``lb`` link or the balancer makes the clients reconnect, and where
@@ -240,7 +242,13 @@ def predicted_untouched(steps: Sequence[Step], keepalive: Keepalive, fault_phase
         disruptive = is_disruptive(f, keepalive)
         if not disruptive:
             continue
-        if f.spec.family == "process":
+        cut_off = any(
+            steps[j].fault.spec.swizzles and steps[j].fault.target == f.target and at <= windows[j].healed
+            for j in order[:rank]
+        )
+        if f.spec.family == "link" and cut_off:
+            untouched.append((i, f"the {f.target} link is cut off by an earlier step: no traffic crosses it"))
+        elif f.spec.family == "process":
             held_down = any(
                 steps[j].fault.spec.stops_process and steps[j].fault.target == f.target and at <= windows[j].healed
                 for j in order[:rank]

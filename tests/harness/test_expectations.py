@@ -163,3 +163,8 @@ def test_after_clients_reconnect_through_the_lb_where_sessions_are_is_unknown() 
 
 def test_steps_that_cannot_end_a_connection_are_never_judged_untouched() -> None:
     assert _untouched((0.5, "bandwidth", "secondary", None, {"rate_kbps": 64})) == []
+
+
+def test_a_toxic_on_a_link_an_earlier_step_cuts_off_touches_nothing() -> None:
+    assert _untouched((0.5, "partition", "lb", None, {}), (2.0, "limit_data", "lb", None, {"bytes": 64})) == [1]
+    assert _untouched((0.5, "partition", "lb", 1.0, {}), (2.0, "limit_data", "lb", None, {"bytes": 64})) == []
