@@ -259,11 +259,13 @@ class Certifier:
         depend on which lane finished first.
         """
         jobs: queue.SimpleQueue[tuple[int, Scenario | None]] = queue.SimpleQueue()
-        if self.examples:
-            jobs.put((-1, None))
+        chunks = generated_chunks(self.examples, self.parallel)
+        for chunk, _size in enumerate(chunks):
+            jobs.put((chunk, None))  # the longest jobs first, so no lane is left with one at the end
         for index, scenario in enumerate(scenarios):
             jobs.put((index, scenario))
-        n_jobs = len(scenarios) + (1 if self.examples else 0)
+        n_jobs = len(scenarios) + len(chunks)
+        generated: list[_Generated] = []
         stop = threading.Event()
         errors: list[BaseException] = []
         named: dict[int, ScenarioEntry] = {}
@@ -297,7 +299,13 @@ class Certifier:
                         except queue.Empty:
                             return
                         if scenario is None:
-                            self._run_generated(runner, runs_dir, con, lambda: progress.advance(task))
+                            result = self._run_generated(
+                                runner, runs_dir, con, lambda: progress.advance(task), chunks[index], index
+                            )
+                            with self._lock:
+                                generated.append(result)
+                            for entry in [*result.flaky, *([result.failure] if result.failure else [])]:
+                                self._after(entry)
                             continue
                         progress.update(task, description=scenario.name)
                         entry = self._run_one(runner, scenario, runs_dir / f"{index + 1:02d}-{scenario.name}", con)
@@ -329,6 +337,7 @@ class Certifier:
                 for thread in lanes:
                     thread.join(timeout=10.0)
                 raise
+        self._report_generated(generated, con)
         in_catalog = {id(entry) for entry in named.values()}
         self.entries[:] = [named[i] for i in sorted(named)] + [e for e in self.entries if id(e) not in in_catalog]
         if errors:
@@ -378,7 +387,20 @@ class Certifier:
         for reason in entry.reasons[:3]:
             con.print(f"    {clip(reason, 300)}", highlight=False)
 
-    def _run_generated(self, runner: ScenarioRunner, runs_dir: Path, con: Console, advance: Callable[[], None]) -> None:
+    def _run_generated(
+        self,
+        runner: ScenarioRunner,
+        runs_dir: Path,
+        con: Console,
+        advance: Callable[[], None],
+        examples: int,
+        chunk: int,
+    ) -> _Generated:
+        """One lane's share of the generated plans: ``examples`` of them, in one Hypothesis run.
+
+        With ``--seed N`` chunk ``k`` is seeded ``N + k``, so the same seed and ``--parallel``
+        draw the same plans.
+        """
         from hypothesis import HealthCheck, Phase, given, reject, seed, settings
         from hypothesis.database import DirectoryBasedExampleDatabase
         from hypothesis.errors import Unsatisfiable
@@ -399,7 +421,7 @@ class Certifier:
             )
 
         @settings(
-            max_examples=self.examples,
+            max_examples=examples,
             deadline=None,
             phases=phases,
             database=None
@@ -416,8 +438,8 @@ class Certifier:
             if entry.effective_outcome == PASSED:
                 # After a failure, Hypothesis only shrinks or replays it: those runs are not
                 # further evidence that plans pass, and must not be shown as passes.
-                if not last_failure and len(self._generated_passes) < self.examples:
-                    self._generated_passes.append(entry)
+                if not last_failure and len(passes) < examples:
+                    passes.append(entry)
                     advance()
                 return
             if entry.effective_outcome == INCONCLUSIVE:
@@ -442,9 +464,9 @@ class Certifier:
             last_failure[:] = [entry]
             raise AssertionError(f"generated plan {plan.name} failed")
 
-        self._generated_passes: list[ScenarioEntry] = []
+        passes: list[ScenarioEntry] = []
         if self.seed is not None:
-            generated = seed(self.seed)(generated)
+            generated = seed(self.seed + chunk)(generated)
         try:
             generated()
         except (BuildFailed, ProcessFailed, _FailFast):
@@ -456,10 +478,15 @@ class Certifier:
             # sometimes (FlakyFailure): either way the build failed a generated plan.
             if not last_failure:
                 raise RuntimeError(f"generated plans stopped: {type(exc).__name__}: {exc}") from exc
-        # Passing examples are summarised in one row; a failure (shrunk, when the profile shrinks)
-        # and each flaky plan are rows of their own.
-        if self._generated_passes:
-            summary = _summarise_generated(self._generated_passes)
+        return _Generated(passes, discarded, flaky, last_failure[0] if last_failure else None)
+
+    def _report_generated(self, results: list[_Generated], con: Console) -> None:
+        """Every lane's generated plans as rows: the passes summarised in one, a failure (shrunk,
+        when the profile shrinks) and each flaky plan in rows of their own."""
+        passes = [e for r in results for e in r.passes]
+        discarded = [e for r in results for e in r.discarded]
+        if passes:
+            summary = _summarise_generated(passes)
             with self._lock:
                 self.entries.append(summary)
             self._print_line(summary, con)
@@ -469,23 +496,41 @@ class Certifier:
                 f"{clip('; '.join(discarded[0].reasons), 300)}",
                 highlight=False,
             )
-        for entry in flaky:
-            entry.name = f"generated:{entry.name}"
-            with self._lock:
-                self.entries.append(entry)
-            self._print_line(entry, con)
-            con.print(f"  failing run: {entry.run_dir}; passing run: {entry.earlier_runs[0]}", highlight=False)
-            self._after(entry)
-        if last_failure:
-            failure = last_failure[0]
-            failure.name = f"generated:{failure.name}"
-            with self._lock:
-                self.entries.append(failure)
-            self._print_line(failure, con)
-            shrunk = "shrunk " if self.profile.shrink else ""
-            con.print(f"  failing {shrunk}plan: {failure.run_dir}/scenario.json", highlight=False)
-            con.print(f"  replay: {failure.replay}", highlight=False)
-            self._after(failure)
+        for result in results:
+            for entry in result.flaky:
+                entry.name = f"generated:{entry.name}"
+                with self._lock:
+                    self.entries.append(entry)
+                self._print_line(entry, con)
+                con.print(f"  failing run: {entry.run_dir}; passing run: {entry.earlier_runs[0]}", highlight=False)
+            if result.failure is not None:
+                failure = result.failure
+                failure.name = f"generated:{failure.name}"
+                with self._lock:
+                    self.entries.append(failure)
+                self._print_line(failure, con)
+                shrunk = "shrunk " if self.profile.shrink else ""
+                con.print(f"  failing {shrunk}plan: {failure.run_dir}/scenario.json", highlight=False)
+                con.print(f"  replay: {failure.replay}", highlight=False)
+
+
+@dataclass
+class _Generated:
+    """What one lane's Hypothesis run of generated plans found."""
+
+    passes: list[ScenarioEntry]
+    discarded: list[ScenarioEntry]
+    flaky: list[ScenarioEntry]
+    failure: ScenarioEntry | None
+
+
+def generated_chunks(examples: int, lanes: int) -> list[int]:
+    """How many generated plans each of up to ``lanes`` Hypothesis runs draws: as even as can be,
+    at least 2 each (a run of 1 would never get past Hypothesis' simplest plan)."""
+    if examples <= 0:
+        return []
+    count = max(1, min(lanes, examples // 2))
+    return [examples // count + (1 if k < examples % count else 0) for k in range(count)]
 
 
 def _summarise_generated(entries: list[ScenarioEntry]) -> ScenarioEntry:
