@@ -31,8 +31,6 @@ def test_lanes_run_scenarios_on_separate_clusters_and_report_in_catalog_order(tm
     assert names[3].startswith("generated plans ("), names
     # Each lane owns a cluster of its own: its own balancer, on its own port. Which lane takes which
     # job is decided as they come free, so this looks across every run, generated ones included.
-    listens = {
-        json.loads(run.read_text())["balancer_config"]["listen"] for run in (report / "runs").glob("*/run.json")
-    }
+    listens = {json.loads(run.read_text())["balancer_config"]["listen"] for run in (report / "runs").glob("*/run.json")}
     assert len(listens) >= 2, listens  # lane 1 is busy with a chunk of plans while the others start
     assert (report / "cluster-2").is_dir() and (report / "cluster-3").is_dir()
