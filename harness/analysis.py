@@ -356,6 +356,10 @@ class Progress:
         live = self.clients - self.stopped
         return bool(live) and all(self.last_ok.get(c, -math.inf) > t for c in live)
 
+    def played_since(self, t: float) -> int:
+        """How many clients have had a move acknowledged after ``t``."""
+        return sum(1 for last in self.last_ok.values() if last > t)
+
 
 # -- evidence that the run could judge anything ----------------------------------------------------
 

@@ -307,7 +307,19 @@ class ScenarioRunner:
             self._start_swarm(state.run_dir, "c", w.clients, w.rate_hz, w.connect_spread_s, state.notes)
         )
         self._watch_swarm(state, state.swarms[-1])
-        time.sleep(state.scenario.phases.warmup_s)  # the warm-up is a timed phase, not a wait
+        since = state.phases["started"]
+
+        def everyone_played() -> bool:
+            state.progress.poll()
+            return state.progress.state.played_since(since) >= w.clients
+
+        # The warm-up is there so that every client has a game under way when the faults start:
+        # it ends as soon as the history shows that, and at warmup_s at the latest (a run where it
+        # never happens is judged inconclusive by harness.outcome, not here).
+        with contextlib.suppress(TimeoutError):
+            wait_until(
+                everyone_played, timeout=state.scenario.phases.warmup_s, interval=0.05, what="every client to play"
+            )
         state.phase("warmup_end")
         if state.scenario.probes:
             c = self.cluster

@@ -191,6 +191,20 @@ def test_progress_needs_every_live_client_to_play_after_the_moment() -> None:
     assert not p.all_played_since(T0 + 2)
 
 
+def test_progress_counts_the_clients_that_played_since_a_moment() -> None:
+    # The warm-up ends when this reaches the workload's client count.
+    p = Progress()
+    assert p.played_since(T0) == 0
+    for r in (
+        rec(1.0, "c01", "ok", "move", seq=1),
+        rec(1.5, "c02", "ok", "move", seq=1),
+        rec(0.5, "c03", "ok", "move"),
+    ):
+        p.observe(r)
+    assert p.played_since(T0 + 0.9) == 2
+    assert p.played_since(T0) == 3
+
+
 # -- fault evidence -------------------------------------------------------------------------------
 
 
