@@ -426,13 +426,19 @@ def post(url: str, body: dict[str, Any]) -> bytes:
 
 
 # -- harness throughput ----------------------------------------------------------------------
-def harness_throughput(profiles: list[str], with_tests: bool, workdir: Path) -> dict[str, Any]:
+def harness_throughput(
+    profiles: list[str], with_tests: bool, workdir: Path, parallel: list[int] | None = None
+) -> dict[str, Any]:
+    """Certify's wall time per profile and per ``--parallel`` setting, one after the other in one
+    run, so the lanes' speed-up is a ratio measured side by side (``parallel`` None: the default)."""
     out: dict[str, Any] = {}
-    for profile in profiles:
-        report = workdir / f"cert-{profile}"
+    for profile, lanes in [(p, n) for p in profiles for n in (parallel or [None])]:
+        label = profile if lanes is None else f"{profile}_parallel{lanes}"
+        report = workdir / f"cert-{label}"
         started = time.perf_counter()
+        lanes_args = [] if lanes is None else ["--parallel", str(lanes)]
         done = subprocess.run(
-            [sys.executable, "-m", "harness", "certify", "--profile", profile, "--report", str(report)],
+            [sys.executable, "-m", "harness", "certify", "--profile", profile, *lanes_args, "--report", str(report)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -446,7 +452,7 @@ def harness_throughput(profiles: list[str], with_tests: bool, workdir: Path) -> 
             verdict = cert.get("verdict")
         except (OSError, json.JSONDecodeError):
             scenarios, verdict = 0, f"no certificate (exit {done.returncode})"
-        out[f"certify_{profile}"] = {
+        out[f"certify_{label}"] = {
             "wall_s": wall,
             "scenarios": scenarios,
             "verdict": verdict,
@@ -501,6 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--harness", action="store_true", help="also time certify quick and ci, and make test (slow)")
     p.add_argument("--harness-profiles", default="quick,ci", help="certify profiles timed by --harness")
     p.add_argument("--no-harness-tests", action="store_true", help="with --harness: do not time the test suite")
+    p.add_argument(
+        "--harness-parallel",
+        type=parse_list,
+        default=None,
+        help="with --harness: time certify at each of these --parallel settings (e.g. 1,4), side by side",
+    )
     p.add_argument("--no-install", action="store_true", help="never apt-get install HAProxy or nginx")
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "balancer_bench.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to leave docs alone")
@@ -626,7 +638,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["sessions"] = runs
     if args.harness:
         report["harness"] = harness_throughput(
-            [p for p in args.harness_profiles.split(",") if p], with_tests=not args.no_harness_tests, workdir=workdir
+            [p for p in args.harness_profiles.split(",") if p],
+            with_tests=not args.no_harness_tests,
+            workdir=workdir,
+            parallel=args.harness_parallel,
         )
         print(json.dumps(report["harness"], indent=2))
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
