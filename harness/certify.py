@@ -2,8 +2,9 @@
 
 Exit codes (docs/verdicts.md): 0 certified; 1 rejected (an invariant was violated, or a generated
 plan failed then passed: flaky); 2 the build did not start, never became ready, or relayed no game
-at all (the smoke gate), or the command line was wrong; 3 inconclusive (a scenario could not be
-judged, twice).
+at all (the smoke gate), or the command line or report directory was wrong; 3 inconclusive (a
+scenario could not be judged, twice); 128 + N interrupted by signal N (130 SIGINT, 143 SIGTERM),
+with a partial report whose verdict is ``interrupted``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 import harness
 from harness.catalog import named_scenarios
 from harness.cluster import BuildFailed, Cluster, ClusterSpec
-from harness.procs import ProcessFailed
+from harness.procs import ProcessFailed, interrupt_signal
 from harness.records import (
     CERTIFIED,
     ERROR,
@@ -36,6 +37,8 @@ from harness.records import (
     FAILED,
     FLAKY,
     INCONCLUSIVE,
+    INTERRUPTED,
+    INTERRUPTED_KEY,
     NOT_CHECKED,
     PASS,
     PASSED,
@@ -47,6 +50,7 @@ from harness.records import (
     Status,
     certificate_verdict,
     clip,
+    interrupted_exit_code,
 )
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import INVARIANTS, Scenario
@@ -145,6 +149,10 @@ class Certifier:
         self.entries: list[ScenarioEntry] = []
         self.capabilities: dict[str, bool] = {}
         self.build_died: str | None = None
+        #: What certify is doing now, for the report of an interrupted run.
+        self.stage = "starting the cluster"
+        #: The scenario under way: its entry if the run is interrupted (name, kind, run dir, start).
+        self._current: tuple[Scenario, str, Path, float] | None = None
 
     def scenarios(self) -> list[Scenario]:
         catalog = named_scenarios()
@@ -189,6 +197,7 @@ class Certifier:
         try:
             cluster.start()
             started_ok = True
+            self.stage = "the smoke gate"
             self.console.print(
                 f"smoke gate: {SMOKE_CLIENTS} clients must play within {self.smoke_timeout_s:g} s", highlight=False
             )
@@ -213,6 +222,9 @@ class Certifier:
                     self._run_generated(runner, runs_dir, progress.console, lambda: progress.advance(task))
         except _FailFast:
             pass
+        except KeyboardInterrupt as exc:
+            # SIGINT, or SIGTERM turned into one: stop, reap (below), and leave a partial report.
+            self._interrupted(cert, exc)
         except SmokeFailed as exc:
             cert.verdict = REFUSED
             cert.error = str(exc)
@@ -235,16 +247,51 @@ class Certifier:
             cert.extra["first_failure_s"] = self.first_failure_s
         if self.seed is not None:
             cert.extra["seed"] = self.seed
-        if self.build_died:
+        if cert.verdict == INTERRUPTED:
+            pass  # whatever was seen before, the certification did not finish: never a verdict
+        elif self.build_died:
             cert.build["died"] = self.build_died
             cert.verdict = REJECTED
         elif cert.error is None:
             cert.verdict = certificate_verdict(self.entries)
         return cert
 
+    def _interrupted(self, cert: Certificate, exc: KeyboardInterrupt) -> None:
+        sig = interrupt_signal(exc)
+        finished = len(self.entries)
+        if self._current is not None:
+            scenario, kind, run_dir, t0 = self._current
+            elapsed = time.monotonic() - t0
+            self.entries.append(
+                ScenarioEntry(
+                    name=scenario.name if kind == "named" else f"generated:{scenario.name}",
+                    description=scenario.description,
+                    kind=kind,
+                    run_dir=str(run_dir.resolve()),
+                    duration_s=round(elapsed, 2),
+                    passed=False,
+                    outcome=INCONCLUSIVE,
+                    reasons=[f"interrupted by {sig.name} {elapsed:.1f} s into the run; the partial run was not judged"],
+                )
+            )
+        cert.verdict = INTERRUPTED
+        cert.error = (
+            f"interrupted by {sig.name} during {self.stage}, after {finished} finished scenario(s): "
+            "a partial report, never a certification"
+        )
+        cert.extra[INTERRUPTED_KEY] = {
+            "signal": sig.name,
+            "exit_code": interrupted_exit_code(sig),
+            "during": self.stage,
+            "finished_scenarios": finished,
+        }
+
     def _judged_entry(self, runner: ScenarioRunner, scenario: Scenario, run_dir: Path, kind: str) -> ScenarioEntry:
         t0 = time.monotonic()
+        self.stage = f"scenario {scenario.name} ({run_dir})"
+        self._current = (scenario, kind, run_dir, t0)
         judged = runner.run(scenario, run_dir)
+        self._current = None
         if judged.results:
             for k, v in judged.meta.capabilities.items():
                 self.capabilities[k] = self.capabilities.get(k, True) and bool(v)
@@ -480,6 +527,8 @@ def certify_main(args: Any) -> int:
     verdict = cert.verdict
     if verdict == REFUSED:
         console.print(f"[red bold]REFUSED[/]: {cert.error}", highlight=False)
+    elif verdict == INTERRUPTED:
+        console.print(f"[yellow bold]INTERRUPTED[/]: {cert.error}; every process was stopped", highlight=False)
     elif verdict == ERROR:
         console.print(f"[red bold]ERROR[/]: {cert.error}", highlight=False)
         if (cert.error or "").startswith("harness error"):
@@ -497,6 +546,8 @@ def certify_main(args: Any) -> int:
     if certifier.first_failure_s is not None:
         console.print(f"first failure after {certifier.first_failure_s:.1f} s", highlight=False)
     code = EXIT_CODES.get(verdict, EXIT_BUILD)
+    if verdict == INTERRUPTED:
+        code = int(cert.extra[INTERRUPTED_KEY]["exit_code"])
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)
     console.print(f"certificate: {paths['certificate']}", highlight=False, soft_wrap=True)
     console.print(f"junit:       {paths['junit']}", highlight=False, soft_wrap=True)

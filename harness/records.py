@@ -498,7 +498,17 @@ class ScenarioEntry:
 
 #: certificate.json's verdicts and the exit code each gives (docs/verdicts.md).
 CERTIFIED, REJECTED, ERROR, REFUSED, UNDECIDED = "certified", "rejected", "error", "refused", "inconclusive"
-EXIT_CODES = {CERTIFIED: 0, REJECTED: 1, ERROR: 2, REFUSED: 2, UNDECIDED: 3}
+#: A certification stopped by SIGINT/SIGTERM: a partial report, never certified.
+INTERRUPTED = "interrupted"
+#: An interrupted certify exits 128 + the signal's number, as a shell reports a process killed by
+#: it (130 for SIGINT, 143 for SIGTERM): CI treats it as aborted, not as a verdict on the build.
+EXIT_CODES = {CERTIFIED: 0, REJECTED: 1, ERROR: 2, REFUSED: 2, UNDECIDED: 3, INTERRUPTED: 130}
+#: certificate.json's ``interrupted`` section: which signal, and during what.
+INTERRUPTED_KEY = "interrupted"
+
+
+def interrupted_exit_code(signum: int) -> int:
+    return 128 + signum
 
 
 def certificate_verdict(entries: Iterable[ScenarioEntry]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -11,11 +10,12 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from harness.procs import OWNER_ENV
+from harness.procs import owned_processes as survivors
 from harness.waiting import wait_until
+from tests.chaos.cli_support import assert_no_survivors
 
 pytestmark = pytest.mark.chaos
 
@@ -30,17 +30,6 @@ INNER_TEST = textwrap.dedent(
         threading.Event().wait(120)  # interrupted from outside
     """
 )
-
-
-def survivors(token: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get(OWNER_ENV) == token:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -67,9 +56,4 @@ def test_interrupted_run_leaves_no_orphans(tmp_path: Path, sig: signal.Signals) 
             proc.kill()
             proc.wait()
     # Children reaped by the finalizers (SIGINT/SIGTERM) or by PDEATHSIG (SIGKILL).
-    with contextlib.suppress(TimeoutError):  # whoever is left is named below
-        wait_until(lambda: not survivors(token), timeout=10, interval=0.1, what="no survivors")
-    left = [(p.pid, " ".join(p.cmdline())) for p in survivors(token) if p.is_running()]
-    for pid, _ in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"orphans after {sig.name}: {left}"
+    assert_no_survivors(token, sig.name)
