@@ -57,3 +57,37 @@ def test_interrupted_run_leaves_no_orphans(tmp_path: Path, sig: signal.Signals) 
             proc.wait()
     # Children reaped by the finalizers (SIGINT/SIGTERM) or by PDEATHSIG (SIGKILL).
     assert_no_survivors(token, sig.name)
+
+
+def test_a_crashed_xdist_worker_leaves_no_orphans(tmp_path: Path) -> None:
+    """An xdist worker SIGKILLed mid-test: the cluster it supervised dies with it (PR_SET_PDEATHSIG),
+    and the controller reports the crash and ends instead of waiting for it."""
+    token = f"xdist-orphan-test-{uuid.uuid4().hex}"
+    (tmp_path / "test_inner.py").write_text(INNER_TEST)
+    ready = tmp_path / "ready"
+    env = {**os.environ, OWNER_ENV: token, "READY_FILE": str(ready)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "xdist", "-n", "1",
+         "--max-worker-restart", "0", str(tmp_path / "test_inner.py"), "--rootdir", str(tmp_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="inner cluster up")
+        assert ready.exists(), proc.communicate()[0].decode(errors="replace")[-2000:]
+        # The worker: the controller's one child of this run (execnet starts it directly; it sets
+        # PYTEST_XDIST_WORKER only after it started, so /proc/PID/environ does not show it).
+        workers = [p for p in survivors(token) if p.ppid() == proc.pid]
+        assert len(workers) == 1, [(p.pid, p.cmdline()) for p in workers]
+        (worker,) = workers
+        its_children = worker.children(recursive=True)
+        # Toxiproxy, two backends, the balancer and a swarm, all under the worker.
+        assert len(its_children) >= 5, [p.cmdline() for p in its_children]
+        worker.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "crashed" in output, output[-2000:]  # xdist saw the worker die, and said so
+    assert_no_survivors(token, "the xdist worker was SIGKILLed")
