@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import harness
 from harness.catalog import named_scenarios
-from harness.cluster import BuildFailed, Cluster, ClusterSpec
+from harness.cluster import BuildFailed, Cluster, ClusterSpec, ToxiproxyUnusable
 from harness.procs import ProcessFailed, interrupt_signal
 from harness.records import (
     CERTIFIED,
@@ -234,6 +234,9 @@ class Certifier:
                 self.build_died = f"the balancer build died mid-run and could not be restarted:\n{exc}"
             else:
                 cert.error = f"the balancer build did not start or never became ready:\n{exc}"
+        except ToxiproxyUnusable as exc:
+            cert.error = f"the Toxiproxy server given (--toxiproxy-url / TOXIPROXY_URL) cannot be used:\n{exc}"
+            cert.verdict = ERROR
         except ProcessFailed as exc:
             cert.error = f"the harness could not start its own processes:\n{exc}"
             cert.verdict = ERROR
@@ -474,6 +477,20 @@ def console_line(entry: ScenarioEntry) -> str:
     return f"{_MARKS[outcome]} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}"
 
 
+def report_dir_problem(report_dir: Path) -> str | None:
+    """Why the report cannot be written to ``report_dir``, found before anything runs (a path under
+    a regular file, a read-only file system, a full disk), or None."""
+    probe = report_dir / f".wschaos-write-test-{os.getpid()}"
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"certify\n")
+        probe.unlink()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(report_dir) else ""
+        return f"cannot write the report directory {report_dir}: {exc.strerror or exc}{where}"
+    return None
+
+
 def certify_main(args: Any) -> int:
     from harness.report import write_report
 
@@ -490,6 +507,10 @@ def certify_main(args: Any) -> int:
         return EXIT_BUILD
     profile = PROFILES[args.profile]
     report_dir = Path(args.report or f"reports/certify-{time.strftime('%Y%m%d-%H%M%S')}")
+    problem = report_dir_problem(report_dir)
+    if problem:
+        console.print(f"certify: {problem}", highlight=False)
+        return EXIT_BUILD
     extra = []
     if args.scenario_file:
         from harness.catalog import load_scenario_file
@@ -523,7 +544,12 @@ def certify_main(args: Any) -> int:
         console.print(f"certify: {exc}", highlight=False)
         return EXIT_BUILD
     cert = certifier.certify()
-    paths = write_report(report_dir, cert)
+    try:
+        paths: dict[str, Path] | None = write_report(report_dir, cert)
+    except OSError as exc:
+        # Checked writable at the start; a disk that filled up during the run ends here.
+        paths = None
+        unwritten = f"certify: the report could not be written to {report_dir}: {exc.strerror or exc}"
     verdict = cert.verdict
     if verdict == REFUSED:
         console.print(f"[red bold]REFUSED[/]: {cert.error}", highlight=False)
@@ -548,6 +574,14 @@ def certify_main(args: Any) -> int:
     code = EXIT_CODES.get(verdict, EXIT_BUILD)
     if verdict == INTERRUPTED:
         code = int(cert.extra[INTERRUPTED_KEY]["exit_code"])
+    if paths is None:
+        # The verdict above stands, but without its report nothing downstream can use it.
+        console.print(unwritten, highlight=False)
+        for entry in cert.scenarios:
+            for reason in entry.reasons[:3]:
+                console.print(f"  {entry.name}: {clip(reason, 300)}", highlight=False)
+        sys.stdout.flush()
+        return EXIT_BUILD
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)
     console.print(f"certificate: {paths['certificate']}", highlight=False, soft_wrap=True)
     console.print(f"junit:       {paths['junit']}", highlight=False, soft_wrap=True)

@@ -36,18 +36,23 @@ def new_token(label: str) -> str:
 @dataclass
 class CertifyResult:
     returncode: int
-    output: str
+    stdout: str
+    stderr: str
     elapsed_s: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
 
 
 def certify(*args: str, token: str, timeout: float = 300) -> CertifyResult:
-    """Runs certify to its end; stdout and stderr together, as a person sees them."""
+    """Runs certify to its end."""
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "certify", *args],
         cwd=ROOT, env=run_env(token), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    return CertifyResult(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0)
+    return CertifyResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
 
 
 def assert_no_survivors(token: str, what: str, settle_s: float = 10.0) -> None:
