@@ -17,6 +17,7 @@ missing or of the wrong type reads as absent, and the checker that needed it ans
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -92,8 +93,14 @@ def write_atomic(path: Path, data: bytes) -> Path:
     # Written whole then renamed: a reader (a re-judge, CI uploading artifacts) never sees half a file.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: leave no half-written .tmp behind, and let the caller say why.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -13,8 +13,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from harness.procs import OWNER_ENV, owned_processes
 from harness.waiting import wait_until
@@ -67,3 +70,18 @@ def assert_no_survivors(token: str, what: str, settle_s: float = 10.0) -> None:
             left.append((proc.pid, " ".join(proc.cmdline())))
             os.kill(proc.pid, signal.SIGKILL)
     assert left == [], f"processes left behind after {what}: {left}"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``path`` (``options`` such as ``size=32k`` or ``ro``); root only, so the
+    test is skipped where mounting is not allowed. chmod would not do: these tests run as root."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield path
+    finally:
+        # Lazy, so a file still open by a process of a failed run cannot keep the mount behind.
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,20 +149,8 @@ def test_a_report_directory_under_a_regular_file_is_refused(tmp_path: Path) -> N
     assert f"cannot write the report directory {report}: Not a directory" in proc.stdout
 
 
-@contextlib.contextmanager
-def read_only_tmpfs(path: Path) -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root needed): {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
 def test_a_read_only_report_directory_is_refused(tmp_path: Path) -> None:
     # chmod does not stop root, which runs these tests; a read-only mount does.
-    with read_only_tmpfs(tmp_path / "ro") as ro:
+    with cli_support.tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
         proc = refused_input("--scenario", "kill_primary", "--report", str(ro))
     assert f"cannot write the report directory {ro}: Read-only file system" in proc.stdout
