@@ -581,7 +581,7 @@ def certify_main(args: Any) -> int:
             for reason in entry.reasons[:3]:
                 console.print(f"  {entry.name}: {clip(reason, 300)}", highlight=False)
         sys.stdout.flush()
-        return EXIT_BUILD
+        return code if verdict == INTERRUPTED else EXIT_BUILD
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)
     console.print(f"certificate: {paths['certificate']}", highlight=False, soft_wrap=True)
     console.print(f"junit:       {paths['junit']}", highlight=False, soft_wrap=True)
