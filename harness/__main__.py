@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness.procs import install_signal_handlers
+from harness.procs import install_signal_handlers, interrupt_signal
+from harness.records import interrupted_exit_code
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -190,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             for reason in reasons:
                 print(f"  inconclusive: {reason}")
             return {"pass": 0, "fail": 1}.get(outcome, 3)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        sig = interrupt_signal(exc)
+        print(f"interrupted by {sig.name}; every process was stopped", file=sys.stderr)
+        return interrupted_exit_code(sig)
     return 2
 
 

@@ -2,8 +2,9 @@
 
 Exit codes (docs/verdicts.md): 0 certified; 1 rejected (an invariant was violated, or a generated
 plan failed then passed: flaky); 2 the build did not start, never became ready, or relayed no game
-at all (the smoke gate), or the command line was wrong; 3 inconclusive (a scenario could not be
-judged, twice).
+at all (the smoke gate), or the command line or report directory was wrong; 3 inconclusive (a
+scenario could not be judged, twice); 128 + N interrupted by signal N (130 SIGINT, 143 SIGTERM),
+with a partial report whose verdict is ``interrupted``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import harness
 from harness.catalog import named_scenarios
-from harness.cluster import BuildFailed, Cluster, ClusterSpec
-from harness.procs import ProcessFailed
+from harness.cluster import BuildFailed, Cluster, ClusterSpec, ToxiproxyUnusable
+from harness.procs import ProcessFailed, interrupt_signal
 from harness.records import (
     CERTIFIED,
     ERROR,
@@ -38,6 +39,8 @@ from harness.records import (
     FAILED,
     FLAKY,
     INCONCLUSIVE,
+    INTERRUPTED,
+    INTERRUPTED_KEY,
     NOT_CHECKED,
     PASS,
     PASSED,
@@ -49,6 +52,7 @@ from harness.records import (
     Status,
     certificate_verdict,
     clip,
+    interrupted_exit_code,
 )
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import INVARIANTS, Scenario
@@ -165,6 +169,11 @@ class Certifier:
         self.entries: list[ScenarioEntry] = []
         self.capabilities: dict[str, bool] = {}
         self.build_died: str | None = None
+        #: What certify is doing now, for the report of an interrupted run.
+        self.stage = "starting the cluster"
+        #: The scenario under way: its entry if the run is interrupted (name, kind, run dir, start).
+        #: The scenario each lane has under way, by thread: what an interrupt cuts short.
+        self._current: dict[int, tuple[Scenario, str, Path, float]] = {}
 
     def scenarios(self) -> list[Scenario]:
         catalog = named_scenarios()
@@ -210,6 +219,7 @@ class Certifier:
         try:
             cluster.start()
             started_ok = True
+            self.stage = "the smoke gate"
             self.console.print(
                 f"smoke gate: {SMOKE_CLIENTS} clients must play within {self.smoke_timeout_s:g} s", highlight=False
             )
@@ -217,6 +227,9 @@ class Certifier:
             self._run_lanes(scenarios, runs_dir, spec, clusters)
         except _FailFast:
             pass
+        except KeyboardInterrupt as exc:
+            # SIGINT, or SIGTERM turned into one: stop, reap (below), and leave a partial report.
+            self._interrupted(cert, exc)
         except SmokeFailed as exc:
             cert.verdict = REFUSED
             cert.error = str(exc)
@@ -226,6 +239,9 @@ class Certifier:
                 self.build_died = f"the balancer build died mid-run and could not be restarted:\n{exc}"
             else:
                 cert.error = f"the balancer build did not start or never became ready:\n{exc}"
+        except ToxiproxyUnusable as exc:
+            cert.error = f"the Toxiproxy server given (--toxiproxy-url / TOXIPROXY_URL) cannot be used:\n{exc}"
+            cert.verdict = ERROR
         except ProcessFailed as exc:
             cert.error = f"the harness could not start its own processes:\n{exc}"
             cert.verdict = ERROR
@@ -240,7 +256,9 @@ class Certifier:
             cert.extra["first_failure_s"] = self.first_failure_s
         if self.seed is not None:
             cert.extra["seed"] = self.seed
-        if self.build_died:
+        if cert.verdict == INTERRUPTED:
+            pass  # whatever was seen before, the certification did not finish: never a verdict
+        elif self.build_died:
             cert.build["died"] = self.build_died
             cert.verdict = REJECTED
         elif cert.error is None:
@@ -267,6 +285,7 @@ class Certifier:
         n_jobs = len(scenarios) + len(chunks)
         generated: list[_Generated] = []
         stop = threading.Event()
+        cancelled = threading.Event()  # set on an interrupt: a run under way is not judged
         errors: list[BaseException] = []
         named: dict[int, ScenarioEntry] = {}
         with Progress(
@@ -292,7 +311,7 @@ class Certifier:
                         if stop.is_set():
                             return
                         cluster.start()
-                    runner = ScenarioRunner(cluster)
+                    runner = ScenarioRunner(cluster, cancelled)
                     while not stop.is_set():
                         try:
                             index, scenario = jobs.get_nowait()
@@ -330,12 +349,20 @@ class Certifier:
                         thread.join(timeout=0.2)
             except BaseException:
                 stop.set()
+                cancelled.set()
+                # What was finished and what was under way at this moment is the partial report:
+                # a scenario judged after its cluster was killed below would be judged on wreckage.
+                with self._lock:
+                    finished, under_way = list(self.entries), dict(self._current)
                 # Killing the lanes' processes ends their scenarios at once; the lanes then see
                 # errors and return. Bounded: a lane stuck anyway is a daemon thread.
                 for each in list(clusters):
                     each.close()
                 for thread in lanes:
                     thread.join(timeout=10.0)
+                with self._lock:
+                    self.entries[:] = finished
+                    self._current = under_way
                 raise
         self._report_generated(generated, con)
         in_catalog = {id(entry) for entry in named.values()}
@@ -345,9 +372,46 @@ class Certifier:
             real = [e for e in errors if not isinstance(e, _FailFast)]
             raise real[0] if real else errors[0]
 
+    def _interrupted(self, cert: Certificate, exc: KeyboardInterrupt) -> None:
+        sig = interrupt_signal(exc)
+        finished = len(self.entries)
+        for scenario, kind, run_dir, t0 in list(self._current.values()):
+            elapsed = time.monotonic() - t0
+            self.entries.append(
+                ScenarioEntry(
+                    name=scenario.name if kind == "named" else f"generated:{scenario.name}",
+                    description=scenario.description,
+                    kind=kind,
+                    run_dir=str(run_dir.resolve()),
+                    duration_s=round(elapsed, 2),
+                    passed=False,
+                    outcome=INCONCLUSIVE,
+                    reasons=[f"interrupted by {sig.name} {elapsed:.1f} s into the run; the partial run was not judged"],
+                )
+            )
+        cert.verdict = INTERRUPTED
+        cert.error = (
+            f"interrupted by {sig.name} during {self.stage}, after {finished} finished scenario(s): "
+            "a partial report, never a certification"
+        )
+        cert.extra[INTERRUPTED_KEY] = {
+            "signal": sig.name,
+            "exit_code": interrupted_exit_code(sig),
+            "during": self.stage,
+            "finished_scenarios": finished,
+        }
+
     def _judged_entry(self, runner: ScenarioRunner, scenario: Scenario, run_dir: Path, kind: str) -> ScenarioEntry:
         t0 = time.monotonic()
-        judged = runner.run(scenario, run_dir)
+        lane = threading.get_ident()
+        with self._lock:
+            self._current[lane] = (scenario, kind, run_dir, t0)
+            self.stage = ", ".join(f"scenario {s.name} ({d})" for s, _k, d, _t in self._current.values())
+        try:
+            judged = runner.run(scenario, run_dir)
+        finally:
+            with self._lock:
+                self._current.pop(lane, None)
         if judged.results:
             with self._lock:
                 for k, v in judged.meta.capabilities.items():
@@ -573,6 +637,20 @@ def console_line(entry: ScenarioEntry) -> str:
     return f"{_MARKS[outcome]} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}"
 
 
+def report_dir_problem(report_dir: Path) -> str | None:
+    """Why the report cannot be written to ``report_dir``, found before anything runs (a path under
+    a regular file, a read-only file system, a full disk), or None."""
+    probe = report_dir / f".wschaos-write-test-{os.getpid()}"
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"certify\n")
+        probe.unlink()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(report_dir) else ""
+        return f"cannot write the report directory {report_dir}: {exc.strerror or exc}{where}"
+    return None
+
+
 def certify_main(args: Any) -> int:
     from harness.report import write_report
 
@@ -589,6 +667,10 @@ def certify_main(args: Any) -> int:
         return EXIT_BUILD
     profile = PROFILES[args.profile]
     report_dir = Path(args.report or f"reports/certify-{time.strftime('%Y%m%d-%H%M%S')}")
+    problem = report_dir_problem(report_dir)
+    if problem:
+        console.print(f"certify: {problem}", highlight=False)
+        return EXIT_BUILD
     extra = []
     if args.scenario_file:
         from harness.catalog import load_scenario_file
@@ -623,10 +705,17 @@ def certify_main(args: Any) -> int:
         console.print(f"certify: {exc}", highlight=False)
         return EXIT_BUILD
     cert = certifier.certify()
-    paths = write_report(report_dir, cert)
+    try:
+        paths: dict[str, Path] | None = write_report(report_dir, cert)
+    except OSError as exc:
+        # Checked writable at the start; a disk that filled up during the run ends here.
+        paths = None
+        unwritten = f"certify: the report could not be written to {report_dir}: {exc.strerror or exc}"
     verdict = cert.verdict
     if verdict == REFUSED:
         console.print(f"[red bold]REFUSED[/]: {cert.error}", highlight=False)
+    elif verdict == INTERRUPTED:
+        console.print(f"[yellow bold]INTERRUPTED[/]: {cert.error}; every process was stopped", highlight=False)
     elif verdict == ERROR:
         console.print(f"[red bold]ERROR[/]: {cert.error}", highlight=False)
         if (cert.error or "").startswith("harness error"):
@@ -644,6 +733,16 @@ def certify_main(args: Any) -> int:
     if certifier.first_failure_s is not None:
         console.print(f"first failure after {certifier.first_failure_s:.1f} s", highlight=False)
     code = EXIT_CODES.get(verdict, EXIT_BUILD)
+    if verdict == INTERRUPTED:
+        code = int(cert.extra[INTERRUPTED_KEY]["exit_code"])
+    if paths is None:
+        # The verdict above stands, but without its report nothing downstream can use it.
+        console.print(unwritten, highlight=False)
+        for entry in cert.scenarios:
+            for reason in entry.reasons[:3]:
+                console.print(f"  {entry.name}: {clip(reason, 300)}", highlight=False)
+        sys.stdout.flush()
+        return code if verdict == INTERRUPTED else EXIT_BUILD
     console.print(f"report:      {paths['html']}", highlight=False, soft_wrap=True)
     console.print(f"certificate: {paths['certificate']}", highlight=False, soft_wrap=True)
     console.print(f"junit:       {paths['junit']}", highlight=False, soft_wrap=True)

@@ -43,6 +43,14 @@ class BuildFailed(ProcessFailed):
     """The balancer build did not start or never became ready (certify exits 2 on this)."""
 
 
+class ToxiproxyUnusable(ProcessFailed):
+    """The Toxiproxy server given by URL does not answer, or answers but is not a Toxiproxy."""
+
+
+class NotToxiproxy(Exception):
+    """Something answered at the Toxiproxy URL, but not as Toxiproxy does."""
+
+
 def default_balancer_cmd() -> str:
     return os.environ.get(BALANCER_CMD_ENV) or REFERENCE_BALANCER_CMD
 
@@ -100,11 +108,22 @@ class ToxiproxyHandle:
         return server
 
     def version(self) -> str:
-        """The server's version; raises OSError when nothing answers (toxiproxy-python's own
-        version() returns None then, which would hide a wrong URL until the first fault)."""
-        data = http_get_json(f"{self.url}/version", timeout=5.0)
+        """The server's version. Raises OSError when nothing answers (toxiproxy-python's own
+        version() returns None then, which would hide a wrong URL until the first fault), and
+        :class:`NotToxiproxy` when something else answers (Toxiproxy sends ``{"version": V}``)."""
+        req = urllib.request.Request(f"{self.url}/version", headers={"Accept": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(req, timeout=5.0) as resp:
+                body = resp.read(4096)
+        except urllib.error.HTTPError as exc:
+            raise NotToxiproxy(f"GET /version answered HTTP {exc.code} {exc.reason}") from None
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or "version" not in data:
-            raise OSError(f"{self.url}/version did not answer like Toxiproxy: {data!r}")
+            raise NotToxiproxy(f'GET /version answered {body[:100]!r}, not {{"version": ...}}')
         return str(data["version"])
 
     @_with_client_lock
@@ -260,11 +279,18 @@ class Cluster:
 
     def _start_toxiproxy(self) -> None:
         if self.spec.toxiproxy_url:
-            self.toxiproxy = ToxiproxyHandle(self.spec.toxiproxy_url)
+            url = self.spec.toxiproxy_url
             try:
+                self.toxiproxy = ToxiproxyHandle(url)
                 self.toxiproxy.version()
-            except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException) as exc:
-                raise ProcessFailed(f"toxiproxy at {self.spec.toxiproxy_url} does not answer: {exc}") from None
+            except NotToxiproxy as exc:
+                raise ToxiproxyUnusable(f"toxiproxy at {url} answers, but is not a Toxiproxy server: {exc}") from None
+            except ValueError as exc:
+                raise ToxiproxyUnusable(str(exc)) from None
+            except (OSError, http.client.HTTPException) as exc:
+                # URLError is an OSError; an HTTPException is a peer that does not speak HTTP.
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise ToxiproxyUnusable(f"toxiproxy at {url} does not answer: {reason}") from None
             return
         port = allocate_port(HOST)
         self.ports["toxiproxy"] = port

@@ -7,6 +7,8 @@ The formats are specified in docs/architecture.md.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import threading
@@ -29,11 +31,27 @@ BALANCER_STDOUT = "balancer.stdout"
 BALANCER_STDERR = "balancer.stderr"
 
 
+def describe_write_failure(path: str | os.PathLike[str], exc: OSError) -> str:
+    """Why a file in a run directory could not be written, in words that name a full disk."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"disk full ({exc.strerror})"
+    elif exc.errno == errno.EFBIG:
+        why = f"file size limit reached ({exc.strerror})"
+    else:
+        why = exc.strerror or str(exc)
+    return f"{why} writing {path}"
+
+
 class HistoryWriter:
     """Appends JSON records to one file, one line each, flushed per record.
 
     Flushing per record matters: a writer process may be SIGKILLed by a test, and whatever it
     recorded before that must still be judged.
+
+    A write that fails (a full disk) is never raised to the recording client or nemesis: the
+    writer remembers it in :attr:`lost`, drops every later record, and whoever owns the writer
+    reports the history as incomplete, so the run is set aside as inconclusive rather than judged
+    from a history with holes in it.
     """
 
     def __init__(self, path: str | os.PathLike[str], process: str, clock: Clock = time.time) -> None:
@@ -44,14 +62,24 @@ class HistoryWriter:
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")
         # The nemesis records from worker threads (toxiproxy-python is synchronous).
         self._lock = threading.Lock()
+        #: Why records were lost (the first failed write), or None while the history is whole.
+        self.lost: str | None = None
+        #: Records not written since then, the failing one included.
+        self.dropped = 0
 
     def record(self, type_: str, f: str, *, process: str | None = None, **fields: Any) -> Record:
         rec: Record = {"t": self._clock(), "process": process or self.process, "type": type_, "f": f}
         rec.update(fields)
         line = json.dumps(rec, separators=(",", ":"), default=str)
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            if self.lost is None:
+                try:
+                    self._file.write(line + "\n")
+                    self._file.flush()
+                    return rec
+                except OSError as exc:
+                    self.lost = describe_write_failure(self.path, exc)
+            self.dropped += 1
         return rec
 
     def event(self, f: str, **fields: Any) -> Record:
@@ -60,7 +88,9 @@ class HistoryWriter:
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                # After a failed write the buffer still holds the lost line; closing flushes it.
+                with contextlib.suppress(OSError):
+                    self._file.close()
 
     def __enter__(self) -> HistoryWriter:
         return self

@@ -6,12 +6,13 @@ whole), logs to files in the run directory, and is reaped on every exit path:
 - normal teardown (``Supervisor.close``);
 - an exception or a failing test (fixtures call ``close`` in their finalizers);
 - SIGINT / SIGTERM to pytest or to ``python -m harness`` (``install_signal_handlers`` turns SIGTERM
-  into KeyboardInterrupt, so the same finalizers run, and ``atexit`` closes whatever is left);
+  into :class:`Interrupted`, a KeyboardInterrupt, so the same finalizers run, and ``atexit`` closes
+  whatever is left);
 - the parent being SIGKILLed: children started from the main thread carry PR_SET_PDEATHSIG
   (set by util-linux's ``setpriv``, which then execs the command).
 
-Every child carries ``WSCHAOS_OWNER`` in its environment, which is how the orphan test finds
-survivors.
+Every child carries ``WSCHAOS_OWNER`` in its environment, which is how :func:`owned_processes`
+(and the orphan tests) find survivors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from harness.waiting import wait_until
 
@@ -342,13 +345,38 @@ def reap_all() -> None:
 atexit.register(reap_all)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, carrying which signal it was."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signal.Signals(signum)
+        super().__init__(f"interrupted by {self.signum.name}")
+
+
+def interrupt_signal(exc: KeyboardInterrupt) -> signal.Signals:
+    """Which signal a KeyboardInterrupt stands for: Python's own Ctrl-C handler raises a plain one."""
+    return exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+
+
+def owned_processes(token: str) -> list[psutil.Process]:
+    """Every live process whose environment carries ``WSCHAOS_OWNER=token``: a run's survivors."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(OWNER_ENV) == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def install_signal_handlers() -> None:
     """Makes SIGTERM behave like Ctrl-C, so finalizers and atexit reap the children."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Interrupted(signum)
 
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, on_sigterm)

@@ -17,6 +17,7 @@ missing or of the wrong type reads as absent, and the checker that needed it ans
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -92,8 +93,14 @@ def write_atomic(path: Path, data: bytes) -> Path:
     # Written whole then renamed: a reader (a re-judge, CI uploading artifacts) never sees half a file.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: leave no half-written .tmp behind, and let the caller say why.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -498,7 +505,17 @@ class ScenarioEntry:
 
 #: certificate.json's verdicts and the exit code each gives (docs/verdicts.md).
 CERTIFIED, REJECTED, ERROR, REFUSED, UNDECIDED = "certified", "rejected", "error", "refused", "inconclusive"
-EXIT_CODES = {CERTIFIED: 0, REJECTED: 1, ERROR: 2, REFUSED: 2, UNDECIDED: 3}
+#: A certification stopped by SIGINT/SIGTERM: a partial report, never certified.
+INTERRUPTED = "interrupted"
+#: An interrupted certify exits 128 + the signal's number, as a shell reports a process killed by
+#: it (130 for SIGINT, 143 for SIGTERM): CI treats it as aborted, not as a verdict on the build.
+EXIT_CODES = {CERTIFIED: 0, REJECTED: 1, ERROR: 2, REFUSED: 2, UNDECIDED: 3, INTERRUPTED: 130}
+#: certificate.json's ``interrupted`` section: which signal, and during what.
+INTERRUPTED_KEY = "interrupted"
+
+
+def interrupted_exit_code(signum: int) -> int:
+    return 128 + signum
 
 
 def certificate_verdict(entries: Iterable[ScenarioEntry]) -> str:

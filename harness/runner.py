@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -27,21 +28,35 @@ from harness.history import (
     JOURNALS_DIR,
     LOGS_DIR,
     HistoryWriter,
+    describe_write_failure,
     load_run,
     parse_event_lines,
 )
 from harness.nemesis import Nemesis
 from harness.outcome import decide
 from harness.probes import run_probes
-from harness.procs import ManagedProcess
-from harness.records import FAILED, PASSED, RUN_META_FILE, Outcome, RunMeta, Verdict, render_violations
+from harness.procs import ManagedProcess, tail
+from harness.records import (
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    RUN_META_FILE,
+    Outcome,
+    RunMeta,
+    Verdict,
+    render_violations,
+)
 from harness.scenario import Scenario
 from harness.schedule import agenda
-from harness.swarm import EXIT_NOT_READY, swarm_argv
+from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
 SWARM_READY_TIMEOUT_S = 15.0
+
+
+class RunNotRecorded(Exception):
+    """The run directory could not be written (a full disk): the run cannot be judged from it."""
 
 
 @dataclass
@@ -122,6 +137,10 @@ class _Tail:
         lines = text.split("\n")
         self.partial = lines.pop()
         return lines
+
+
+class RunCancelled(Exception):
+    """The run's owner tore it down from outside (an interrupted certify): nothing was judged."""
 
 
 class _Progress:
@@ -236,6 +255,8 @@ class _RunState:
     swarms: list[ManagedProcess] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
+    #: Every history writer of the runner's own (nemesis, monitor, probes): was any record lost?
+    writers: list[HistoryWriter] = field(default_factory=list)
 
     def phase(self, name: str) -> None:
         self.phases[name] = time.time()
@@ -243,11 +264,17 @@ class _RunState:
 
 
 class ScenarioRunner:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, cancelled: threading.Event | None = None) -> None:
         self.cluster = cluster
+        #: Set by the owner (certify's lanes) when the run is being torn down from outside: a run
+        #: under way then stops before it is judged, since its cluster may already be gone.
+        self.cancelled = cancelled or threading.Event()
 
     def run(self, scenario: Scenario, run_dir: Path) -> JudgedRun:
-        state = self._prepare(scenario, Path(run_dir))
+        try:
+            state = self._prepare(scenario, Path(run_dir))
+        except RunNotRecorded as exc:
+            return self._not_recorded(scenario, Path(run_dir), [str(exc)], [])
         state.monitor.start()
         try:
             self._warmup_phase(state)
@@ -257,8 +284,18 @@ class ScenarioRunner:
             self._deadline_phase(state)
         finally:
             self._stop_clients(state)
+        if self.cancelled.is_set():
+            raise RunCancelled(f"{scenario.name}: cancelled before it was judged")
         self._quiesce_phase(state)
-        meta = self._collect(state)
+        if self.cancelled.is_set():
+            raise RunCancelled(f"{scenario.name}: cancelled before it was judged")
+        lost = self._history_lost(state)
+        if lost:
+            return self._not_recorded(scenario, state.run_dir, lost, state.notes)
+        try:
+            meta = self._collect(state)
+        except RunNotRecorded as exc:
+            return self._not_recorded(scenario, state.run_dir, [str(exc)], state.notes)
         return self._judge(state, meta)
 
     # -- prepare, phases, collect, judge --------------------------------------------------------
@@ -267,8 +304,11 @@ class ScenarioRunner:
             # Histories are appended and every *.jsonl is read back: a second run here would be
             # judged together with the first.
             raise ValueError(f"{run_dir} already holds a run; give each run a directory of its own")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        scenario.save(run_dir / "scenario.json")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            scenario.save(run_dir / "scenario.json")
+        except OSError as exc:
+            raise RunNotRecorded(describe_write_failure(exc.filename or run_dir, exc)) from None
         c = self.cluster
         notes: list[str] = []
 
@@ -284,8 +324,11 @@ class ScenarioRunner:
         baseline_sockets = c.balancer_sockets()
 
         hist_dir = run_dir / HISTORY_DIR
-        nemesis_log = HistoryWriter(hist_dir / "nemesis.jsonl", "nemesis")
-        monitor_log = HistoryWriter(hist_dir / "monitor.jsonl", "monitor")
+        try:
+            nemesis_log = HistoryWriter(hist_dir / "nemesis.jsonl", "nemesis")
+            monitor_log = HistoryWriter(hist_dir / "monitor.jsonl", "monitor")
+        except OSError as exc:
+            raise RunNotRecorded(describe_write_failure(exc.filename or hist_dir, exc)) from None
         return _RunState(
             scenario=scenario,
             run_dir=run_dir,
@@ -299,6 +342,7 @@ class ScenarioRunner:
             baseline_sockets=baseline_sockets,
             notes=notes,
             phases={"started": time.time()},
+            writers=[nemesis_log, monitor_log],
         )
 
     def _warmup_phase(self, state: _RunState) -> None:
@@ -324,6 +368,7 @@ class ScenarioRunner:
         if state.scenario.probes:
             c = self.cluster
             probe_log = HistoryWriter(state.run_dir / HISTORY_DIR / "probes.jsonl", "probe")
+            state.writers.append(probe_log)
             prefix = f"probe{c.client_id_offset()}"
             state.notes += run_probes(state.scenario.probes, c.lb_url, prefix, probe_log, state.scenario.limits)
             probe_log.close()
@@ -367,8 +412,47 @@ class ScenarioRunner:
         state.nemesis_log.close()
         state.monitor_log.close()
 
+    def _history_lost(self, state: _RunState) -> list[str]:
+        """Why the history has holes (a write that failed, in this process or a swarm), or []."""
+        lost = [w.lost for w in state.writers if w.lost]
+        for swarm in state.swarms:
+            if swarm.poll() != EXIT_HISTORY_LOST:
+                continue
+            said = [
+                line.split(":", 1)[1].strip()
+                for line in tail(swarm.stderr_path, 20).splitlines()
+                if line.startswith(HISTORY_LOST + ":")
+            ]
+            lost.append(f"client swarm {swarm.name}: " + (said[-1] if said else "its history could not be written"))
+        if lost:
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(state.run_dir).free
+                lost.append(f"{free} bytes free on the file system of {state.run_dir}")
+        return lost
+
+    def _not_recorded(self, scenario: Scenario, run_dir: Path, why: list[str], notes: list[str]) -> JudgedRun:
+        """A run whose record is incomplete is not judged: a missing ack could read as a lost one."""
+        reasons = [f"the run could not be recorded in full, so it was not judged: {'; '.join(why)}"]
+        with contextlib.suppress(OSError):  # the same full disk may refuse this too
+            Verdict(scenario.name, [], INCONCLUSIVE, reasons).write(run_dir)
+        return JudgedRun(
+            outcome=INCONCLUSIVE,
+            reasons=reasons,
+            scenario=scenario,
+            run_dir=run_dir,
+            results=[],
+            notes=notes,
+            balancer_cmd=self.cluster.spec.balancer_cmd,
+        )
+
     def _collect(self, state: _RunState) -> RunMeta:
         """Copies this run's slice of every long-lived log into the run directory; writes run.json."""
+        try:
+            return self._write_record(state)
+        except OSError as exc:
+            raise RunNotRecorded(describe_write_failure(exc.filename or state.run_dir, exc)) from None
+
+    def _write_record(self, state: _RunState) -> RunMeta:
         c, run_dir, scenario = self.cluster, state.run_dir, state.scenario
         copies = {
             c.logs / BALANCER_STDOUT: run_dir / LOGS_DIR / BALANCER_STDOUT,
@@ -402,7 +486,12 @@ class ScenarioRunner:
         run = load_run(state.run_dir)
         results = judge(run, only=list(state.scenario.invariants))
         outcome, reasons = decide(run, results)
-        Verdict(state.scenario.name, results, outcome, reasons).write(state.run_dir)
+        try:
+            Verdict(state.scenario.name, results, outcome, reasons).write(state.run_dir)
+        except OSError as exc:
+            # The evidence was complete and judged; only the verdict's copy on disk is missing.
+            why = describe_write_failure(exc.filename or state.run_dir, exc)
+            state.notes.append(f"verdict.json not written: {why}")
         return JudgedRun(
             outcome=outcome,
             reasons=reasons,

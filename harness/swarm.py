@@ -9,7 +9,9 @@ of its own and speaks for them. Runs on uvloop when it is installed.
 Prints ``READY <n>`` once every client has had its first welcome (``NOT READY <k>/<n>`` and exit 3
 after --ready-timeout), plays until SIGTERM/SIGINT or --duration, then stops every client with a
 close 1000 within a bounded deadline and exits 0. Histories go to
-``DIR/clients-<prefix>-<pid>.jsonl``, one writer per process, ``process`` = the client id.
+``DIR/clients-<prefix>-<pid>.jsonl``, one writer per process, ``process`` = the client id. A
+history that could not be written in full (a full disk) makes it exit 4 after ``HISTORY LOST: why``
+on stderr; the clients play on regardless.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from harness.history import HistoryWriter
 from harness.procs import _with_pdeathsig
 
 EXIT_NOT_READY = 3
+#: The history could not be written in full (a full disk): the run cannot be judged from it.
+#: The reason goes to stderr as ``HISTORY LOST: ...``.
+EXIT_HISTORY_LOST = 4
+HISTORY_LOST = "HISTORY LOST"
 # One asyncio process answers the keepalive pings of this many clients; beyond that, the swarm
 # splits into worker processes. 200 clients in one process cannot answer 0.5 s pings in time on a
 # busy 2-core machine (docs/architecture.md, "A loaded machine").
@@ -315,7 +321,7 @@ async def _amain(args: argparse.Namespace) -> int:
         path = Path(args.history_dir) / f"clients-{args.prefix}-{os.getpid()}.jsonl"
         writer = HistoryWriter(path, swarm_process_name(args.prefix, os.getpid()))
     try:
-        return await run_swarm(
+        code = await run_swarm(
             args.url,
             args.clients,
             prefix=args.prefix,
@@ -333,6 +339,11 @@ async def _amain(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+    if writer is not None and writer.lost:
+        # Outranks NOT READY: a run whose history has holes cannot be judged either way.
+        print(f"{HISTORY_LOST}: {writer.lost}; {writer.dropped} record(s) dropped", file=sys.stderr, flush=True)
+        return EXIT_HISTORY_LOST
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,16 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, Certificate, ScenarioEntry, num, shown_violations
+from harness.records import (
+    FAIL,
+    INCONCLUSIVE,
+    INTERRUPTED,
+    NOT_CHECKED,
+    Certificate,
+    ScenarioEntry,
+    num,
+    shown_violations,
+)
 
 from .junit import xml_safe
 from .plots import failover_gaps, gap_histogram_png, no_data_png, timeline_png
@@ -62,7 +71,10 @@ def render_html(cert: Certificate) -> str:
     if missing and verdict != "error":
         parts.append(_black_box_section(missing, scenarios))
     if cert.error:
-        parts.append(f'<div class="errorbox"><strong>Error:</strong> <pre>{e(cert.error)}</pre></div>')
+        label = "Interrupted" if verdict == INTERRUPTED else "Error"
+        parts.append(
+            f'<div class="errorbox" id="{label.lower()}"><strong>{label}:</strong> <pre>{e(cert.error)}</pre></div>'
+        )
 
     parts.append("<h2>Verdict by scenario and invariant</h2>")
     parts.append(_legend())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, PASS, Certificate, clip, render_violations
+from harness.records import FAIL, INCONCLUSIVE, INTERRUPTED, NOT_CHECKED, PASS, Certificate, clip, render_violations
 
 SUITE_NAME = "wschaos certify"
 
@@ -72,6 +72,12 @@ def junit_xml(cert: Certificate) -> bytes:
         counts["tests"] = counts["errors"] = 1
         case = ET.SubElement(suite, "testcase", classname="certify", name="build_starts")
         ET.SubElement(case, "error", message=xml_safe(cert.error or "certification error"))
+    # An interrupted one did not finish, whatever its scenarios showed: CI must not read it as green.
+    if cert.verdict == INTERRUPTED:
+        counts["tests"] += 1
+        counts["errors"] += 1
+        case = ET.SubElement(suite, "testcase", classname="certify", name="certification_finishes")
+        ET.SubElement(case, "error", message=xml_safe(cert.error or "interrupted"))
 
     for key, value in counts.items():
         suite.set(key, str(value))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from harness.cluster import Cluster, ClusterSpec
 from harness.ports import allocate_port
 from harness.procs import ReadyCheck, Supervisor
 from harness.runner import ScenarioRunner
+from tests.chaos import cli_support
 
 pytestmark = pytest.mark.chaos
 
@@ -43,11 +43,13 @@ def test_a_run_goes_through_the_given_toxiproxy(external_toxiproxy: str, tmp_pat
 
 def test_an_unreachable_toxiproxy_url_is_a_clear_error(tmp_path: Path) -> None:
     port = allocate_port()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "--toxiproxy-url", f"http://127.0.0.1:{port}",
-         "--scenario", "kill_primary", "--report", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=120,
+    token = cli_support.new_token("unreachable-toxiproxy")
+    proc = cli_support.certify(
+        "--toxiproxy-url", f"http://127.0.0.1:{port}", "--scenario", "kill_primary", "--report", str(tmp_path / "r"),
+        token=token, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"toxiproxy at http://127.0.0.1:{port} does not answer" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.elapsed_s < 60, f"took {proc.elapsed_s:.1f} s"
+    cli_support.assert_no_survivors(token, "an unreachable --toxiproxy-url")

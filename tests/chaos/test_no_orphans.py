@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -11,11 +10,12 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from harness.procs import OWNER_ENV
+from harness.procs import owned_processes as survivors
 from harness.waiting import wait_until
+from tests.chaos.cli_support import assert_no_survivors
 
 pytestmark = pytest.mark.chaos
 
@@ -30,17 +30,6 @@ INNER_TEST = textwrap.dedent(
         threading.Event().wait(120)  # interrupted from outside
     """
 )
-
-
-def survivors(token: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get(OWNER_ENV) == token:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -67,9 +56,38 @@ def test_interrupted_run_leaves_no_orphans(tmp_path: Path, sig: signal.Signals) 
             proc.kill()
             proc.wait()
     # Children reaped by the finalizers (SIGINT/SIGTERM) or by PDEATHSIG (SIGKILL).
-    with contextlib.suppress(TimeoutError):  # whoever is left is named below
-        wait_until(lambda: not survivors(token), timeout=10, interval=0.1, what="no survivors")
-    left = [(p.pid, " ".join(p.cmdline())) for p in survivors(token) if p.is_running()]
-    for pid, _ in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"orphans after {sig.name}: {left}"
+    assert_no_survivors(token, sig.name)
+
+
+def test_a_crashed_xdist_worker_leaves_no_orphans(tmp_path: Path) -> None:
+    """An xdist worker SIGKILLed mid-test: the cluster it supervised dies with it (PR_SET_PDEATHSIG),
+    and the controller reports the crash and ends instead of waiting for it."""
+    token = f"xdist-orphan-test-{uuid.uuid4().hex}"
+    (tmp_path / "test_inner.py").write_text(INNER_TEST)
+    ready = tmp_path / "ready"
+    env = {**os.environ, OWNER_ENV: token, "READY_FILE": str(ready)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "xdist", "-n", "1",
+         "--max-worker-restart", "0", str(tmp_path / "test_inner.py"), "--rootdir", str(tmp_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="inner cluster up")
+        assert ready.exists(), proc.communicate()[0].decode(errors="replace")[-2000:]
+        # The worker: the controller's one child of this run (execnet starts it directly; it sets
+        # PYTEST_XDIST_WORKER only after it started, so /proc/PID/environ does not show it).
+        workers = [p for p in survivors(token) if p.ppid() == proc.pid]
+        assert len(workers) == 1, [(p.pid, p.cmdline()) for p in workers]
+        (worker,) = workers
+        its_children = worker.children(recursive=True)
+        # Toxiproxy, two backends, the balancer and a swarm, all under the worker.
+        assert len(its_children) >= 5, [p.cmdline() for p in its_children]
+        worker.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "crashed" in output, output[-2000:]  # xdist saw the worker die, and said so
+    assert_no_survivors(token, "the xdist worker was SIGKILLed")

@@ -447,3 +447,23 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, runs: dict[str, Pat
     assert 'id="verdict-table"' in dom
     assert re.search(r'id="verdict"[^>]*>REJECTED<', dom)
     assert "kill_primary" in dom
+
+
+def test_an_interrupted_certificate_is_never_green(tmp_path: Path) -> None:
+    cert = {
+        "verdict": "interrupted",
+        "error": "interrupted by SIGTERM during scenario kill_primary, after 0 finished scenario(s)",
+        "interrupted": {"signal": "SIGTERM", "exit_code": 143, "during": "scenario kill_primary",
+                        "finished_scenarios": 0},
+        "build": {"command": "python -m balancer {config}"},
+        "invariants": INVARIANTS,
+        "scenarios": [{"name": "kill_primary", "outcome": "inconclusive", "passed": False, "results": {},
+                       "reasons": ["interrupted by SIGTERM 1.2 s into the run; the partial run was not judged"]}],
+    }  # fmt: skip
+    paths = write_report(tmp_path, cert)
+    html = paths["html"].read_text()
+    assert '<div id="verdict" class="interrupted">INTERRUPTED</div>' in html
+    assert "<strong>Interrupted:</strong>" in html and "1.2 s into the run" in html
+    suite = ET.parse(paths["junit"]).getroot().find("testsuite")
+    assert suite is not None and int(suite.get("errors", "0")) >= 1
+    assert json.loads(paths["certificate"].read_text())["interrupted"]["exit_code"] == 143

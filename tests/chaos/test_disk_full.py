@@ -1,0 +1,43 @@
+"""A disk that fills up while the history is being written: the run is inconclusive, and says why.
+
+The runs directory of the report is a 32 KiB tmpfs: the cluster, the smoke gate and the report
+itself have room, the scenario's history does not (4 clients at 10 moves/s write ~16 KB/s). The
+scenario must come out inconclusive with "disk full" as its reason, never with a verdict judged
+from a history with holes in it, and certify must exit 3 (inconclusive), not 1 (rejected).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import cli_support
+
+pytestmark = pytest.mark.chaos
+
+
+def test_a_full_disk_while_the_history_is_written_is_inconclusive(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    token = cli_support.new_token("disk-full")
+    with cli_support.tmpfs(report / "runs", "size=32k") as runs:
+        result = cli_support.certify(
+            "--scenario", "kill_primary", "--report", str(report), token=token, timeout=300
+        )  # fmt: skip
+        left_on_disk = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    cli_support.assert_no_survivors(token, "a run on a full disk")
+    output = result.output
+    print(output[-2000:], left_on_disk, sep="\n")
+    assert result.returncode == 3, output[-3000:]
+    assert "Traceback" not in output
+    cert = json.loads((report / "certificate.json").read_text())
+    assert cert["verdict"] == "inconclusive"
+    (entry,) = cert["scenarios"]
+    assert entry["outcome"] == "inconclusive"
+    # Both runs (the first and the one more certify gives an inconclusive scenario) say why.
+    assert "disk full" in entry["reasons"][0], entry["reasons"]
+    assert any(r.startswith("first run:") and "disk full" in r for r in entry["reasons"]), entry["reasons"]
+    assert entry["results"] == {}  # not judged: no invariant passes or fails on a partial history
+    assert "disk full" in output
+    assert not [p for p in left_on_disk if p.endswith(".tmp")]  # no half-written file left behind
