@@ -34,7 +34,17 @@ from harness.nemesis import Nemesis
 from harness.outcome import decide
 from harness.probes import run_probes
 from harness.procs import ManagedProcess
-from harness.records import FAILED, PASSED, RUN_META_FILE, Outcome, RunMeta, Verdict, render_violations
+from harness.records import (
+    FAILED,
+    PASSED,
+    RUN_META_FILE,
+    Outcome,
+    RecoveryFigures,
+    RunMeta,
+    Verdict,
+    render_violations,
+)
+from harness.recovery import recovery_figures
 from harness.scenario import Scenario
 from harness.schedule import agenda
 from harness.swarm import EXIT_NOT_READY, swarm_argv
@@ -57,6 +67,8 @@ class JudgedRun:
     #: pass, fail or inconclusive (harness.outcome); ``reasons`` say why it is inconclusive.
     outcome: Outcome = PASSED
     reasons: list[str] = field(default_factory=list)
+    #: How the clients recovered (harness.recovery); None when the run could not be measured.
+    recovery: RecoveryFigures | None = None
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -392,6 +404,7 @@ class ScenarioRunner:
         outcome, reasons = decide(run, results)
         Verdict(state.scenario.name, results, outcome, reasons).write(state.run_dir)
         return JudgedRun(
+            recovery=recovery_figures(run),
             outcome=outcome,
             reasons=reasons,
             scenario=state.scenario,
