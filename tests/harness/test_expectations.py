@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.expectations import expect_for
+from harness.expectations import expect_for, recovery_goals_for
 from harness.scenario import Expect, Scenario
 
 DEADLINES = ("failover_deadline_s", "recovery_deadline_s")
@@ -112,3 +112,19 @@ def test_named_deadlines_are_as_strict_as_derived_or_say_why(name: str) -> None:
 
 def test_every_documented_scenario_exists() -> None:
     assert set(LOOSER) <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_named_recovery_goals_are_no_tighter_than_derived(name: str) -> None:
+    """A recovery goal is a promise a correct build keeps: never tighter than the derivation."""
+    s = SCENARIOS[name]
+    derived = recovery_goals_for(s)
+    for goal, bound in s.expect.recovery.set_goals():
+        floor = getattr(derived, goal)
+        assert floor is not None, f"{name}: expect.recovery.{goal} has no derived bound to be checked against"
+        assert bound >= floor, f"{name}: expect.recovery.{goal} {bound} is tighter than the derived {floor}"
+
+
+def test_kill_and_terminate_primary_set_recovery_goals() -> None:
+    with_goals = {name for name, s in SCENARIOS.items() if s.expect.recovery.set_goals()}
+    assert {"kill_primary", "terminate_primary"} <= with_goals
