@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, Certificate, ScenarioEntry, num, shown_violations
 
 from .junit import xml_safe
-from .plots import failover_gaps, gap_histogram_png, no_data_png, timeline_png
+from .plots import failover_gaps, gap_histogram_png, no_data_png, recovery_png, timeline_png
 
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "not_checked": "not checked"}
 
@@ -69,6 +69,7 @@ def render_html(cert: Certificate) -> str:
     parts.append(_verdict_table(invariants, scenarios))
     parts.append("<h2>Run facts</h2>")
     parts.append(_facts(cert))
+    parts.append(_recovery_section(scenarios))
 
     undecided = [s for s in scenarios if s.effective_outcome == INCONCLUSIVE]
     if undecided:
@@ -249,6 +250,77 @@ def _reasons_section(scenario: ScenarioEntry) -> str:
         f"<h3>{e(scenario.name)}</h3><p>Could not judge the build, so this is not a pass:</p><ul>{reasons}</ul>"
         f'<p class="muted">runs: {e(" · ".join(runs))}</p></section>'
     )
+
+
+RECOVERY_INVARIANT = "recovery_goals"
+
+
+def _recovery_section(scenarios: list[ScenarioEntry]) -> str:
+    """Recovery measured, per scenario (harness.recovery; docs/verdicts.md "Recovery figures")."""
+    e = _esc
+    rows: list[str] = []
+    for s in scenarios:
+        f = s.recovery
+        if f is None:
+            not_measured = '<td colspan="9" class="muted">not measured</td>'
+            rows.append(f'<tr><td class="scenario">{e(s.name)}</td>{not_measured}</tr>')
+            continue
+        if f.episodes:
+            recover = " / ".join(_seconds(v) for v in (f.p50_recover_s, f.p99_recover_s, f.max_recover_s))
+            disrupted = f"{f.disrupted_clients} of {f.clients}"
+        else:
+            recover, disrupted = '<span class="muted">nothing to recover from</span>', f"0 of {f.clients}"
+        goal = s.results.get(RECOVERY_INVARIANT)
+        status = goal.status if goal is not None else None
+        goal_cell = (
+            f'<td class="cell {status}" title="{e(goal.note)}">{e(STATUS_LABELS[status])}</td>'
+            if goal is not None and status in STATUS_LABELS
+            else '<td class="cell missing">—</td>'
+        )
+        cells = [
+            disrupted,
+            recover,
+            str(f.unrecovered),
+            _seconds(f.longest_gap_s) + (f" ({e(f.longest_gap_client)})" if f.longest_gap_client else ""),
+            str(f.peak_reconnects_per_s),
+            str(f.peak_upstream_connects_per_s),
+            str(f.resent),
+            str(f.lost),
+        ]
+        lost_title = f' title="{e(", ".join(f.lost_examples))}"' if f.lost_examples else ""
+        tds = "".join(f"<td>{c}</td>" for c in cells[:-1]) + f"<td{lost_title}>{cells[-1]}</td>"
+        rows.append(f'<tr><td class="scenario">{e(s.name)}</td>{tds}{goal_cell}</tr>')
+    heads = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "scenario",
+            "clients disrupted",
+            "recover p50 / p99 / max (s)",
+            "never recovered",
+            "longest gap in play (s)",
+            "peak reconnects /s",
+            "peak upstream connects /s",
+            "re-sent",
+            "lost",
+            "goals",
+        )
+    )
+    return (
+        '<section id="recovery"><h2>Recovery</h2>'
+        '<p class="muted">Time to recover: from a client\'s last acknowledged move before a disruption (its '
+        "connection closed or refused, or moved in place to another upstream) to its next acknowledged move; "
+        "nearest-rank percentiles over every disrupted client. Peaks: the most connection attempts after a "
+        "client's first, and the most connections the backends accepted, in any 1 s window after the warm-up. "
+        "Lost: moves no server took. Goals: the scenario's <code>expect.recovery</code>, judged as "
+        "<code>recovery_goals</code>.</p>"
+        f'<table id="recovery-table"><thead><tr>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f"{_img(recovery_png(scenarios), 'time to recover, longest gap and peak connection rates per scenario')}"
+        "</section>"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _gap_summary(gaps: Sequence[float], n_runs: int) -> str:
