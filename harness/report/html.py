@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from harness.records import FAIL, INCONCLUSIVE, NOT_CHECKED, Certificate, ScenarioEntry, num, shown_violations
+from harness.recovery import nearest_rank
 
 from .junit import xml_safe
 from .plots import failover_gaps, gap_histogram_png, no_data_png, recovery_png, timeline_png
@@ -326,11 +326,10 @@ def _seconds(value: float | None) -> str:
 def _gap_summary(gaps: Sequence[float], n_runs: int) -> str:
     if not gaps:
         return f"No measured failover gaps in {n_runs} run(s)."
-    ordered = sorted(gaps)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    p95 = nearest_rank(gaps, 0.95) or 0.0
     return (
         f"{len(gaps)} server transition(s) in {n_runs} run(s): median {statistics.median(gaps):.0f} ms, "
-        f"p95 {p95:.0f} ms, max {ordered[-1]:.0f} ms (last ack before → first ack after)."
+        f"p95 {p95:.0f} ms, max {max(gaps):.0f} ms (last ack before → first ack after)."
     )
 
 
