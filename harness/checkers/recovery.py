@@ -42,7 +42,7 @@ def _worst_evidence(goal: str, figures: RecoveryFigures, episodes: list[Recovery
         return [{"peak": figures.peak_reconnects_per_s, "window_from_s": figures.peak_reconnects_at_s}]
     if goal == "peak_upstream_connects_per_s":
         return [{"peak": figures.peak_upstream_connects_per_s, "window_from_s": figures.peak_upstream_connects_at_s}]
-    return [{GOAL_FIGURE[goal]: figure_value(figures, goal)}]
+    return [{GOAL_FIGURE[goal]: getattr(figures, GOAL_FIGURE[goal])}]
 
 
 @guarded(RECOVERY_GOALS)

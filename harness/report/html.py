@@ -272,11 +272,13 @@ def _recovery_section(scenarios: list[ScenarioEntry]) -> str:
             recover, disrupted = '<span class="muted">nothing to recover from</span>', f"0 of {f.clients}"
         goal = s.results.get(RECOVERY_INVARIANT)
         status = goal.status if goal is not None else None
-        goal_cell = (
-            f'<td class="cell {status}" title="{e(goal.note)}">{e(STATUS_LABELS[status])}</td>'
-            if goal is not None and status in STATUS_LABELS
-            else '<td class="cell missing">—</td>'
-        )
+        goal_cell = '<td class="cell missing">—</td>'
+        if goal is not None and status in STATUS_LABELS:
+            label = e(STATUS_LABELS[status])
+            if status == FAIL:  # to the failing section, where the missed goal and its evidence are
+                label = f'<a href="#scenario-{e(_anchor(s.name))}">{label}</a>'
+            goal_cell = f'<td class="cell {status}" title="{e(goal.note)}">{label}</td>'
+
         cells = [
             disrupted,
             recover,

@@ -393,6 +393,12 @@ def test_recovery_figures_in_the_page_and_junit(tmp_path: Path, runs: dict[str, 
     assert "recovery.latency_primary.p99_recover_s" not in props  # not measured: left out, never 0
     assert not any(name and name.startswith("recovery.old_entry.") for name in props)
 
+    # A missed goal links to the failing scenario's section, where its evidence is.
+    cert["scenarios"][1]["results"]["recovery_goals"] = {"status": "fail", "note": "", "violations": []}
+    page = write_html(tmp_path, cert).read_text(encoding="utf-8")
+    section = page[page.index('<section id="recovery">') : page.index("</section>", page.index('id="recovery"'))]
+    assert '<td class="cell fail" title=""><a href="#scenario-kill_primary">FAIL</a></td>' in section
+
 
 def test_recovery_png() -> None:
     from harness.records import ScenarioEntry

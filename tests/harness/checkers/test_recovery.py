@@ -272,3 +272,12 @@ def test_timing_goals_stretch_with_slowness_and_set_aside_when_too_slow(rb: RunB
 def test_unreadable_goals_in_run_json_are_not_checked(rb: RunBuilder) -> None:
     result = check_recovery_goals(goals(rb.healthy(), p99=1.0).build())
     assert result.status == "not_checked" and "expect.recovery unreadable" in result.note
+
+
+def test_certify_keeps_the_figures_the_runner_measured(rb: RunBuilder, tmp_path: Any) -> None:
+    from harness.certify import scenario_entry
+    from harness.runner import JudgedRun
+
+    figures = recovery_figures(rb.healthy().build())
+    judged = JudgedRun(scenario=Scenario(name="kill_primary"), run_dir=tmp_path, results=[], recovery=figures)
+    assert scenario_entry(judged, "named", 1.0).recovery == figures
