@@ -262,7 +262,12 @@ def _recovery_section(scenarios: list[ScenarioEntry]) -> str:
     for s in scenarios:
         f = s.recovery
         if f is None:
-            not_measured = '<td colspan="9" class="muted">not measured</td>'
+            why = (
+                "not measured: a summary of several plans (each plan's figures: python -m harness judge RUN_DIR)"
+                if s.kind == "generated"
+                else "not measured"
+            )
+            not_measured = f'<td colspan="9" class="muted">{e(why)}</td>'
             rows.append(f'<tr><td class="scenario">{e(s.name)}</td>{not_measured}</tr>')
             continue
         if f.episodes:
