@@ -23,7 +23,7 @@ from harness.recovery import (
     run_recovery,
 )
 
-from .base import CheckResult, Violation, evidence, finish, guarded
+from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded
 
 RECOVERY_GOALS = "recovery_goals"
 
@@ -66,9 +66,21 @@ def check_recovery_goals(run: Run) -> CheckResult:
     violations: list[Violation] = []
     met: list[str] = []
     set_aside: list[str] = []
+    # Clients reconnect until the runner stops them at deadline_end; one that stopped earlier in
+    # the middle of an episode was ended by the harness (a swarm that gave up), not by the build:
+    # its recovery time and the moves it had in flight prove nothing.
+    deadline_end = run.run_meta.phase("deadline_end")
+    cut_short = [ep for ep in episodes if not ep.recovered and deadline_end is not None and ep.end < deadline_end]
     for goal, bound in set_goals:
         measured = figure_value(figures, goal)
         timing = goal in TIMING_GOALS
+        if cut_short and (timing or goal == "max_lost"):
+            first = cut_short[0]
+            set_aside.append(
+                f"{goal}: {len(cut_short)} client(s) stopped before deadline_end while recovering (first "
+                f"{first.client} at {fmt_t(first.end)}), so the harness ended them, not the build"
+            )
+            continue
         limit = bound * slow.scale if timing else bound
         shown_limit = f"{limit:g}" + (f" (goal {bound:g} x slowness {slow.scale:.2f})" if limit != bound else "")
         if measured is None:

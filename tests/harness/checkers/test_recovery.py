@@ -244,8 +244,22 @@ def test_a_missed_goal_fails_naming_it_with_the_worst_episode(rb: RunBuilder) ->
 
 def test_an_unrecovered_client_misses_the_timing_goals(rb: RunBuilder) -> None:
     reconnecting_client(goals(rb, p99_recover_s=2.0), comes_back=False)
+    rb.meta["phases"] = {"deadline_end": T0 + 3.9}  # stopped by the runner (at 4.0) after it
     result = check_recovery_goals(rb.build())
     assert result.status == "fail" and "1 episode(s) never recovered" in result.violations[0].message
+
+
+def test_a_client_the_harness_stopped_mid_recovery_is_not_the_builds_failure(rb: RunBuilder) -> None:
+    # The swarm gave up (NOT READY on a starved machine) and stopped c1 at 4.0, mid-recovery,
+    # long before the runner's deadline_end: its stall and its in-flight moves prove nothing.
+    reconnecting_client(goals(rb, p99_recover_s=2.0, max_lost=0, max_resent=0), comes_back=False)
+    rb.rec(T0 + 2.1, "c1", "invoke", "move", conn=1, seq=11, attempt=1)  # sent into the drop: lost
+    rb.meta["phases"] = {"deadline_end": T0 + 20.0}
+    assert recovery_figures(rb.build()).lost == 1  # measured all the same
+    result = check_recovery_goals(rb.build())
+    assert result.status == "not_checked", result.summary()
+    assert "inconclusive: not judged: p99_recover_s: 1 client(s) stopped before deadline_end" in result.note
+    assert "max_lost: 1 client(s)" in result.note and "met: max_resent 0 <= 0" in result.note
 
 
 def test_nothing_to_recover_from_is_not_checked(rb: RunBuilder) -> None:
