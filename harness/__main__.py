@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
             try:
-                results = judge(load_run(path), only=only)
+                run = load_run(path)
+                results = judge(run, only=only)
             except (OSError, ValueError) as exc:  # an unreadable file, or an unknown invariant
                 why = (str(exc).splitlines() or [type(exc).__name__])[0]
                 print(f"error: {path}: cannot judge: {why}", file=sys.stderr)
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 for line in render_violations(r.violations, indent="    "):
                     print(line)
             from harness.outcome import decide
+            from harness.recovery import describe_figures, recovery_figures
 
-            outcome, reasons = decide(load_run(path), results)
+            print(f"recovery: {describe_figures(recovery_figures(run))}")
+            outcome, reasons = decide(run, results)
             print(f"outcome: {outcome}")
             for reason in reasons:
                 print(f"  inconclusive: {reason}")

@@ -127,6 +127,7 @@ def scenario_entry(judged: JudgedRun, kind: str, duration_s: float) -> ScenarioE
         results={r.invariant: ResultEntry.from_check(r) for r in judged.results},
         notes=list(judged.notes),
         replay=judged.replay_command(),
+        recovery=judged.recovery,
     )
 
 

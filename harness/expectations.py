@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.faults import Fault, keepalive_detect_s
+from harness.recovery import RecoveryGoals
 from harness.scenario import Expect, Keepalive, Limits, Scenario, Step
 from harness.schedule import latest_times
 
@@ -25,6 +26,7 @@ __all__ = [
     "is_disruptive",
     "latency_effect_s",
     "predicted_untouched",
+    "recovery_goals_for",
 ]
 
 BACKENDS = ("primary", "secondary")
@@ -275,3 +277,20 @@ def predicted_untouched(steps: Sequence[Step], keepalive: Keepalive, fault_phase
         else:
             located = None
     return untouched
+
+
+def recovery_goals_for(scenario: Scenario) -> RecoveryGoals:
+    """The recovery goals a correct build meets under a scenario: the loosest a named scenario may
+    not undercut (tests/harness/test_expectations.py), so a goal is never a guess tighter than
+    what the expectation promises.
+
+    * Time to recover (p50, p99, max) and the longest gap in play: the derived
+      ``failover_deadline_s`` (how long a client with an outstanding move may wait for its
+      acknowledgement) plus one move interval, because recovery is timed from the last
+      acknowledgement, and the oldest move waiting was sent up to one interval after it.
+    * Lost: none. The client re-sends every unacknowledged move on its next welcome, so under a
+      correct build every move is taken by some server.
+    """
+    bound = expect_for(scenario).failover_deadline_s + 1.0 / scenario.workload.rate_hz
+    bound = math.ceil(bound * 10 - 1e-9) / 10
+    return RecoveryGoals(p50_recover_s=bound, p99_recover_s=bound, max_recover_s=bound, longest_gap_s=bound, max_lost=0)

@@ -419,6 +419,55 @@ class ResultEntry:
 
 
 @dataclass
+class RecoveryFigures:
+    """How a scenario's clients recovered (harness.recovery defines each figure): what
+    certificate.json records per scenario and the report plots. Times in seconds; ``*_at_s`` are
+    relative to the run's start. None where there was nothing to measure (no client disrupted,
+    no two acks)."""
+
+    clients: int = 0
+    disrupted_clients: int = 0
+    episodes: int = 0
+    unrecovered: int = 0
+    p50_recover_s: float | None = None
+    p99_recover_s: float | None = None
+    max_recover_s: float | None = None
+    max_recover_client: str | None = None
+    longest_gap_s: float | None = None
+    longest_gap_client: str | None = None
+    longest_gap_at_s: float | None = None
+    reconnects: int = 0
+    peak_reconnects_per_s: int = 0
+    peak_reconnects_at_s: float | None = None
+    upstream_connects: int = 0
+    peak_upstream_connects_per_s: int = 0
+    peak_upstream_connects_at_s: float | None = None
+    resent: int = 0
+    lost: int = 0
+    #: Some lost moves as ``client#seq``; ``lost`` is the complete count.
+    lost_examples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RecoveryFigures:
+        m = mapping(raw)
+        out = cls()
+        for name, default in asdict(out).items():
+            value = m.get(name)
+            if isinstance(default, int):
+                setattr(out, name, integer(value) if integer(value) is not None else default)
+            elif isinstance(default, list):
+                setattr(out, name, [str(x) for x in listing(value)])
+            elif name.endswith("_client"):
+                setattr(out, name, text(value))
+            else:
+                setattr(out, name, num(value))
+        return out
+
+
+@dataclass
 class ScenarioEntry:
     name: str
     description: str = ""
@@ -436,6 +485,8 @@ class ScenarioEntry:
     #: The other runs of this scenario in the same certification: an inconclusive scenario's
     #: first run (``run_dir`` is its rerun), a flaky plan's passing rerun (``run_dir`` failed).
     earlier_runs: list[str] = field(default_factory=list)
+    #: How the clients recovered (None: not measured, e.g. a summary of generated plans).
+    recovery: RecoveryFigures | None = None
 
     @property
     def effective_outcome(self) -> Outcome:
@@ -481,6 +532,7 @@ class ScenarioEntry:
             **({"outcome": self.outcome} if self.outcome is not None else {}),
             **({"reasons": self.reasons} if self.reasons else {}),
             **({"earlier_runs": self.earlier_runs} if self.earlier_runs else {}),
+            **({"recovery": self.recovery.to_json()} if self.recovery is not None else {}),
         }
 
     @classmethod
@@ -500,6 +552,7 @@ class ScenarioEntry:
             outcome=outcome_of(m.get("outcome")),
             reasons=[str(r) for r in listing(m.get("reasons"))],
             earlier_runs=[str(r) for r in listing(m.get("earlier_runs"))],
+            recovery=RecoveryFigures.from_json(m["recovery"]) if isinstance(m.get("recovery"), dict) else None,
         )
 
 

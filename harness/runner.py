@@ -42,10 +42,12 @@ from harness.records import (
     PASSED,
     RUN_META_FILE,
     Outcome,
+    RecoveryFigures,
     RunMeta,
     Verdict,
     render_violations,
 )
+from harness.recovery import recovery_figures
 from harness.scenario import Scenario
 from harness.schedule import agenda
 from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, swarm_argv
@@ -72,6 +74,8 @@ class JudgedRun:
     #: pass, fail or inconclusive (harness.outcome); ``reasons`` say why it is inconclusive.
     outcome: Outcome = PASSED
     reasons: list[str] = field(default_factory=list)
+    #: How the clients recovered (harness.recovery); None when the run could not be measured.
+    recovery: RecoveryFigures | None = None
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -493,6 +497,7 @@ class ScenarioRunner:
             why = describe_write_failure(exc.filename or state.run_dir, exc)
             state.notes.append(f"verdict.json not written: {why}")
         return JudgedRun(
+            recovery=recovery_figures(run),
             outcome=outcome,
             reasons=reasons,
             scenario=state.scenario,

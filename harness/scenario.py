@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.checkers import NAMES as CHECKER_NAMES
+from harness.checkers.recovery import RECOVERY_GOALS
 from harness.faults import Fault, FaultError
 from harness.probes import PROBE_KINDS
+from harness.recovery import GoalError, RecoveryGoals
 
 SCHEMA_VERSION = 1
 
@@ -132,8 +134,12 @@ class Expect:
     #: Some backend is reachable throughout, so every 1013 a client sees must be a refusal the
     #: failover limits call for (`refusals_justified` judges the clients' side only then).
     backends_reachable: bool = False
+    #: Upper bounds on the recovery figures (harness.recovery), judged as `recovery_goals`.
+    recovery: RecoveryGoals = field(default_factory=RecoveryGoals)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recovery, RecoveryGoals):
+            raise ScenarioError(f"expect.recovery: expected RecoveryGoals, got {type(self.recovery).__name__}")
         codes = self.close_codes
         if not isinstance(codes, tuple) or not all(
             isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes
@@ -177,6 +183,11 @@ class Scenario:
         for inv in self.invariants:
             if inv not in INVARIANTS:
                 raise ScenarioError(f"invariants: unknown invariant {inv!r} (known: {', '.join(INVARIANTS)})")
+        if self.expect.recovery.set_goals() and RECOVERY_GOALS not in self.invariants:
+            # Goals that nothing judges would read as if they held.
+            raise ScenarioError(
+                f"expect.recovery sets goals, but invariants leaves out {RECOVERY_GOALS!r}, which judges them"
+            )
         if not isinstance(self.tags, tuple) or not all(isinstance(x, str) for x in self.tags):
             raise ScenarioError("tags: expected a tuple of strings")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
@@ -209,12 +220,23 @@ class Scenario:
             "keepalive": asdict(self.keepalive),
             "steps": [{"at_s": s.at_s, "fault": s.fault.to_dict(), "duration_s": s.duration_s} for s in self.steps],
             "phases": asdict(self.phases),
-            "expect": {**asdict(self.expect), "close_codes": list(self.expect.close_codes)},
+            "expect": self._expect_dict(),
             "invariants": list(self.invariants),
             "tags": list(self.tags),
             "seed": self.seed,
             "probes": list(self.probes),
         }
+
+    def _expect_dict(self) -> dict[str, Any]:
+        out = {**asdict(self.expect), "close_codes": list(self.expect.close_codes)}
+        # Only goals that are set, and no key at all without one: a scenario without goals
+        # serialises as it did before goals existed.
+        goals = self.expect.recovery.to_dict()
+        if goals:
+            out["recovery"] = goals
+        else:
+            del out["recovery"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -275,7 +297,11 @@ class Scenario:
             isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes
         ):
             raise ScenarioError("expect.close_codes: expected a list of close codes (1000-4999)")
-        expect = _build(Expect, expect_raw, "expect", extra={"close_codes": tuple(codes)})
+        try:
+            goals = RecoveryGoals.from_dict(expect_raw.pop("recovery", None))
+        except GoalError as exc:
+            raise ScenarioError(str(exc)) from None
+        expect = _build(Expect, expect_raw, "expect", extra={"close_codes": tuple(codes), "recovery": goals})
         workload = _build(Workload, _section(data, "workload"), "workload")
         limits = _build(Limits, _section(data, "limits"), "limits")
         return cls(

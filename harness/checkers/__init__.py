@@ -22,6 +22,7 @@ from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
 from .isolation import check_others_unaffected
 from .liveness import check_clean_failover, check_recovers_after_heal
 from .paths import check_path_forwarded
+from .recovery import check_recovery_goals
 from .refusals import check_refusals_justified
 from .replies import check_no_crosstalk, check_ordered, check_state_continuity
 from .upstream import check_single_upstream
@@ -45,6 +46,8 @@ ALL: list[tuple[str, Checker]] = [
     ("connection_limit", check_connection_limit),
     ("size_limit", check_size_limit),
     ("close_passthrough", check_close_passthrough),
+    # The scenario's own goals on its recovery figures (harness.recovery).
+    ("recovery_goals", check_recovery_goals),
 ]
 NAMES = [name for name, _ in ALL]
 
@@ -77,6 +80,7 @@ __all__ = [
     "check_others_unaffected",
     "check_reconnect_limits",
     "check_recovers_after_heal",
+    "check_recovery_goals",
     "check_single_upstream",
     "check_state_continuity",
     "judge",

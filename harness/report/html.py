@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -26,9 +25,10 @@ from harness.records import (
     num,
     shown_violations,
 )
+from harness.recovery import nearest_rank
 
 from .junit import xml_safe
-from .plots import failover_gaps, gap_histogram_png, no_data_png, timeline_png
+from .plots import failover_gaps, gap_histogram_png, no_data_png, recovery_png, timeline_png
 
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "not_checked": "not checked"}
 
@@ -81,6 +81,7 @@ def render_html(cert: Certificate) -> str:
     parts.append(_verdict_table(invariants, scenarios))
     parts.append("<h2>Run facts</h2>")
     parts.append(_facts(cert))
+    parts.append(_recovery_section(scenarios))
 
     undecided = [s for s in scenarios if s.effective_outcome == INCONCLUSIVE]
     if undecided:
@@ -263,14 +264,91 @@ def _reasons_section(scenario: ScenarioEntry) -> str:
     )
 
 
+RECOVERY_INVARIANT = "recovery_goals"
+
+
+def _recovery_section(scenarios: list[ScenarioEntry]) -> str:
+    """Recovery measured, per scenario (harness.recovery; docs/verdicts.md "Recovery figures")."""
+    e = _esc
+    rows: list[str] = []
+    for s in scenarios:
+        f = s.recovery
+        if f is None:
+            why = (
+                "not measured: a summary of several plans (each plan's figures: python -m harness judge RUN_DIR)"
+                if s.kind == "generated"
+                else "not measured"
+            )
+            not_measured = f'<td colspan="9" class="muted">{e(why)}</td>'
+            rows.append(f'<tr><td class="scenario">{e(s.name)}</td>{not_measured}</tr>')
+            continue
+        if f.episodes:
+            recover = " / ".join(_seconds(v) for v in (f.p50_recover_s, f.p99_recover_s, f.max_recover_s))
+            disrupted = f"{f.disrupted_clients} of {f.clients}"
+        else:
+            recover, disrupted = '<span class="muted">nothing to recover from</span>', f"0 of {f.clients}"
+        goal = s.results.get(RECOVERY_INVARIANT)
+        status = goal.status if goal is not None else None
+        goal_cell = '<td class="cell missing">—</td>'
+        if goal is not None and status in STATUS_LABELS:
+            label = e(STATUS_LABELS[status])
+            if status == FAIL:  # to the failing section, where the missed goal and its evidence are
+                label = f'<a href="#scenario-{e(_anchor(s.name))}">{label}</a>'
+            goal_cell = f'<td class="cell {status}" title="{e(goal.note)}">{label}</td>'
+
+        cells = [
+            disrupted,
+            recover,
+            str(f.unrecovered),
+            _seconds(f.longest_gap_s) + (f" ({e(f.longest_gap_client)})" if f.longest_gap_client else ""),
+            str(f.peak_reconnects_per_s),
+            str(f.peak_upstream_connects_per_s),
+            str(f.resent),
+            str(f.lost),
+        ]
+        lost_title = f' title="{e(", ".join(f.lost_examples))}"' if f.lost_examples else ""
+        tds = "".join(f"<td>{c}</td>" for c in cells[:-1]) + f"<td{lost_title}>{cells[-1]}</td>"
+        rows.append(f'<tr><td class="scenario">{e(s.name)}</td>{tds}{goal_cell}</tr>')
+    heads = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "scenario",
+            "clients disrupted",
+            "recover p50 / p99 / max (s)",
+            "never recovered",
+            "longest gap in play (s)",
+            "peak reconnects /s",
+            "peak upstream connects /s",
+            "re-sent",
+            "lost",
+            "goals",
+        )
+    )
+    return (
+        '<section id="recovery"><h2>Recovery</h2>'
+        '<p class="muted">Time to recover: from a client\'s last acknowledged move before a disruption (its '
+        "connection closed or refused, or moved in place to another upstream) to its next acknowledged move; "
+        "nearest-rank percentiles over every disrupted client. Peaks: the most connection attempts after a "
+        "client's first, and the most connections the backends accepted, in any 1 s window after the warm-up. "
+        "Lost: moves no server took. Goals: the scenario's <code>expect.recovery</code>, judged as "
+        "<code>recovery_goals</code>.</p>"
+        f'<table id="recovery-table"><thead><tr>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f"{_img(recovery_png(scenarios), 'time to recover, longest gap and peak connection rates per scenario')}"
+        "</section>"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _gap_summary(gaps: Sequence[float], n_runs: int) -> str:
     if not gaps:
         return f"No measured failover gaps in {n_runs} run(s)."
-    ordered = sorted(gaps)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    p95 = nearest_rank(gaps, 0.95) or 0.0
     return (
         f"{len(gaps)} server transition(s) in {n_runs} run(s): median {statistics.median(gaps):.0f} ms, "
-        f"p95 {p95:.0f} ms, max {ordered[-1]:.0f} ms (last ack before → first ack after)."
+        f"p95 {p95:.0f} ms, max {max(gaps):.0f} ms (last ack before → first ack after)."
     )
 
 

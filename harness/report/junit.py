@@ -31,6 +31,16 @@ def junit_xml(cert: Certificate) -> bytes:
     ):
         if prop is not None:
             ET.SubElement(props, "property", name=key, value=xml_safe(prop))
+    # Recovery figures (harness.recovery) as suite properties, one per scenario and figure:
+    # "recovery.kill_primary.p99_recover_s". Figures that were not measured are left out.
+    for scenario in cert.scenarios:
+        if scenario.recovery is None:
+            continue
+        for figure, value in scenario.recovery.to_json().items():
+            shown = ",".join(value) if isinstance(value, list) else value
+            if shown is not None and shown != "":
+                name = f"recovery.{scenario.name}.{figure}"
+                ET.SubElement(props, "property", name=xml_safe(name), value=xml_safe(str(shown)))
 
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for scenario in cert.scenarios:

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 
 from harness.analysis import attachments, client_histories, fault_windows, run_end_time, run_failover_gaps
 from harness.history import Run, load_run
-from harness.records import clip, num
+from harness.records import RecoveryFigures, ScenarioEntry, clip, num
 
 # Backend colours are fixed so the same server has the same colour in every plot of a report.
 SERVER_COLOURS = {"primary": "#1f77b4", "secondary": "#ff7f0e"}
@@ -64,6 +64,67 @@ def gap_histogram_png(gaps_ms: list[float]) -> bytes:
     ax.set_title(f"Failover gaps across all scenarios (n={len(gaps)})", fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+# -- recovery -------------------------------------------------------------------------------------
+
+RECOVER_COLOURS = {"p50": "#9ecae1", "p99": "#3182bd", "max": "#08519c"}
+GAP_COLOUR = "#d62728"
+RATE_COLOURS = {"reconnects": "#fdae6b", "upstream": "#e6550d"}
+
+
+def recovery_png(scenarios: list[ScenarioEntry]) -> bytes:
+    """Per scenario: time to recover (p50, p99, max bars) with the longest gap in play as a marker,
+    and beside it the peak reconnect and upstream-connect rates. Drawn from the certificate's
+    figures (harness.recovery), so it needs no run directory."""
+    measured = [(s.name, s.recovery) for s in scenarios if s.recovery is not None]
+    if not measured:
+        return no_data_png("no recovery figures in this certificate")
+    height = min(MAX_FIG_HEIGHT_IN, 2.0 + 0.42 * len(measured))
+    fig = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
+    times, rates = fig.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    ys = list(range(len(measured)))
+    bar = 0.26
+    for offset, key in ((-bar, "p50"), (0.0, "p99"), (bar, "max")):
+        values = [_or_zero(getattr(f, f"{key}_recover_s")) for _, f in measured]
+        times.barh([y + offset for y in ys], values, height=bar, color=RECOVER_COLOURS[key], label=f"recover {key}")
+    gaps = [(y, f.longest_gap_s) for y, (_, f) in zip(ys, measured, strict=True) if f.longest_gap_s is not None]
+    if gaps:
+        times.scatter([g for _, g in gaps], [y for y, _ in gaps], marker="D", s=28, color=GAP_COLOUR, zorder=5,
+                      label="longest gap in play")  # fmt: skip
+    for y, (_, f) in zip(ys, measured, strict=True):
+        label = _recovery_label(f)
+        if label:
+            times.annotate(label, (0, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                           color="#57606a")  # fmt: skip
+    times.set_xlabel("seconds: last ack before a disruption → next ack")
+    times.set_title("Time to recover per client, and the longest gap in play", fontsize=10)
+    for offset, key, attr in ((-0.2, "reconnects", "peak_reconnects_per_s"),
+                              (0.2, "upstream", "peak_upstream_connects_per_s")):  # fmt: skip
+        rates.barh([y + offset for y in ys], [getattr(f, attr) for _, f in measured], height=0.4,
+                   color=RATE_COLOURS[key], label=f"peak {key}/s")  # fmt: skip
+    rates.set_xlabel("most in any 1 s window")
+    rates.set_title("Peak reconnects and upstream connects", fontsize=10)
+    times.set_yticks(ys, labels=[name for name, _ in measured], fontsize=8 if len(ys) <= 24 else 6)
+    times.set_ylim(len(ys) - 0.5, -0.5)
+    handles: list[Any] = []
+    for ax in (times, rates):
+        ax.grid(axis="x", color="#eeeeee")
+        ax.set_axisbelow(True)
+        handles.extend(ax.get_legend_handles_labels()[0])
+    # Below the plots: inside, a legend would hide the bars of some scenario.
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    return _png(fig)
+
+
+def _or_zero(value: float | None) -> float:
+    return value if value is not None else 0.0
+
+
+def _recovery_label(f: RecoveryFigures) -> str:
+    if not f.episodes:
+        return "no client disrupted"
+    return f"{f.unrecovered} never recovered" if f.unrecovered else ""
 
 
 # -- timeline -------------------------------------------------------------------------------------

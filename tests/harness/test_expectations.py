@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.expectations import expect_for, predicted_untouched
+from harness.expectations import expect_for, predicted_untouched, recovery_goals_for
 from harness.faults import fault
 from harness.scenario import Expect, Keepalive, Scenario, Step
 
@@ -168,3 +168,19 @@ def test_steps_that_cannot_end_a_connection_are_never_judged_untouched() -> None
 def test_a_toxic_on_a_link_an_earlier_step_cuts_off_touches_nothing() -> None:
     assert _untouched((0.5, "partition", "lb", None, {}), (2.0, "limit_data", "lb", None, {"bytes": 64})) == [1]
     assert _untouched((0.5, "partition", "lb", 1.0, {}), (2.0, "limit_data", "lb", None, {"bytes": 64})) == []
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_named_recovery_goals_are_no_tighter_than_derived(name: str) -> None:
+    """A recovery goal is a promise a correct build keeps: never tighter than the derivation."""
+    s = SCENARIOS[name]
+    derived = recovery_goals_for(s)
+    for goal, bound in s.expect.recovery.set_goals():
+        floor = getattr(derived, goal)
+        assert floor is not None, f"{name}: expect.recovery.{goal} has no derived bound to be checked against"
+        assert bound >= floor, f"{name}: expect.recovery.{goal} {bound} is tighter than the derived {floor}"
+
+
+def test_kill_and_terminate_primary_set_recovery_goals() -> None:
+    with_goals = {name for name, s in SCENARIOS.items() if s.expect.recovery.set_goals()}
+    assert {"kill_primary", "terminate_primary"} <= with_goals

@@ -7,6 +7,7 @@ in the one test that renders the page as a browser would (skipped when Chromium 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import shutil
@@ -167,6 +168,32 @@ def runs(tmp_path: Path) -> dict[str, Path]:
     return {"kill": kill, "calm": calm}
 
 
+# Recovery figures as certify records them (harness.recovery): the kill scenario's two clients
+# recovered in 1.45 s and 1.8 s; the calm one had nothing to recover from.
+KILL_RECOVERY: dict[str, Any] = {
+    "clients": 2,
+    "disrupted_clients": 2,
+    "episodes": 2,
+    "unrecovered": 0,
+    "p50_recover_s": 1.45,
+    "p99_recover_s": 1.8,
+    "max_recover_s": 1.8,
+    "max_recover_client": "c001",
+    "longest_gap_s": 1.8,
+    "longest_gap_client": "c001",
+    "longest_gap_at_s": 2.1,
+    "reconnects": 0,
+    "peak_reconnects_per_s": 0,
+    "upstream_connects": 2,
+    "peak_upstream_connects_per_s": 2,
+    "peak_upstream_connects_at_s": 3.39,
+    "resent": 1,
+    "lost": 1,
+    "lost_examples": ["c001#3"],
+}
+CALM_RECOVERY: dict[str, Any] = {"clients": 2, "longest_gap_s": 1.0, "longest_gap_client": "c000"}
+
+
 def results(**overrides: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {inv: {"status": "pass", "note": "", "violations": []} for inv in INVARIANTS}
     out.update(overrides)
@@ -218,6 +245,7 @@ def make_certificate(runs: dict[str, Path]) -> dict[str, Any]:
                 "kind": "named",
                 "results": passing,
                 "replay": f"python -m harness replay {runs['calm']}/scenario.json",
+                "recovery": CALM_RECOVERY,
             },
             {
                 "name": "kill_primary",
@@ -228,6 +256,7 @@ def make_certificate(runs: dict[str, Path]) -> dict[str, Any]:
                 "kind": "named",
                 "results": failing,
                 "replay": f"python -m harness replay {runs['kill']}/scenario.json",
+                "recovery": KILL_RECOVERY,
             },
         ],
     }
@@ -325,11 +354,61 @@ def test_html_page(tmp_path: Path, runs: dict[str, Path]) -> None:
     # Facts.
     for fact in ("quick", "ci-1", "3.11.7", "123.4 s", "2 CPU(s)"):
         assert fact in page
-    # Self-contained: a timeline for the failing scenario and the gap histogram, nothing external.
+    # Self-contained: a timeline for the failing scenario, the recovery plot and the gap histogram,
+    # nothing external.
     images = png_images(page)
-    assert len(images) == 2
+    assert len(images) == 3
     assert all(img.startswith(PNG_MAGIC) for img in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_recovery_figures_in_the_page_and_junit(tmp_path: Path, runs: dict[str, Path]) -> None:
+    cert = make_certificate(runs)
+    cert["scenarios"][1]["results"]["recovery_goals"] = {
+        "status": "pass",
+        "note": "met: p99_recover_s 1.8 <= 5",
+        "violations": [],
+    }
+    cert["scenarios"].append({"name": "old_entry", "results": {}})  # a certificate row from before figures
+    page = write_html(tmp_path, cert).read_text(encoding="utf-8")
+    section = page[page.index('<section id="recovery">') : page.index("</section>", page.index('id="recovery"'))]
+    rows = re.findall(r"<tr>(.*?)</tr>", section[section.index("<tbody>") :])
+    assert len(rows) == 3
+    assert "nothing to recover from" in rows[0] and "1.00 (c000)" in rows[0]
+    kill = rows[1]
+    for shown in ("2 of 2", "1.45 / 1.80 / 1.80", "1.80 (c001)", 'title="c001#3"', 'title="met: p99_recover_s 1.8'):
+        assert shown in kill, shown
+    assert re.search(r'class="cell pass"[^>]*>pass<', kill)
+    assert "not measured" in rows[2]
+    assert len(png_images(section)) == 1
+
+    suite = next(ET.parse(write_junit(tmp_path, cert)).getroot().iter("testsuite"))
+    props = {p.get("name"): p.get("value") for p in suite.find("properties") or []}
+    assert props["recovery.kill_primary.p99_recover_s"] == "1.8"
+    assert props["recovery.kill_primary.max_recover_s"] == "1.8"
+    assert props["recovery.kill_primary.peak_upstream_connects_per_s"] == "2"
+    assert props["recovery.kill_primary.lost"] == "1"
+    assert props["recovery.kill_primary.lost_examples"] == "c001#3"
+    assert props["recovery.latency_primary.episodes"] == "0"
+    assert "recovery.latency_primary.p99_recover_s" not in props  # not measured: left out, never 0
+    assert not any(name and name.startswith("recovery.old_entry.") for name in props)
+
+    # A missed goal links to the failing scenario's section, where its evidence is.
+    cert["scenarios"][1]["results"]["recovery_goals"] = {"status": "fail", "note": "", "violations": []}
+    page = write_html(tmp_path, cert).read_text(encoding="utf-8")
+    section = page[page.index('<section id="recovery">') : page.index("</section>", page.index('id="recovery"'))]
+    assert '<td class="cell fail" title=""><a href="#scenario-kill_primary">FAIL</a></td>' in section
+
+
+def test_recovery_png() -> None:
+    from harness.records import ScenarioEntry
+    from harness.report.plots import recovery_png
+
+    full = recovery_png([ScenarioEntry.from_json({"name": "k", "recovery": KILL_RECOVERY}),
+                         ScenarioEntry.from_json({"name": "c", "recovery": CALM_RECOVERY})])  # fmt: skip
+    assert full.startswith(PNG_MAGIC)
+    empty = recovery_png([ScenarioEntry(name="old")])
+    assert empty.startswith(PNG_MAGIC) and len(empty) < len(full)
 
 
 # -- failover gaps and plots ---------------------------------------------------------------------------
@@ -393,6 +472,27 @@ def test_gap_histogram_png() -> None:
 # -- the page in a real browser --------------------------------------------------------------------
 
 
+# Appended to a copy of the page (the report itself has no script): reports where the recovery
+# section was laid out, whether it is shown, and whether its plot decoded.
+PROBE_RECOVERY = """<script>
+window.addEventListener("load", () => {
+  const section = document.getElementById("recovery");
+  const box = section.getBoundingClientRect();
+  const style = getComputedStyle(section);
+  const img = section.querySelector("img");
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({
+    top: box.top + window.scrollY, bottom: box.bottom + window.scrollY, left: box.left,
+    width: box.width, height: box.height, display: style.display, visibility: style.visibility,
+    rows: section.querySelectorAll("tbody tr").length, text: section.innerText,
+    imgNaturalWidth: img ? img.naturalWidth : 0, imgHeight: img ? img.getBoundingClientRect().height : 0,
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
 def _chromium() -> str | None:
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
@@ -447,6 +547,25 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, runs: dict[str, Pat
     assert 'id="verdict-table"' in dom
     assert re.search(r'id="verdict"[^>]*>REJECTED<', dom)
     assert "kill_primary" in dom
+
+    # The recovery section renders and is visible: laid out with a size, not hidden, both
+    # scenarios' rows present and its plot decoded; then its pixels in a screenshot are not blank.
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE_RECOVERY + "</body>"), "utf-8")
+    proc = _run_chromium(binary, tmp_path / "profile-probe", "--window-size=1280,2000", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"the probe did not run (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    box = json.loads(html.unescape(found.group(1)))
+    assert (box["display"], box["visibility"]) == ("block", "visible"), box
+    assert box["width"] > 600 and box["height"] > 300, box
+    assert box["rows"] == 2 and "kill_primary" in box["text"] and "1.45 / 1.80 / 1.80" in box["text"], box
+    assert box["imgNaturalWidth"] > 0 and box["imgHeight"] > 100, box
+    bottom = int(box["bottom"]) + 10
+    shot = tmp_path / "shot-recovery.png"
+    _run_chromium(binary, tmp_path / "profile-shot2", f"--screenshot={shot}", f"--window-size=1280,{bottom}", url)
+    pixels = matplotlib.image.imread(str(shot))
+    region = pixels[int(box["top"]) : bottom - 10, int(box["left"]) : int(box["left"] + box["width"]), :3]
+    assert region.shape[0] > 300 and float(region.std()) > 0.05
 
 
 def test_an_interrupted_certificate_is_never_green(tmp_path: Path) -> None:

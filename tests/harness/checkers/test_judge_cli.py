@@ -43,6 +43,8 @@ def test_a_passing_run_exits_0(tmp_path: Path, rb: RunBuilder) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pass        single_upstream" in proc.stdout
     assert "Traceback" not in proc.stderr
+    # The recovery figures, measured from the stored run (harness.recovery).
+    assert "recovery: 2 client(s) disrupted, recover p50 1.32 s / p99 1.50 s / max 1.50 s;" in proc.stdout
 
 
 def test_a_failing_run_exits_1(tmp_path: Path, rb: RunBuilder) -> None:
