@@ -375,7 +375,12 @@ class ScenarioRunner:
             balancer_cmd=c.spec.balancer_cmd,
             balancer_config=c.config,
             failover=dict(c.config.get("failover", {})),
-            capabilities={"status": state.status_before is not None, "events": bool(events)},
+            capabilities={
+                "status": state.status_before is not None,
+                "events": bool(events),
+                # Declared by a boolean `draining` in /status (docs/contract.md, section 8a).
+                "drain": isinstance((state.status_before or {}).get("draining"), bool),
+            },
             phases=state.phases,
             expect=scenario.to_dict()["expect"],
             baseline={"balancer_sockets": state.baseline_sockets, "status": state.status_before},

@@ -16,6 +16,7 @@ from .balancer_output import check_no_concurrent_recv
 from .base import Checker, CheckResult, Status, Violation
 from .cleanup import check_cleanup_complete
 from .delivery import check_failover_delivery
+from .drain import check_drain_graceful
 from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
@@ -45,6 +46,7 @@ ALL: list[tuple[str, Checker]] = [
     ("connection_limit", check_connection_limit),
     ("size_limit", check_size_limit),
     ("close_passthrough", check_close_passthrough),
+    ("drain_graceful", check_drain_graceful),
 ]
 NAMES = [name for name, _ in ALL]
 
