@@ -654,11 +654,13 @@ class Drain(ProcessKind):
         except TimeoutError:
             draining_seen = False
         # Straight to the build's listen port, not through the lb proxy, which would accept anyway.
-        new_connection = (
-            handshake_outcome(f"ws://{HOST}:{cluster.ports['balancer']}/play?client=drain-probe")
-            if proc.running
-            else "not tried: the process had already exited"
-        )
+        # Only once the build says it is draining: before that, it may not have handled the signal yet.
+        if not proc.running:
+            new_connection = "not tried: the process had already exited"
+        elif not draining_seen:
+            new_connection = f"not tried: /status did not say draining within {DRAINING_SEEN_WITHIN_S:g} s"
+        else:
+            new_connection = handshake_outcome(f"ws://{HOST}:{cluster.ports['balancer']}/play?client=drain-probe")
         deadline = signalled_at + drain_timeout + DRAIN_EXIT_MARGIN_S
         code = proc.wait_exit(max(0.0, deadline - time.time()))
         exited_at = time.time() if code is not None else None
