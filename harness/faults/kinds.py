@@ -422,8 +422,6 @@ class IdleTimeout(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return fault.params["timeout_ms"] / 1000.0 + keepalive_detect_s(keepalive)
-
-
 # -- frame-aware link faults: WebSocket frames on a link (harness.toxiproxy.ws_toxics) ---------
 #
 # On every proxy here upstream is client → server (``lb``: client → balancer; a backend link:
