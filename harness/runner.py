@@ -20,6 +20,7 @@ from harness import analysis
 from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
 from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
+from harness.faults.kinds import declares_drain
 from harness.history import (
     BALANCER_STDERR,
     BALANCER_STDOUT,
@@ -378,8 +379,7 @@ class ScenarioRunner:
             capabilities={
                 "status": state.status_before is not None,
                 "events": bool(events),
-                # Declared by a boolean `draining` in /status (docs/contract.md, section 8a).
-                "drain": isinstance((state.status_before or {}).get("draining"), bool),
+                "drain": declares_drain(state.status_before),
             },
             phases=state.phases,
             expect=scenario.to_dict()["expect"],

@@ -595,6 +595,11 @@ DRAIN_EXIT_MARGIN_S = 2 * CLOSE_TIMEOUT_S + 2.5
 DRAINING_SEEN_WITHIN_S = 2.0
 
 
+def declares_drain(status: object) -> bool:
+    """Whether a build's /status declares SIGHUP drain support: a boolean ``draining`` (section 8a)."""
+    return isinstance(status, dict) and isinstance(status.get("draining"), bool)
+
+
 def handshake_outcome(url: str, timeout: float = 2.0) -> str:
     """What a new WebSocket connection to ``url`` gets: "accepted", "HTTP <status>", "refused" (no
     listener) or "failed: <why>". Bounded by ``timeout``; an accepted connection is closed at once."""
@@ -634,8 +639,7 @@ class Drain(ProcessKind):
         from harness.cluster import HOST  # harness.cluster imports the fault vocabulary
 
         proc = cluster.process(fault.target)
-        status = cluster.status()
-        if not (isinstance(status, dict) and isinstance(status.get("draining"), bool)):
+        if not declares_drain(cluster.status()):
             code = proc.restart(graceful=True, ready_timeout=cluster.spec.ready_timeout_s)
             return {"drain_declared": False, "signal": "SIGTERM", "exit_code": code, "started_pid": proc.pid}
         drain_timeout = float(cluster.config.get("drain_timeout_s", 0.0))

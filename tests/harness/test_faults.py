@@ -266,3 +266,12 @@ def test_one_way_partition_expectations_match_a_partition() -> None:
             one_way = derive_expect([Step(1.0, fault("one_way_partition", target), timed)], fault_phase_s=6.0)
             both = derive_expect([Step(1.0, fault("partition", target), timed)], fault_phase_s=6.0)
             assert one_way == both
+
+
+def test_only_a_boolean_draining_in_status_declares_drain() -> None:
+    from harness.faults.kinds import declares_drain
+
+    assert declares_drain({"sessions": 0, "draining": False})
+    assert declares_drain({"draining": True})
+    for status in (None, {}, {"sessions": 0}, {"draining": "no"}, {"draining": 0}, ["draining"]):
+        assert not declares_drain(status), status
