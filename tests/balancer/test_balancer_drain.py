@@ -13,7 +13,7 @@ from balancer_support import FAST, client, recv_json, wait_closed_code, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-DRAIN_S = 1.5
+DRAIN_S = 2.5
 # The contract's bound on the shutdown that follows the drain: 2 x close_timeout_s + 2.5 s.
 SHUTDOWN_BOUND_S = 2 * FAST["close_timeout_s"] + 2.5
 
@@ -49,10 +49,10 @@ async def test_sighup_refuses_new_sessions_keeps_live_ones_for_the_drain_timeout
 
         await wait_for(draining, what="/status draining")
         await refused(bal.url)
-        # Live sessions still relay, both ways, while the drain lasts.
+        # Live sessions still relay, both ways, while the drain lasts (sent after it began, answered
+        # before the close, which comes no sooner than DRAIN_S: asserted below).
         await a.send("still here")
         assert (await recv_json(a))["server"] == "primary"
-        assert time.monotonic() - t0 < DRAIN_S, "the checks above must fall inside the drain"
         codes = [await wait_closed_code(ws, timeout=DRAIN_S + 5) for ws in (a, b)]
         closed_after = time.monotonic() - t0
         rc = await asyncio.to_thread(bal.proc.wait, DRAIN_S + SHUTDOWN_BOUND_S + 5)

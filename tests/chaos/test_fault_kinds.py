@@ -503,8 +503,9 @@ async def test_drain_keeps_live_sessions_refuses_new_ones_and_records_its_eviden
             return bool(status and status.get("draining") is True)
 
         await wait_until_async(draining, timeout=5.0, what="/status draining")
-        await p.move()  # a live session still plays during the drain
-        assert time.monotonic() - t0 < drain_s, "the move must fall inside the drain"
+        # A live session still plays during the drain: this move goes after it began, and its ack
+        # comes before the close, which comes no sooner than the drain timeout (asserted below).
+        await p.move()
         async with asyncio.timeout(drain_s + 10):
             await p.ws.wait_closed()
         closed_after = time.monotonic() - t0
