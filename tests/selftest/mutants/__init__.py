@@ -154,6 +154,16 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["balancer_drain"],
         "SIGHUP while clients play: every live session is dropped at once (1006), not kept for drain_timeout_s",
     ),
+    "drain_no_wait": (
+        "drain_graceful",
+        ["balancer_drain"],
+        "SIGHUP while clients play: live sessions are closed with 1001 at once, not after drain_timeout_s",
+    ),
+    "drain_keeps_accepting": (
+        "drain_graceful",
+        ["balancer_drain"],
+        "SIGHUP, then a new connection: the draining build still accepts it",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {

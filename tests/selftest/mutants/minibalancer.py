@@ -55,6 +55,8 @@ DEFECTS = (
     "resent_twice",
     "half_open_unnoticed",
     "drain_drops_all",
+    "drain_no_wait",
+    "drain_keeps_accepting",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
@@ -202,7 +204,7 @@ class Balancer:
     # ---- upstream management --------------------------------------------------------------
     def admit(self, connection: ServerConnection, request: Request) -> Response | None:
         """HTTP 503 once max_connections client connections are open."""
-        if self.draining:
+        if self.draining and not defect("drain_keeps_accepting"):  # DEFECT(drain_keeps_accepting): admitted
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
         limit = self.cfg["max_connections"]
         if defect("max_connections_plus_one"):  # DEFECT(max_connections_plus_one): one client too many
@@ -483,7 +485,10 @@ async def drain(bal: Balancer, server: Server, stop: asyncio.Event) -> None:
         for client in list(bal.active_connections.values()):
             client.transport.abort()
         return
-    server.server.close()  # the listening socket only; server.close() below closes the connections
+    if not defect("drain_keeps_accepting"):  # DEFECT(drain_keeps_accepting): the listener stays open
+        server.server.close()  # the listening socket only; server.close() below closes the connections
+    if defect("drain_no_wait"):  # DEFECT(drain_no_wait): no drain timeout, live sessions closed at once
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(first_set(stop, bal.no_clients), float(bal.cfg["drain_timeout_s"]))
 
