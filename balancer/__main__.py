@@ -19,6 +19,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 async def _serve(config: Config) -> None:
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before listening: harnesses count the build as ready as soon as listen
     # accepts TCP and may send SIGTERM at once. With the default disposition
@@ -27,17 +28,20 @@ async def _serve(config: Config) -> None:
     # then shuts down straight away.
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP drains (docs/contract.md, section 8a); its default disposition would kill us.
+    loop.add_signal_handler(signal.SIGHUP, drain.set)
     try:
-        await Balancer(config).run(stop)
+        await Balancer(config).run(stop, drain)
     finally:
         # Closing the loop restores SIGTERM's default disposition, so a
         # repeated SIGTERM during the last moments of teardown would again
         # kill the process with -15; the shutdown is already under way, so
         # ignore it. (SIGINT goes back to KeyboardInterrupt, which main() turns
         # into exit 0, and a second Ctrl-C can still break a stuck teardown.)
-        for sig in _STOP_SIGNALS:
+        for sig in (*_STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

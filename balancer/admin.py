@@ -51,6 +51,8 @@ def status_snapshot(ctx: Context) -> dict[str, Any]:
             "resent_messages": ctx.stats.resent_messages,
         },
         "sessions_total": ctx.stats.sessions_total,
+        # Its presence declares SIGHUP drain support (docs/contract.md, section 8a).
+        "draining": ctx.draining,
     }
 
 

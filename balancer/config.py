@@ -76,6 +76,9 @@ class Config:
     # Must be positive: websockets reads 0/None as "no timeout", and a
     # handshake to a blackholed backend would then wait forever.
     open_timeout_s: float = 10.0
+    # SIGHUP drains: live sessions keep running this long before they are closed
+    # with 1001 (docs/contract.md, section 8a). 0 closes them at once.
+    drain_timeout_s: float = 30.0
     max_size: int = 2**20
     max_connections: int = 1024
     health_interval_s: float = 1.0
@@ -116,6 +119,7 @@ _FLOAT_FIELDS = (
     "close_timeout_s",
     "open_timeout_s",
     "health_interval_s",
+    "drain_timeout_s",
 )
 _INT_FIELDS = ("max_size", "max_connections")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
@@ -334,6 +338,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--ping-timeout-s", type=float)
     p.add_argument("--close-timeout-s", type=float)
     p.add_argument("--open-timeout-s", type=float)
+    p.add_argument("--drain-timeout-s", type=float, help="on SIGHUP, how long live sessions may go on")
     p.add_argument("--max-size", type=int, help="largest client message (bytes); else 1009")
     p.add_argument("--max-connections", type=int, help="more client connections get HTTP 503")
     p.add_argument("--health-interval-s", type=float, help="active probe period")

@@ -78,6 +78,15 @@ class ClientFacingConnection(ServerConnection):
             self.transport.resume_reading()
 
 
+async def _first_set(*events: asyncio.Event) -> None:
+    """Returns once any of ``events`` is set."""
+    async with asyncio.TaskGroup() as tg:
+        waits = [tg.create_task(e.wait()) for e in events]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+
+
 class BindError(OSError):
     """A listen or admin address could not be bound (reported as a config error)."""
 
@@ -91,6 +100,8 @@ class Balancer:
         self._ws: Server | None = None
         self._ids = itertools.count(1)
         self._running_sessions = 0
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
         # Session ids must be unique across restarts that share a log.
         self._prefix = f"{os.getpid():x}"
 
@@ -102,6 +113,9 @@ class Balancer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if self.ctx.stopping:
             return conn.respond(503, "shutting down\n")
+        if self.ctx.draining:
+            # Accepted by the kernel just before the listener closed: refused like a late handshake.
+            return conn.respond(503, "draining\n")
         if not is_origin_form(request.path):
             # An absolute URI or any other non-path target could otherwise steer the
             # upstream connection (see Backend.target); backends come from config only.
@@ -118,10 +132,13 @@ class Balancer:
     async def _handler(self, conn: ServerConnection) -> None:
         sid = f"{self._prefix}-{next(self._ids)}"
         self._running_sessions += 1
+        self._no_sessions.clear()
         try:
             await Session(sid, conn, self.ctx).run()
         finally:
             self._running_sessions -= 1
+            if self._running_sessions == 0:
+                self._no_sessions.set()
 
     async def start(self) -> None:
         """Bind admin first, then listen, so "listen accepts TCP" implies admin is up."""
@@ -159,16 +176,40 @@ class Balancer:
             pid=os.getpid(),
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then shut down within the close timeout."""
+    async def run(self, stop: asyncio.Event, drain: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set, then shut down within the close timeout.
+
+        ``drain`` set first (SIGHUP) drains instead: see :meth:`drain`, then the same shutdown.
+        """
         if self._ws is None:
             await self.start()
         assert self._ws is not None
         async with asyncio.TaskGroup() as tg:
+            # Health checks go on while draining: a live session may still have to fail over.
             health = tg.create_task(self.ctx.pool.run_health_checks(), name="health")
-            await stop.wait()
+            await _first_set(stop, *([drain] if drain is not None else []))
+            if not stop.is_set():
+                await self.drain(stop)
             health.cancel()
             await self.shutdown()
+
+    async def drain(self, stop: asyncio.Event) -> None:
+        """Stop accepting, then let live sessions go on until they end by themselves, ``stop`` is
+        set, or ``drain_timeout_s`` has passed; :meth:`shutdown` then closes the rest with 1001."""
+        assert self._ws is not None
+        self.ctx.draining = True
+        # The listening socket only: websockets' Server.close() runs once, and shutdown() needs it
+        # to close the remaining connections.
+        self._ws.server.close()
+        timeout = self.config.drain_timeout_s
+        log.info("draining: %d live session(s), at most %.1f s", self._running_sessions, timeout)
+        self.ctx.events.emit("drain_started", sessions=self._running_sessions, drain_timeout_s=timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await _first_set(stop, self._no_sessions)
+        except TimeoutError:
+            pass
+        self.ctx.events.emit("drain_ended", sessions=self._running_sessions)
 
     async def shutdown(self) -> None:
         ws = self._ws

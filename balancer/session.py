@@ -78,6 +78,8 @@ class Context:
     stats: Stats = field(default_factory=Stats)
     clock: Callable[[], float] = time.monotonic
     stopping: bool = False
+    # SIGHUP: no new sessions; live ones go on until drain_timeout_s (then ``stopping``).
+    draining: bool = False
 
 
 class Session:

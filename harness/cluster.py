@@ -328,6 +328,7 @@ class Cluster:
             },
             "ping_interval_s": keepalive.ping_interval_s,
             "ping_timeout_s": keepalive.ping_timeout_s,
+            "drain_timeout_s": limits.drain_timeout_s,
         }
         # Sent only when a scenario sets them (its boundary probes); otherwise the build's default.
         for key in ("max_size", "max_connections"):

@@ -229,6 +229,14 @@ class ManagedProcess:
                 pass
         return self.kill()
 
+    def hangup(self) -> bool:
+        """SIGHUP (a drain, for a build that declares it); whether a running process was signalled."""
+        return self._signal_group(signal.SIGHUP)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Its exit status once it exits within ``timeout``, else None (it is left running)."""
+        return self._reap(timeout)
+
     def pause(self) -> None:
         if self._signal_group(signal.SIGSTOP):
             self.paused = True

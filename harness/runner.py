@@ -21,6 +21,7 @@ from harness import analysis
 from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
 from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
+from harness.faults.kinds import declares_drain
 from harness.history import (
     BALANCER_STDERR,
     BALANCER_STDOUT,
@@ -475,7 +476,11 @@ class ScenarioRunner:
             balancer_cmd=c.spec.balancer_cmd,
             balancer_config=c.config,
             failover=dict(c.config.get("failover", {})),
-            capabilities={"status": state.status_before is not None, "events": bool(events)},
+            capabilities={
+                "status": state.status_before is not None,
+                "events": bool(events),
+                "drain": declares_drain(state.status_before),
+            },
             phases=state.phases,
             expect=scenario.to_dict()["expect"],
             baseline={"balancer_sockets": state.baseline_sockets, "status": state.status_before},

@@ -74,6 +74,8 @@ class Limits:
     max_size: int = 0
     #: Open client connections (contract `max_connections`); 0: not given, the build's own default.
     max_connections: int = 0
+    #: How long a SIGHUP drain lets live sessions go on (contract `drain_timeout_s`); always sent.
+    drain_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "limits")

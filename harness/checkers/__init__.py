@@ -16,6 +16,7 @@ from .balancer_output import check_no_concurrent_recv
 from .base import Checker, CheckResult, Status, Violation
 from .cleanup import check_cleanup_complete
 from .delivery import check_failover_delivery
+from .drain import check_drain_graceful
 from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
@@ -48,6 +49,7 @@ ALL: list[tuple[str, Checker]] = [
     ("close_passthrough", check_close_passthrough),
     # The scenario's own goals on its recovery figures (harness.recovery).
     ("recovery_goals", check_recovery_goals),
+    ("drain_graceful", check_drain_graceful),
 ]
 NAMES = [name for name, _ in ALL]
 

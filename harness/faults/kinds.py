@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hypothesis import strategies as st
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from harness.faults.model import (
+    CLOSE_TIMEOUT_S,
     LINK_TARGETS,
     PROCESS_TARGETS,
     STREAM_DIRECTIONS,
@@ -24,6 +28,7 @@ from harness.faults.model import (
 from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
 from harness.faults.proxy_ext import add_toxic as add_extended_toxic
 from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS as WS_PROTOCOL_ERRORS
+from harness.waiting import wait_until
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
@@ -47,7 +52,7 @@ class ProcessKind(FaultKind):
     and the pid a heal started (a step that found no process says pid null)."""
 
     family = "process"
-    targets = PROCESS_TARGETS
+    targets: ClassVar[tuple[str, ...]] = PROCESS_TARGETS
     on_balancer_in_plans = True
 
     def invoked(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
@@ -583,3 +588,110 @@ class SplitFrames(ToxicKind):
 
     def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
         return False
+
+
+# -- a SIGHUP drain of the balancer (docs/contract.md, section 8a) ----------------------------
+
+#: How long after its drain timeout a draining build may take to exit: the shutdown that follows
+#: the drain (contract section 8: 2 x close_timeout_s + 2.5 s, with the contract's 1 s).
+DRAIN_EXIT_MARGIN_S = 2 * CLOSE_TIMEOUT_S + 2.5
+#: How long the harness looks for ``draining: true`` in /status after the SIGHUP.
+DRAINING_SEEN_WITHIN_S = 2.0
+
+
+def declares_drain(status: object) -> bool:
+    """Whether a build's /status declares SIGHUP drain support: a boolean ``draining`` (section 8a)."""
+    return isinstance(status, dict) and isinstance(status.get("draining"), bool)
+
+
+def handshake_outcome(url: str, timeout: float = 2.0) -> str:
+    """What a new WebSocket connection to ``url`` gets: "accepted", "HTTP <status>", "refused" (no
+    listener) or "failed: <why>". Bounded by ``timeout``; an accepted connection is closed at once."""
+    try:
+        with ws_connect(url, open_timeout=timeout, close_timeout=timeout, proxy=None):
+            return "accepted"
+    except InvalidStatus as exc:
+        return f"HTTP {exc.response.status_code}"
+    except ConnectionRefusedError:
+        return "refused"
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+
+
+@register
+class Drain(ProcessKind):
+    """SIGHUP to the balancer: the build drains (contract section 8a) and exits; then the harness
+    starts a new process on the same port.
+
+    The apply records the evidence the ``drain_graceful`` invariant judges: when the signal went
+    (``signalled_at``), whether /status said ``draining`` afterwards, what a new connection got
+    while the old process drained, how and when that process exited (SIGKILLed if it outlived its
+    drain timeout plus :data:`DRAIN_EXIT_MARGIN_S`), and the new pid. A build whose /status does not
+    declare drain support (no boolean ``draining``) is not sent SIGHUP, whose default action kills
+    a process: it gets the graceful restart the contract does require (SIGTERM), recorded with
+    ``drain_declared: false``, and ``drain_graceful`` answers "not checked".
+    """
+
+    name = "drain"
+    targets: ClassVar[tuple[str, ...]] = ("balancer",)
+    healable = False  # over once applied: the new process is up
+    blocks_on_apply = True
+    # Its timing (a drain timeout, then a restart) is beyond what the expectations model.
+    generated = False
+
+    def signal(self, cluster: Cluster, fault: Fault) -> dict[str, Any]:
+        from harness.cluster import HOST  # harness.cluster imports the fault vocabulary
+
+        proc = cluster.process(fault.target)
+        if not declares_drain(cluster.status()):
+            code = proc.restart(graceful=True, ready_timeout=cluster.spec.ready_timeout_s)
+            return {"drain_declared": False, "signal": "SIGTERM", "exit_code": code, "started_pid": proc.pid}
+        drain_timeout = float(cluster.config.get("drain_timeout_s", 0.0))
+        signalled_at = time.time()
+        proc.hangup()
+
+        def draining() -> bool:
+            now = cluster.status(timeout=0.5)
+            return not proc.running or (isinstance(now, dict) and now.get("draining") is True)
+
+        try:
+            wait_until(draining, timeout=DRAINING_SEEN_WITHIN_S, what="/status draining")
+            draining_seen = proc.running
+        except TimeoutError:
+            draining_seen = False
+        # Straight to the build's listen port, not through the lb proxy, which would accept anyway.
+        # Only once the build says it is draining: before that, it may not have handled the signal yet.
+        if not proc.running:
+            new_connection = "not tried: the process had already exited"
+        elif not draining_seen:
+            new_connection = f"not tried: /status did not say draining within {DRAINING_SEEN_WITHIN_S:g} s"
+        else:
+            new_connection = handshake_outcome(f"ws://{HOST}:{cluster.ports['balancer']}/play?client=drain-probe")
+        deadline = signalled_at + drain_timeout + DRAIN_EXIT_MARGIN_S
+        code = proc.wait_exit(max(0.0, deadline - time.time()))
+        exited_at = time.time() if code is not None else None
+        killed = code is None
+        if killed:
+            code = proc.kill()
+        proc.start()
+        proc.wait_ready(cluster.spec.ready_timeout_s)
+        return {
+            "drain_declared": True,
+            "signal": "SIGHUP",
+            "signalled_at": signalled_at,
+            "drain_timeout_s": drain_timeout,
+            "draining_seen": draining_seen,
+            "new_connection": new_connection,
+            "exit_code": code,
+            "exited_at": exited_at,
+            "killed": killed,
+            "started_pid": proc.pid,
+            "started_at": time.time(),
+        }
+
+    def heal(self, cluster: Cluster, fault: Fault, applied: Applied) -> dict[str, Any] | None:
+        return None
+
+    def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
+        # The drain's end, or the SIGTERM a build without drain support gets instead.
+        return (1001, 1012)

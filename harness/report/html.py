@@ -32,7 +32,11 @@ from .plots import failover_gaps, gap_histogram_png, no_data_png, recovery_png, 
 
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "not_checked": "not checked"}
 
-_CAPABILITY_NAMES = {"status": "a /status endpoint", "events": "event lines on stdout"}
+_CAPABILITY_NAMES = {
+    "status": "a /status endpoint",
+    "events": "event lines on stdout",
+    "drain": "SIGHUP drain (a boolean draining in /status)",
+}
 
 
 @cache

@@ -130,6 +130,9 @@ def test_flags_alone() -> None:
         ({"failover": {"window_s": 10**400}}, "failover.window_s: too large"),
         ({"close_timeout_s": -(10**400)}, "close_timeout_s: must not be negative"),
         ({"max_size": -(10**400)}, "max_size: must not be negative"),
+        ({"drain_timeout_s": -1}, "drain_timeout_s: must not be negative"),
+        ({"drain_timeout_s": "5"}, "drain_timeout_s"),
+        ({"drain_timeout_s": 10**400}, "drain_timeout_s: too large"),
     ],
 )
 def test_invalid_fields_name_the_field(change: dict[str, Any], needle: str) -> None:
@@ -139,6 +142,14 @@ def test_invalid_fields_name_the_field(change: dict[str, Any], needle: str) -> N
         from_dict(raw)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_drain_timeout_default_key_and_flag() -> None:
+    assert from_dict(EXAMPLE).drain_timeout_s == 30.0
+    assert from_dict({**EXAMPLE, "drain_timeout_s": 2.5}).drain_timeout_s == 2.5
+    assert from_dict({**EXAMPLE, "drain_timeout_s": 0}).drain_timeout_s == 0.0, "0: close at once"
+    cfg = config_from_args(["--listen", "127.0.0.1:1", "--backend", "a=ws://127.0.0.1:2", "--drain-timeout-s", "4"])
+    assert cfg.drain_timeout_s == 4.0
 
 
 def test_send_deadline_is_always_finite() -> None:

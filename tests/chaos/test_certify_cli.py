@@ -92,7 +92,7 @@ def test_black_box_build_is_certified_with_not_checked_cells(tmp_path: Path) -> 
     assert "black-box" in proc.stdout
     cert = json.loads((report / "certificate.json").read_text())
     assert cert["verdict"] == "certified"
-    assert cert["build"]["capabilities"] == {"status": False, "events": False}
+    assert cert["build"]["capabilities"] == {"status": False, "events": False, "drain": False}
     results = cert["scenarios"][0]["results"]
     # Judged from the clients' and backends' side, so still checked:
     for invariant in ("single_upstream", "no_crosstalk", "ordered", "clean_failover", "state_continuity"):

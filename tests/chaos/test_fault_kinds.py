@@ -487,3 +487,57 @@ async def test_a_stock_toxiproxy_refuses_aimed_steps_and_reports_evidence_missin
     for step in (refused, refused_trigger, refused_idle):
         assert step.touched is False and "not applied: ExtensionMissing" in step.reason
     assert (latency.touched, latency.reason) == (None, NO_COUNTERS)
+
+
+async def test_drain_keeps_live_sessions_refuses_new_ones_and_records_its_evidence(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    pid = cluster.balancer.pid
+    drain_s = float(cluster.config["drain_timeout_s"])
+    async with joined(cluster) as p:
+        applying = asyncio.create_task(asyncio.to_thread(recorded.nemesis.apply, fault("drain", "balancer")))
+        t0 = time.monotonic()
+
+        async def draining() -> bool:
+            status = await asyncio.to_thread(cluster.status)
+            return bool(status and status.get("draining") is True)
+
+        await wait_until_async(draining, timeout=5.0, what="/status draining")
+        # A live session still plays during the drain: this move goes after it began, and its ack
+        # comes before the close, which comes no sooner than the drain timeout (asserted below).
+        await p.move()
+        async with asyncio.timeout(drain_s + 10):
+            await p.ws.wait_closed()
+        closed_after = time.monotonic() - t0
+        assert p.ws.close_code == 1001, (p.ws.close_code, p.ws.close_reason)
+        assert closed_after >= drain_s - 0.05, f"closed {closed_after:.2f}s into a {drain_s}s drain"
+        await applying
+    [done] = recorded.records("apply", "ok")
+    assert done["pid"] == pid and done["drain_declared"] is True and done["signal"] == "SIGHUP", done
+    assert done["draining_seen"] is True and done["new_connection"] == "refused", done
+    assert done["exit_code"] == 0 and done["killed"] is False, done
+    assert done["exited_at"] - done["signalled_at"] < drain_s + 4.5, done
+    assert done["started_pid"] == cluster.balancer.pid != pid, done
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.reason == f"pid {pid} exited with status 0"
+    async with joined(cluster, "p2"):
+        pass  # the new process relays
+
+
+async def test_drain_of_a_build_that_declares_none_is_a_graceful_restart(tmp_path: Path) -> None:
+    from tests.selftest.mutants import NO_DRAIN_CMD
+
+    with Cluster(tmp_path / "cluster", ClusterSpec(balancer_cmd=NO_DRAIN_CMD)) as cluster:
+        rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+        pid = cluster.balancer.pid
+        async with joined(cluster) as p:
+            await asyncio.to_thread(rec.nemesis.apply, fault("drain", "balancer"))
+            async with asyncio.timeout(10):
+                await p.ws.wait_closed()
+            assert p.ws.close_code == 1001
+        rec.writer.close()
+        [done] = rec.records("apply", "ok")
+        assert done["drain_declared"] is False and done["signal"] == "SIGTERM" and done["exit_code"] == 0, done
+        assert done["started_pid"] == cluster.balancer.pid != pid
+        async with joined(cluster, "p2"):
+            pass

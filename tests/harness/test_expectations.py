@@ -69,6 +69,11 @@ LOOSER: dict[str, dict[str, str]] = {
         "again; the derivation does not model balancer start-up time. (Its close codes are stricter "
         "than derived: a graceful restart must close with 1001 only.)",
     },
+    "balancer_drain": {
+        "failover_deadline_s": "6.0 s against 4.0 s: as balancer_restart, every drained client reconnects to a "
+        "balancer that is starting again, which the derivation does not model. (Its close codes are stricter "
+        "than derived: 1001 or 1012 only.)",
+    },
     "reset_peer": {
         "failover_deadline_s": "6.0 s against 4.0 s: slack by hand; the reset lands on the next chunk "
         "through the primary link, after which the failover is a kill's, noticed at once.",

@@ -93,7 +93,8 @@ def test_null_params_are_the_defaults() -> None:
 
 def test_disruptiveness() -> None:
     for kind in PROCESS_KINDS:
-        assert fault(kind, "primary").spec.is_disruptive(fault(kind, "primary"), KA)
+        f = fault(kind, KINDS[kind].targets[0])  # primary, except drain: the balancer only
+        assert f.spec.is_disruptive(f, KA)
     harmless = {"bandwidth", "slicer", "ping_flood", "split_frames"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
     for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
@@ -195,8 +196,8 @@ def test_detection_times() -> None:
 
 
 def test_schedule_properties() -> None:
-    assert [k for k, v in KINDS.items() if not v.healable] == ["restart"]
-    assert {k for k, v in KINDS.items() if v.blocks_on_apply} == {"restart"}
+    assert [k for k, v in KINDS.items() if not v.healable] == ["restart", "drain"]
+    assert {k for k, v in KINDS.items() if v.blocks_on_apply} == {"restart", "drain"}
     assert {k for k, v in KINDS.items() if v.blocks_on_heal} == {"kill", "terminate"}
     assert {k for k, v in KINDS.items() if v.swizzles} == {"partition", "down"}
 
@@ -207,6 +208,17 @@ def test_balancer_close_codes() -> None:
     for kind in ("terminate", "restart"):
         f = fault(kind, "balancer")
         assert f.spec.balancer_close_codes(f) == (1001, 1006, 1011, 1012)
+    # A drain ends sessions with 1001 or 1012 (contract section 8a), never by dropping them.
+    drain = fault("drain", "balancer")
+    assert drain.spec.balancer_close_codes(drain) == (1001, 1012)
+
+
+def test_drain_targets_the_balancer_only_and_is_not_drawn_in_plans() -> None:
+    with pytest.raises(FaultError, match="drain cannot target 'primary'"):
+        fault("drain", "primary")
+    with pytest.raises(FaultError, match="unknown parameter"):
+        fault("drain", "balancer", timeout_s=1)
+    assert not KINDS["drain"].generated
 
 
 @FAST
@@ -254,3 +266,12 @@ def test_one_way_partition_expectations_match_a_partition() -> None:
             one_way = derive_expect([Step(1.0, fault("one_way_partition", target), timed)], fault_phase_s=6.0)
             both = derive_expect([Step(1.0, fault("partition", target), timed)], fault_phase_s=6.0)
             assert one_way == both
+
+
+def test_only_a_boolean_draining_in_status_declares_drain() -> None:
+    from harness.faults.kinds import declares_drain
+
+    assert declares_drain({"sessions": 0, "draining": False})
+    assert declares_drain({"draining": True})
+    for status in (None, {}, {"sessions": 0}, {"draining": "no"}, {"draining": 0}, ["draining"]):
+        assert not declares_drain(status), status

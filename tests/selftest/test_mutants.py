@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from harness.certify import PROFILES, Certifier
-from tests.selftest.mutants import MUTANTS
+from tests.selftest.mutants import MUTANTS, NO_DRAIN_CMD
 
 pytestmark = pytest.mark.chaos
 
@@ -70,6 +70,17 @@ def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, scenari
         s["name"]: sorted(i for i, r in s["results"].items() if r["status"] == "fail") for s in cert["scenarios"]
     }
     assert cert["verdict"] == "certified", failures
+
+
+def test_a_build_without_drain_is_not_checked_for_it_never_rejected_or_passed(tmp_path: Path) -> None:
+    cert = certify(NO_DRAIN_CMD, ["balancer_drain"], tmp_path / "report")
+    (scenario,) = cert["scenarios"]
+    drain = scenario["results"]["drain_graceful"]
+    assert drain["status"] == "not_checked", drain
+    assert "does not declare SIGHUP drain" in drain["note"]
+    assert cert["build"]["capabilities"]["drain"] is False
+    # Restarted with SIGTERM instead, which the contract does require of it: judged, and it holds.
+    assert cert["verdict"] == "certified", json.dumps(cert, indent=1, default=str)[:4000]
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "boundary_max_connections",
             "boundary_max_size",
             "backend_ends_session",
+            "balancer_drain",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -148,6 +149,21 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["partition_primary"],
         "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
     ),
+    "drain_drops_all": (
+        "drain_graceful",
+        ["balancer_drain"],
+        "SIGHUP while clients play: every live session is dropped at once (1006), not kept for drain_timeout_s",
+    ),
+    "drain_no_wait": (
+        "drain_graceful",
+        ["balancer_drain"],
+        "SIGHUP while clients play: live sessions are closed with 1001 at once, not after drain_timeout_s",
+    ),
+    "drain_keeps_accepting": (
+        "drain_graceful",
+        ["balancer_drain"],
+        "SIGHUP, then a new connection: the draining build still accepts it",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {
@@ -162,6 +178,9 @@ MUTANTS: dict[str, dict[str, Any]] = {
     }
     for name, (invariant, scenarios, trigger) in _SPEC.items()
 }
+
+#: The correct minibalancer without SIGHUP drain, none declared in /status: drain_graceful is "not checked".
+NO_DRAIN_CMD = " ".join(shlex.quote(a) for a in [sys.executable, MINIBALANCER, "--no-drain"]) + " {config}"
 
 #: The correct minibalancer with no /status and no event lines: certified black-box.
 BLACK_BOX_CMD = " ".join(shlex.quote(a) for a in [sys.executable, MINIBALANCER, "--black-box"]) + " {config}"

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -54,6 +54,9 @@ DEFECTS = (
     "queued_dropped",
     "resent_twice",
     "half_open_unnoticed",
+    "drain_drops_all",
+    "drain_no_wait",
+    "drain_keeps_accepting",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
@@ -64,6 +67,9 @@ log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
 #: --black-box: a build that implements only the required part of the contract.
 BLACK_BOX = False
+#: --no-drain: no SIGHUP drain (contract section 8a), and /status does not declare it.
+NO_DRAIN = False
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 
 def defect(name: str) -> bool:
@@ -145,6 +151,9 @@ class Balancer:
         self.upstreams: dict[ClientConnection, Backend] = {}  # every open upstream socket
         self.concurrent_recv = 0
         self.open_clients = 0  # admitted client connections, for max_connections
+        self.no_clients = asyncio.Event()  # set while open_clients is 0: a drain waits on it
+        self.no_clients.set()
+        self.draining = False
         self._ids = itertools.count(1)
 
     # ---- admin ----------------------------------------------------------------------------
@@ -166,6 +175,7 @@ class Balancer:
                 for b in self.backends
             ],
             "errors": {"concurrent_recv": self.concurrent_recv},
+            **({} if NO_DRAIN else {"draining": self.draining}),
         }
 
     async def admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -194,6 +204,8 @@ class Balancer:
     # ---- upstream management --------------------------------------------------------------
     def admit(self, connection: ServerConnection, request: Request) -> Response | None:
         """HTTP 503 once max_connections client connections are open."""
+        if self.draining and not defect("drain_keeps_accepting"):  # DEFECT(drain_keeps_accepting): admitted
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
         limit = self.cfg["max_connections"]
         if defect("max_connections_plus_one"):  # DEFECT(max_connections_plus_one): one client too many
             limit += 1
@@ -415,6 +427,7 @@ class Balancer:
 
     async def handle(self, client: ServerConnection) -> None:
         self.open_clients += 1
+        self.no_clients.clear()
         try:
             if defect("no_503") and self.open_clients > self.cfg["max_connections"]:
                 await client.close(1013, "too many connections")  # DEFECT(no_503): admitted, then closed
@@ -422,6 +435,8 @@ class Balancer:
             await self.session(client)
         finally:
             self.open_clients -= 1
+            if self.open_clients == 0:
+                self.no_clients.set()
 
     async def session(self, client: ServerConnection) -> None:
         assert client.request is not None
@@ -451,12 +466,42 @@ class Balancer:
             emit("session_close", session=s.sid)
 
 
+async def first_set(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def drain(bal: Balancer, server: Server, stop: asyncio.Event) -> None:
+    """SIGHUP (contract section 8a): stop accepting; live sessions go on until they end, SIGTERM, or
+    drain_timeout_s; the caller's shutdown then closes the rest with 1001."""
+    bal.draining = True
+    if defect("drain_drops_all"):
+        # DEFECT(drain_drops_all): every live session is dropped at once, without a close frame (1006).
+        for client in list(bal.active_connections.values()):
+            client.transport.abort()
+        return
+    if not defect("drain_keeps_accepting"):  # DEFECT(drain_keeps_accepting): the listener stays open
+        server.server.close()  # the listening socket only; server.close() below closes the connections
+    if defect("drain_no_wait"):  # DEFECT(drain_no_wait): no drain timeout, live sessions closed at once
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first_set(stop, bal.no_clients), float(bal.cfg["drain_timeout_s"]))
+
+
 async def amain(cfg: dict[str, Any]) -> int:
     bal = Balancer(cfg)
     stop = asyncio.Event()
+    hangup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if not NO_DRAIN:
+        loop.add_signal_handler(signal.SIGHUP, hangup.set)
     admin = None
     if cfg.get("admin") and not BLACK_BOX:  # before `listen`, so /status answers as soon as the build is ready
         admin = await asyncio.start_server(bal.admin, *hostport(cfg["admin"]))
@@ -470,7 +515,9 @@ async def amain(cfg: dict[str, Any]) -> int:
         max_size=cfg["max_size"] + 1 if defect("max_size_plus_one") else cfg["max_size"],
         process_request=bal.admit,
     )
-    await stop.wait()
+    await first_set(stop, hangup)
+    if not stop.is_set():
+        await drain(bal, server, stop)
     server.close()  # closes every client with 1001; their handlers then close the upstreams
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.wait_closed(), 5)
@@ -480,16 +527,18 @@ async def amain(cfg: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global DEFECT, BLACK_BOX
+    global DEFECT, BLACK_BOX, NO_DRAIN
     parser = argparse.ArgumentParser(description="minibalancer: a small contract balancer")
     parser.add_argument("--defect", choices=DEFECTS)
     parser.add_argument(
         "--black-box", action="store_true", help="no /status and no event lines: the contract's optional parts off"
     )
+    parser.add_argument("--no-drain", action="store_true", help="no SIGHUP drain, none declared in /status")
     parser.add_argument("config")
     args = parser.parse_args(argv)
     DEFECT = args.defect
     BLACK_BOX = args.black_box
+    NO_DRAIN = args.no_drain
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -503,6 +552,11 @@ def main(argv: list[str] | None = None) -> int:
             float(cfg["failover"][key])
         cfg.setdefault("ping_interval_s", 1.0)
         cfg.setdefault("ping_timeout_s", 1.0)
+        cfg.setdefault("drain_timeout_s", DEFAULT_DRAIN_TIMEOUT_S)
+        if isinstance(cfg["drain_timeout_s"], bool) or not isinstance(cfg["drain_timeout_s"], int | float):
+            raise ValueError(f"drain_timeout_s: expected a number, got {cfg['drain_timeout_s']!r}")
+        if not 0 <= cfg["drain_timeout_s"] < float("inf"):
+            raise ValueError(f"drain_timeout_s: expected a finite number >= 0, got {cfg['drain_timeout_s']!r}")
         for key, default in (("max_size", DEFAULT_MAX_SIZE), ("max_connections", DEFAULT_MAX_CONNECTIONS)):
             cfg[key] = cfg.get(key, default)
             if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
