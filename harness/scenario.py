@@ -72,6 +72,9 @@ class Limits:
     max_size: int = 0
     #: Open client connections (contract `max_connections`); 0: not given, the build's own default.
     max_connections: int = 0
+    #: Opening-handshake timeout in seconds (contract `open_timeout_s`); 0: not given, the build's
+    #: own default. The upgrade-fault scenarios set it, so `upgrade_failover` knows the bound.
+    open_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "limits")

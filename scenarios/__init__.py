@@ -32,4 +32,8 @@ ORDER = (
     "backend_protocol_error",
     "ping_flood",
     "split_frames",
+    # A shorter open timeout than those above (one build restart for the three).
+    "backend_upgrade_503",
+    "backend_upgrade_stall",
+    "backend_upgrade_slow",
 )

@@ -24,6 +24,7 @@ from .liveness import check_clean_failover, check_recovers_after_heal
 from .paths import check_path_forwarded
 from .refusals import check_refusals_justified
 from .replies import check_no_crosstalk, check_ordered, check_state_continuity
+from .upgrade import check_upgrade_failover
 from .upstream import check_single_upstream
 
 # The report order: safety first, cheapest explanation of a failure first.
@@ -45,6 +46,7 @@ ALL: list[tuple[str, Checker]] = [
     ("connection_limit", check_connection_limit),
     ("size_limit", check_size_limit),
     ("close_passthrough", check_close_passthrough),
+    ("upgrade_failover", check_upgrade_failover),
 ]
 NAMES = [name for name, _ in ALL]
 
@@ -79,5 +81,6 @@ __all__ = [
     "check_recovers_after_heal",
     "check_single_upstream",
     "check_state_continuity",
+    "check_upgrade_failover",
     "judge",
 ]

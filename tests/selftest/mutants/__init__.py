@@ -148,6 +148,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["partition_primary"],
         "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
     ),
+    "upgrade_retried_forever": (
+        "upgrade_failover",
+        ["backend_upgrade_503", "backend_upgrade_stall"],
+        "a session opening an upstream to a backend that answers its upgrade with 503 (asked again "
+        "every 0.1 s until it agrees) or never answers (waited on: no open timeout)",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {
