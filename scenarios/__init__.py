@@ -36,4 +36,5 @@ ORDER = (
     "backend_upgrade_503",
     "backend_upgrade_stall",
     "backend_upgrade_slow",
+    "backend_upgrade_500",
 )
