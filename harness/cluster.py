@@ -330,8 +330,9 @@ class Cluster:
             "ping_timeout_s": keepalive.ping_timeout_s,
             "drain_timeout_s": limits.drain_timeout_s,
         }
-        # Sent only when a scenario sets them (its boundary probes); otherwise the build's default.
-        for key in ("max_size", "max_connections"):
+        # Sent only when a scenario sets them (its boundary probes, its upgrade faults); otherwise
+        # the build's default.
+        for key in ("max_size", "max_connections", "open_timeout_s"):
             if getattr(limits, key):
                 self.config[key] = getattr(limits, key)
         self.config_path.write_text(json.dumps(self.config, indent=2), encoding="utf-8")

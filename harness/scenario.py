@@ -76,6 +76,9 @@ class Limits:
     max_connections: int = 0
     #: How long a SIGHUP drain lets live sessions go on (contract `drain_timeout_s`); always sent.
     drain_timeout_s: float = 2.0
+    #: Opening-handshake timeout in seconds (contract `open_timeout_s`); 0: not given, the build's
+    #: own default. The upgrade-fault scenarios set it, so `upgrade_failover` knows the bound.
+    open_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "limits")

@@ -33,4 +33,9 @@ ORDER = (
     "ping_flood",
     "split_frames",
     "balancer_drain",
+    # A shorter open timeout than those above (one build restart for the three).
+    "backend_upgrade_503",
+    "backend_upgrade_stall",
+    "backend_upgrade_slow",
+    "backend_upgrade_500",
 )

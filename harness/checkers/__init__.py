@@ -26,6 +26,7 @@ from .paths import check_path_forwarded
 from .recovery import check_recovery_goals
 from .refusals import check_refusals_justified
 from .replies import check_no_crosstalk, check_ordered, check_state_continuity
+from .upgrade import check_upgrade_failover
 from .upstream import check_single_upstream
 
 # The report order: safety first, cheapest explanation of a failure first.
@@ -50,6 +51,7 @@ ALL: list[tuple[str, Checker]] = [
     # The scenario's own goals on its recovery figures (harness.recovery).
     ("recovery_goals", check_recovery_goals),
     ("drain_graceful", check_drain_graceful),
+    ("upgrade_failover", check_upgrade_failover),
 ]
 NAMES = [name for name, _ in ALL]
 
@@ -85,5 +87,6 @@ __all__ = [
     "check_recovery_goals",
     "check_single_upstream",
     "check_state_continuity",
+    "check_upgrade_failover",
     "judge",
 ]

@@ -28,6 +28,7 @@ from harness.faults.model import (
 from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
 from harness.faults.proxy_ext import add_toxic as add_extended_toxic
 from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS as WS_PROTOCOL_ERRORS
+from harness.toxiproxy.ws_toxics import UPGRADE_MODES
 from harness.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -695,3 +696,111 @@ class Drain(ProcessKind):
     def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
         # The drain's end, or the SIGTERM a build without drain support gets instead.
         return (1001, 1012)
+
+
+# -- upgrade faults: a backend that refuses, stalls or slows the opening handshake ---------------
+#
+# Three kinds on one toxic (``ws_upgrade`` of the embedded proxy, harness.toxiproxy.ws_toxics): a
+# kind is the registry's unit of "what a correct build shows", and the three differ exactly there
+# (a stall is a blackhole for as long as it lasts, a slow handshake adds latency, a refusal is
+# over at once), which the kind-level hooks (``blackhole`` is a class flag) express per kind.
+# They act only on handshakes made while they are in place, so a live session never notices
+# them; they bite when a session opens an upstream: a new client, or a failover.
+
+#: Statuses a refused upgrade may carry in generated plans and named scenarios.
+UPGRADE_STATUSES = (500, 503)
+
+
+class UpgradeKind(ToxicKind):
+    """A backend link's opening handshakes answered badly (a ``ws_upgrade`` toxic on upstream).
+
+    A correct build opening an upstream to that backend fails over to another backend, or, when
+    none can be reached, refuses the client with 1013, within its open timeout (contract section
+    4): it never retries the faulted backend without end, and never waits on a handshake for
+    longer than ``open_timeout_s``. ``upgrade_failover`` judges it.
+    """
+
+    toxic_type = "ws_upgrade"
+    targets = ("primary", "secondary")
+    mode: ClassVar[str]
+    # Its cost depends on the build's open timeout (Limits.open_timeout_s), which generated plans
+    # do not set: drawn only when asked for by name.
+    generated = False
+
+    def apply(self, cluster: Cluster, fault: Fault, fault_id: str) -> Applied:
+        assert cluster.toxiproxy is not None
+        require(cluster.toxiproxy.url, "ws_upgrade", f"a {self.name} step")
+        return super().apply(cluster, fault, fault_id)
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        attributes = {"mode": UPGRADE_MODES[self.mode], **self.attributes(params)}
+        return attributes, ("upstream",)  # the request's direction: balancer → backend
+
+    def attributes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return False  # a session already open never notices; only new handshakes do
+
+    def handshake_cost_s(self, fault: Fault, open_timeout_s: float) -> float:
+        """The longest a correct build can spend on one handshake with the faulted backend."""
+        raise NotImplementedError
+
+
+@register
+class BackendUpgradeRefused(UpgradeKind):
+    """Every upgrade to the backend answered with HTTP ``status`` (500 or 503), then closed."""
+
+    name = "backend_upgrade_refused"
+    mode = "refuse"
+    params: ClassVar = {"status": Param(int, 503, minimum=500, maximum=503)}
+
+    def validate(self, params: dict[str, Any], where: str) -> None:
+        if params["status"] not in UPGRADE_STATUSES:
+            raise FaultError(f"{where}.status: must be one of {', '.join(map(str, UPGRADE_STATUSES))}")
+
+    def attributes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"status": params["status"]}
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"status": st.sampled_from(UPGRADE_STATUSES)})
+
+    def handshake_cost_s(self, fault: Fault, open_timeout_s: float) -> float:
+        return 0.0  # answered at once
+
+
+@register
+class BackendUpgradeStalled(UpgradeKind):
+    """Every upgrade to the backend stalled: the TCP connection accepted, no answer ever."""
+
+    name = "backend_upgrade_stalled"
+    mode = "stall"
+    # A handshake waits on it until the build's open timeout: for a session that finds no other
+    # backend, as long as the stall lasts.
+    blackhole = True
+
+    def handshake_cost_s(self, fault: Fault, open_timeout_s: float) -> float:
+        return open_timeout_s
+
+
+@register
+class BackendUpgradeSlow(UpgradeKind):
+    """Every upgrade request to the backend held ``delay_ms`` before it is passed on: a slow
+    handshake (the latency is on the first response only; the session is not slowed after it)."""
+
+    name = "backend_upgrade_slow"
+    mode = "slow"
+    params: ClassVar = {"delay_ms": Param(int, 1000, minimum=0, maximum=3_600_000)}
+
+    def attributes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"delay": params["delay_ms"]}
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"delay_ms": st.integers(0, intensity.max_latency_ms)})
+
+    def latency_s(self, fault: Fault) -> float:
+        # Once per upstream opened: a failover or a new session waits it out (or its open timeout).
+        return float(fault.params["delay_ms"]) / 1000.0
+
+    def handshake_cost_s(self, fault: Fault, open_timeout_s: float) -> float:
+        return min(self.latency_s(fault), open_timeout_s)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 #: URL prefix of every extension endpoint; Toxiproxy has no route under it (it answers 404).
 PREFIX = "wschaos"
 #: What this server offers, as ``GET /wschaos/capabilities`` lists it.
-CAPABILITIES = ("aim", "duration_ms", "evidence", "idle_timeout", "trigger")
+CAPABILITIES = ("aim", "duration_ms", "evidence", "idle_timeout", "trigger", "ws_upgrade")
 #: The toxic body fields that are extensions, in the order replies show them.
 EXTENSION_FIELDS = ("duration_ms", "aim", "trigger")
 #: Longest request line the proxy looks at for a client id; longer lines leave it unknown.

@@ -183,6 +183,8 @@ class Link:
         self.src_paused = False
         # Silenced by an idle_timeout: everything is dropped, nothing closed.
         self.silenced = False
+        # Whether any byte has crossed; every first chunk goes through _pass (module doc).
+        self.started = False
         # The upstream link reads the first request line for the client id (module doc).
         self.request_line: bytearray | None = bytearray() if direction == UPSTREAM else None
         # The downstream link reads the first response head for an upgrade (module doc).
@@ -250,6 +252,7 @@ class Link:
                 self.conn.upgrade()
 
     def _pass(self, data: bytes) -> None:
+        self.started = True
         if self.finished or self.source_done or self.silenced:
             return
         if self.stages:
@@ -277,6 +280,13 @@ class Link:
 
     def silence(self) -> None:
         self.conn.silence()
+
+    def at_stream_start(self) -> bool:
+        return not self.started
+
+    def reply(self, data: bytes) -> None:
+        if not self.src.lost and self.src.transport is not None:
+            self.src.transport.write(data)
 
     # -- flow control -------------------------------------------------------------
 

@@ -38,6 +38,8 @@ TOXIC_ATTRIBUTES: dict[str, dict[str, gojson.FieldType]] = {
     "ws_ping": {"nth": "int", "count": "int", "size": "int"},
     "ws_protocol_error": {"nth": "int", "kind": "int", "size": "int", "connections": "int"},
     "ws_close": {"nth": "int", "code": "int", "connections": "int"},
+    # Extension (harness.toxiproxy.ws_toxics.UpgradeStage): a backend refusing or stalling upgrades.
+    "ws_upgrade": {"mode": "int", "status": "int", "delay": "int"},
 }
 
 # Attributes whose default is not Go's zero value (only extensions have any).
@@ -49,6 +51,7 @@ TOXIC_DEFAULTS: dict[str, dict[str, int]] = {
     "ws_ping": {"nth": 1, "count": 1},
     "ws_protocol_error": {"nth": 1, "size": 1024 * 1024 + 1},
     "ws_close": {"nth": 1, "code": 1000},
+    "ws_upgrade": {"mode": 0, "status": 503, "delay": 1000},
 }
 
 # Inclusive ranges of the frame-aware toxics' attributes; see ws_toxics for their meaning.
@@ -61,6 +64,9 @@ WS_ATTRIBUTE_RANGES: dict[str, tuple[int, int]] = {
     "kind": (0, 2),
     "code": (1000, 4999),
     "connections": (0, 2**31 - 1),
+    "mode": (0, 2),
+    # An answer of the proxy's own: never 1xx (101 would be an upgrade), always a full response.
+    "status": (200, 599),
 }
 
 # Toxic types of our own (docs/toxiproxy-extensions.md); a stock 2.x server knows none of them.
@@ -84,6 +90,7 @@ TOXIC_GO_TYPES = {
     "ws_ping": "toxics.WsPingToxic",
     "ws_protocol_error": "toxics.WsProtocolErrorToxic",
     "ws_close": "toxics.WsCloseToxic",
+    "ws_upgrade": "toxics.WsUpgradeToxic",
 }
 
 _WRAPPER_FIELDS: dict[str, gojson.FieldType] = {
@@ -210,6 +217,8 @@ def new_toxic(body: Any, taken: Callable[[str], bool], extensions: bool = True) 
     name = wrapper.get("name") or f"{toxic_type}_{stream}"
     if toxic_type not in TOXIC_ATTRIBUTES or (not extensions and toxic_type in EXTENSION_TYPES):
         raise ApiError(400, "invalid toxic type")
+    if toxic_type == "ws_upgrade" and direction != UPSTREAM:
+        raise ApiError(400, "ws_upgrade acts on the upgrade request: its stream must be upstream")
     if taken(name):
         raise ApiError(409, "toxic already exists")
     attributes = {key: 0 for key in TOXIC_ATTRIBUTES[toxic_type]}

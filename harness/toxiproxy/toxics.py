@@ -63,6 +63,14 @@ class StageHost(Protocol):
         """From now on drop everything in both directions, closing nothing (a lost NAT entry)."""
         ...
 
+    def at_stream_start(self) -> bool:
+        """No byte has crossed this link yet: the next one opens the stream (a request line)."""
+        ...
+
+    def reply(self, data: bytes) -> None:
+        """Write ``data`` back to this link's source, the peer whose bytes the stages read."""
+        ...
+
 
 class Sink(Protocol):
     def push(self, data: bytes, ts: float) -> None: ...

@@ -328,5 +328,113 @@ WS_STAGES: dict[str, type[Stage]] = {
     "ws_close": CloseStage,
 }
 
+#: The ``mode`` attribute of ``ws_upgrade`` by name.
+UPGRADE_MODES = {"refuse": 0, "stall": 1, "slow": 2}
+REFUSE, STALL, SLOW = 0, 1, 2
+#: Longest request head a refusing stage waits for before it answers anyway.
+REQUEST_HEAD_LIMIT = 16384
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def refusal(status: int, toxic: str) -> bytes:
+    """The whole HTTP response a refusing ``ws_upgrade`` answers with, then closes."""
+    body = f"wschaos {toxic}: upgrade refused with {status}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Refused')}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class UpgradeStage(Stage):
+    """``ws_upgrade``: a backend that refuses, stalls or slows the opening handshake (extension).
+
+    On the upstream (request) stream of a backend link it acts on a connection's first bytes only,
+    the upgrade request, so it meets every handshake made while it is in place and never a live
+    session (on a connection it joins mid-stream it is a pass-through). ``mode``:
+
+    * 0 ``refuse``: the request never reaches the backend; the proxy answers it with ``status``
+      (default 503) and closes the connection, as a backend shedding load or crashing in its
+      handler would (counted: ``bytes_dropped``, one ``cut`` per connection);
+    * 1 ``stall``: the request is swallowed (``bytes_dropped``), so the TCP connection is up and
+      nothing ever answers it, not even after the toxic is removed (only new handshakes pass
+      then): the client gives up at its open timeout, or the backend at its own handshake timeout;
+    * 2 ``slow``: the request is held ``delay`` ms and then passes, so the answer comes that late
+      (``bytes_delayed``); a client that gives up first drops it (``bytes_dropped``). Removing the
+      toxic releases what it holds.
+    """
+
+    __slots__ = ("active", "head", "held", "replied")
+
+    def __init__(self, host: StageHost, spec: ToxicSpec, nxt: Sink) -> None:
+        super().__init__(host, spec, nxt)
+        # Only at a stream start is the next byte an upgrade request.
+        self.active = host.at_stream_start()
+        self.head = bytearray()
+        self.held: list[tuple[bytes, float]] = []
+        self.replied = False
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed:
+            return
+        if not self.active:
+            self.next.push(data, ts)
+            return
+        mode = self.spec.attributes["mode"]
+        if mode != SLOW:
+            self._touch().bytes_dropped += len(data)
+            self.head += data
+            if mode == REFUSE and (b"\r\n\r\n" in self.head or len(self.head) >= REQUEST_HEAD_LIMIT):
+                self._refuse()
+            return
+        self._touch().bytes_delayed += len(data)
+        self.held.append((data, ts))
+        self.host.hold(len(data))
+        if self.timer is None:
+            self._schedule(self.host.time() + self.spec.attributes["delay"] / 1000.0)
+
+    def _refuse(self) -> None:
+        self.replied = True
+        self._cut()
+        self.host.reply(refusal(self.spec.attributes["status"], self.spec.name))
+        self.close()
+
+    def _fire(self) -> None:
+        """The slow handshake's delay is over: release the request and pass from now on."""
+        self.timer = None
+        self.active = False
+        held, self.held = self.held, []
+        for data, ts in held:
+            self.host.hold(-len(data))
+            self.next.push(data, ts)
+
+    def eof(self) -> None:
+        # The client gave up before the backend had its request: nothing of it is delivered.
+        if self.held:
+            dropped = sum(len(data) for data, _ in self.held)
+            self._touch().bytes_dropped += dropped
+            self.host.hold(-dropped)
+            self.held = []
+        self.close()
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        self.cancel()
+        held, self.held = self.held, []
+        for data, _ in held:
+            self.host.hold(-len(data))
+        return held, False
+
+    def carry(self, old: Stage) -> None:
+        super().carry(old)
+        # An update keeps the connection's place: a handshake still held stays held, one already
+        # passed stays passed (a woken Dormant stage keeps what the stream start says).
+        if isinstance(old, UpgradeStage):
+            self.active, self.replied = old.active, old.replied
+            self.head = bytearray(old.head)
+
+
 # The link builds stages from toxics.STAGES; link.py imports this module so they are there.
 STAGES.update(WS_STAGES)
+STAGES["ws_upgrade"] = UpgradeStage

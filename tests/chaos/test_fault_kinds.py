@@ -541,3 +541,80 @@ async def test_drain_of_a_build_that_declares_none_is_a_graceful_restart(tmp_pat
         assert done["started_pid"] == cluster.balancer.pid != pid
         async with joined(cluster, "p2"):
             pass
+
+
+# -- upgrade faults: a backend that refuses, stalls or slows the opening handshake ---------------
+
+
+async def first_welcome(cluster: Cluster, client_id: str, timeout: float) -> tuple[dict[str, Any], float]:
+    """A new client's first welcome, how long it took from the connect, and one move played."""
+    t0 = time.monotonic()
+    url = f"{cluster.lb_url}/play?client={client_id}"
+    async with connect(url, proxy=None, open_timeout=5, compression=None, close_timeout=1.0) as ws:
+        p = Player(ws, client_id)
+        welcome = await p.next_message(timeout)
+        took = time.monotonic() - t0
+        assert welcome["type"] == "welcome", welcome
+        ack = await p.move()
+        assert ack["server"] == welcome["server"]
+    return welcome, took
+
+
+def upgrade_counts(recorded: Recorded) -> dict[str, int]:
+    [heal] = recorded.records("heal", "ok")
+    [counts] = heal["evidence"].values()  # one toxic, on the request stream
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True, evidence
+    return dict(counts)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_refused_upgrade_moves_a_new_client_at_once_and_spares_a_live_one(
+    cluster: Cluster, player: Player, recorded: Recorded, status: int
+) -> None:
+    active = recorded.nemesis.apply(fault("backend_upgrade_refused", "primary", status=status))
+    welcome, took = await first_welcome(cluster, "p2", timeout=5.0)
+    assert welcome["server"] == "secondary" and took < 2.0, (welcome, took)
+    ack = await player.move()  # the session upgraded before the fault never notices it
+    assert ack["server"] == "primary" and len(player.welcomes) == 1
+    recorded.nemesis.heal(active.fault_id)
+    counts = upgrade_counts(recorded)
+    # Each handshake met (the new session's, and any health probe's) was answered and closed.
+    assert counts["connections"] >= 1 and counts["cuts"] == counts["connections"], counts
+    assert counts["bytes_dropped"] > 0 and counts["bytes_delayed"] == 0, counts
+    records, _ = read_jsonl(cluster.journal_path("primary"))
+    assert not [r for r in records if r["event"] == "open" and r.get("client") == "p2"]  # it never got the request
+
+
+async def test_a_stalled_upgrade_moves_a_new_client_at_the_open_timeout(cluster: Cluster, recorded: Recorded) -> None:
+    cluster.reconfigure(Limits(open_timeout_s=1.0), cluster.spec.keepalive)
+    assert cluster.wait_balancer_sees_backends_healthy(timeout=10.0)
+    active = recorded.nemesis.apply(fault("backend_upgrade_stalled", "primary"))
+    welcome, took = await first_welcome(cluster, "p2", timeout=6.0)
+    # The balancer waited its 1 s open timeout on the primary, then moved on.
+    assert welcome["server"] == "secondary" and 1.0 <= took < 4.0, (welcome, took)
+    recorded.nemesis.heal(active.fault_id)
+    counts = upgrade_counts(recorded)
+    assert counts["connections"] >= 1 and counts["bytes_dropped"] > 0 and counts["cuts"] == 0, counts
+
+
+async def test_a_slow_upgrade_is_waited_out(cluster: Cluster, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("backend_upgrade_slow", "primary", delay_ms=700))
+    welcome, took = await first_welcome(cluster, "p2", timeout=5.0)
+    assert welcome["server"] == "primary" and took >= 0.7, (welcome, took)  # inside the 10 s open timeout
+    recorded.nemesis.heal(active.fault_id)
+    counts = upgrade_counts(recorded)
+    assert counts["connections"] >= 1 and counts["bytes_delayed"] > 0 and counts["cuts"] == 0, counts
+
+
+async def test_a_stock_toxiproxy_refuses_upgrade_steps(stock_toxiproxy: str, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster", ClusterSpec(toxiproxy_url=stock_toxiproxy))
+    with cluster:
+        rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+        for kind in ("backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"):
+            with pytest.raises(ExtensionMissing, match=f"a {kind} step needs the embedded Toxiproxy's 'ws_upgrade'"):
+                rec.nemesis.apply(fault(kind, "primary"))
+        assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("primary")) == []
+        rec.writer.close()
+    for step in fault_evidence_of(rec.records()):
+        assert step.touched is False and "not applied: ExtensionMissing" in step.reason

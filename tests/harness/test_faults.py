@@ -96,6 +96,8 @@ def test_disruptiveness() -> None:
         f = fault(kind, KINDS[kind].targets[0])  # primary, except drain: the balancer only
         assert f.spec.is_disruptive(f, KA)
     harmless = {"bandwidth", "slicer", "ping_flood", "split_frames"}
+    # Upgrade faults meet only new handshakes: a live session never notices them.
+    harmless |= {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
     for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
         f = fault(kind, "primary")
@@ -275,3 +277,67 @@ def test_only_a_boolean_draining_in_status_declares_drain() -> None:
     assert declares_drain({"draining": True})
     for status in (None, {}, {"sessions": 0}, {"draining": "no"}, {"draining": 0}, ["draining"]):
         assert not declares_drain(status), status
+
+
+# -- upgrade faults ------------------------------------------------------------------------------
+
+UPGRADE_KINDS = ("backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "attributes"),
+    [
+        ("backend_upgrade_refused", {}, {"mode": 0, "status": 503}),
+        ("backend_upgrade_refused", {"status": 500}, {"mode": 0, "status": 500}),
+        ("backend_upgrade_stalled", {}, {"mode": 1}),
+        ("backend_upgrade_slow", {"delay_ms": 250}, {"mode": 2, "delay": 250}),
+    ],
+)
+def test_upgrade_kinds_put_one_ws_upgrade_toxic_on_the_request_stream(
+    name: str, params: dict[str, Any], attributes: dict[str, int]
+) -> None:
+    f = fault(name, "secondary", **params)
+    kind = f.spec
+    assert isinstance(kind, ToxicKind) and kind.toxic_type == "ws_upgrade"
+    assert kind.toxic(f.params) == (attributes, ("upstream",))
+
+
+def test_upgrade_kinds_target_backends_only_and_refuse_other_statuses() -> None:
+    for name in UPGRADE_KINDS:
+        for target in ("lb", "balancer"):
+            with pytest.raises(FaultError, match=f"{name} cannot target '{target}'"):
+                fault(name, target)
+    with pytest.raises(FaultError, match=r"fault.params.status: must be one of 500, 503"):
+        fault("backend_upgrade_refused", "primary", status=501)
+    with pytest.raises(FaultError, match=r"fault.params.status: must be >= 500, got 404"):
+        fault("backend_upgrade_refused", "primary", status=404)
+    with pytest.raises(FaultError, match=r"fault.params.delay_ms: must be >= 0"):
+        fault("backend_upgrade_slow", "primary", delay_ms=-1)
+
+
+def test_upgrade_kinds_never_end_a_live_session_and_say_what_a_handshake_costs() -> None:
+    refused, stalled = fault("backend_upgrade_refused", "primary"), fault("backend_upgrade_stalled", "primary")
+    slow = fault("backend_upgrade_slow", "primary", delay_ms=800)
+    for f in (refused, stalled, slow):
+        assert not f.spec.is_disruptive(f, KA) and f.spec.detect_s(f, KA) == 0.0
+        assert f.spec.aimable and not f.spec.generated and f.spec.balancer_close_codes(f) == ()
+    assert stalled.spec.blackhole and not refused.spec.blackhole and not slow.spec.blackhole
+    assert slow.spec.latency_s(slow) == 0.8 and refused.spec.latency_s(refused) == 0.0
+    cost = {f.kind: f.spec.handshake_cost_s(f, 1.5) for f in (refused, stalled, slow)}  # type: ignore[attr-defined]
+    assert cost == {"backend_upgrade_refused": 0.0, "backend_upgrade_stalled": 1.5, "backend_upgrade_slow": 0.8}
+    long_slow = fault("backend_upgrade_slow", "primary", delay_ms=5000)
+    assert long_slow.spec.handshake_cost_s(long_slow, 1.5) == 1.5  # type: ignore[attr-defined]
+
+
+def test_upgrade_faults_on_one_backend_allow_no_1013_and_on_both_do() -> None:
+    one = derive_expect([Step(0.5, fault("backend_upgrade_refused", "primary"), 3.0)], fault_phase_s=4.0)
+    assert one.close_codes == () and one.failover_deadline_s == 4.0
+    both = derive_expect(
+        [
+            Step(0.5, fault("backend_upgrade_refused", "primary"), 3.0),
+            Step(0.5, fault("backend_upgrade_stalled", "secondary"), 3.0),
+        ],
+        fault_phase_s=4.0,
+    )
+    # Nothing to fail over to: 1013; and a stalled backend may hold a session as long as it lasts.
+    assert both.close_codes == (1013,) and both.failover_deadline_s == 7.0

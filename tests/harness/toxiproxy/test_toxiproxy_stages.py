@@ -29,6 +29,8 @@ class FakeHost:
         self.resets: list[float] = []
         self.active_at = 0.0
         self.silenced_at: float | None = None
+        self.started = False
+        self.replies: list[bytes] = []
         self._timers: list[tuple[float, int, FakeTimer, Callable[[], object]]] = []
         self._order = itertools.count()
 
@@ -55,6 +57,12 @@ class FakeHost:
 
     def silence(self) -> None:
         self.silenced_at = self.now
+
+    def at_stream_start(self) -> bool:
+        return not self.started
+
+    def reply(self, data: bytes) -> None:
+        self.replies.append(data)
 
     def advance(self, seconds: float) -> None:
         end = self.now + seconds

@@ -164,6 +164,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["balancer_drain"],
         "SIGHUP, then a new connection: the draining build still accepts it",
     ),
+    "upgrade_retried_forever": (
+        "upgrade_failover",
+        ["backend_upgrade_503", "backend_upgrade_stall", "backend_upgrade_500"],
+        "a session opening an upstream to a backend that answers its upgrade with 503 (asked again "
+        "every 0.1 s until it agrees) or never answers (waited on: no open timeout)",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -57,6 +57,7 @@ DEFECTS = (
     "drain_drops_all",
     "drain_no_wait",
     "drain_keeps_accepting",
+    "upgrade_retried_forever",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
@@ -219,12 +220,14 @@ class Balancer:
         path = s.path
         if failover and defect("path_dropped_on_failover"):
             path = "/?" + urlsplit(s.path).query  # DEFECT(path_dropped_on_failover): only the query
+        # DEFECT(upgrade_retried_forever): no open timeout, so a stalled upgrade is waited on for ever.
+        open_timeout = None if defect("upgrade_retried_forever") else self.cfg.get("open_timeout_s") or OPEN_TIMEOUT_S
         for b in sorted(self.backends, key=lambda b: not b.healthy(now)):  # stable: keeps priority
             try:
-                ws = await connect(
+                ws = await self.connect_retrying(
                     b.url + path,
                     proxy=None,
-                    open_timeout=OPEN_TIMEOUT_S,
+                    open_timeout=open_timeout,
                     close_timeout=1.0,
                     # DEFECT(no_keepalive): no pings upstream, so a blackholed backend goes unnoticed.
                     # two_upstreams runs its own keepalive (watchdog) that does not close the socket.
@@ -241,6 +244,16 @@ class Balancer:
             emit("upstream_open", session=s.sid, backend=b.name)
             return True
         return False
+
+    async def connect_retrying(self, url: str, **kwargs: Any) -> ClientConnection:
+        while True:
+            try:
+                return await connect(url, **kwargs)
+            except InvalidStatus:
+                if not defect("upgrade_retried_forever"):
+                    raise
+                # DEFECT(upgrade_retried_forever): a backend refusing the upgrade is asked again, until it agrees.
+                await asyncio.sleep(0.1)
 
     async def release(self, ws: ClientConnection) -> None:
         with contextlib.suppress(Exception):
