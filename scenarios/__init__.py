@@ -32,4 +32,6 @@ ORDER = (
     "backend_protocol_error",
     "ping_flood",
     "split_frames",
+    "kill_after_failover",
+    "reset_after_frames",
 )

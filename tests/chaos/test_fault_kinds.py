@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from harness.analysis import fault_evidence_of
 from harness.cluster import Cluster, ClusterSpec
 from harness.faults import Fault, fault
-from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing
+from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing, toxic_evidence
 from harness.game import move_for
 from harness.history import HistoryWriter, read_jsonl
 from harness.nemesis import Nemesis
@@ -487,3 +487,43 @@ async def test_a_stock_toxiproxy_refuses_aimed_steps_and_reports_evidence_missin
     for step in (refused, refused_trigger, refused_idle):
         assert step.touched is False and "not applied: ExtensionMissing" in step.reason
     assert (latency.touched, latency.reason) == (None, NO_COUNTERS)
+
+
+# -- triggered after N frames ----------------------------------------------------------------------
+
+
+async def test_a_step_triggered_after_n_frames_acts_from_the_next_frame_on(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    later = Fault.from_dict({"kind": "latency", "target": "lb", "params": {"latency_ms": 150, "jitter_ms": 0},
+                             "trigger": {"after": "frames", "frames": 3}})  # fmt: skip
+    active = recorded.nemesis.apply(later)
+    assert cluster.toxiproxy is not None
+    proxy = cluster.proxy_name("lb")
+    async with joined(cluster) as player:  # upstream: move 1; downstream: the welcome and ack 1
+        await player.move()  # upstream: move 2; downstream: ack 2, the third data frame
+        for name in active.applied.toxics:  # not one data frame was delayed yet, either way
+            counts = toxic_evidence(cluster.toxiproxy.url, proxy, name)
+            assert counts is not None and {k: counts[k] for k in NOTHING_YET} == NOTHING_YET, counts
+        await player.move()  # move 3 is the upstream's third: only its ack is delayed
+        t0 = time.monotonic()
+        await player.move()
+        assert time.monotonic() - t0 >= 0.28  # 150 ms each way from the fourth frame on
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.fault["trigger"] == {"after": "frames", "frames": 3}
+    assert evidence.counts is not None and all(c["connections"] == 1 for c in evidence.counts.values())
+
+
+NOTHING_YET = {"connections": 0, "bytes_delayed": 0, "bytes_dropped": 0, "bytes_cut": 0, "cuts": 0}
+
+
+async def test_a_stock_toxiproxy_refuses_a_step_triggered_after_frames(stock_toxiproxy: str, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster", ClusterSpec(toxiproxy_url=stock_toxiproxy))
+    with cluster:
+        rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+        triggered = {"kind": "reset_peer", "target": "lb", "trigger": {"after": "frames", "frames": 2}}
+        with pytest.raises(ExtensionMissing, match=r"a step triggered after 2 data frame\(s\) needs the embedded"):
+            rec.nemesis.apply(Fault.from_dict(triggered))
+        assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("lb")) == []
+        rec.writer.close()
