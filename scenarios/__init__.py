@@ -34,4 +34,6 @@ ORDER = (
     "split_frames",
     "kill_after_failover",
     "reset_after_frames",
+    "frame_close",
+    "frame_delay",
 )

@@ -527,3 +527,45 @@ async def test_a_stock_toxiproxy_refuses_a_step_triggered_after_frames(stock_tox
             rec.nemesis.apply(Fault.from_dict(triggered))
         assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("lb")) == []
         rec.writer.close()
+
+
+# -- frame_close and frame_delay --------------------------------------------------------------------
+
+
+async def test_frame_close_from_the_primary_going_away_is_a_failover(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("frame_close", "primary", code=1001))
+    await player.send_move()  # its ack is replaced by the close frame
+    await wait_for_welcome_from(player, "secondary", timeout=5.0)
+    ack = await player.move()
+    assert ack["server"] == "secondary"
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True, evidence
+
+
+async def test_frame_close_on_the_client_link_reaches_the_client_with_its_code(
+    player: Player, recorded: Recorded
+) -> None:
+    active = recorded.nemesis.apply(fault("frame_close", "lb", code=4000))
+    await player.send_move()
+    with pytest.raises(ConnectionClosed) as closed:
+        await player.ack_of(player.seq, timeout=5.0)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert closed.value.rcvd.reason == f"wschaos {active.fault_id}_frame_close_downstream"
+    recorded.nemesis.heal(active.fault_id)
+
+
+async def test_frame_delay_holds_exactly_one_frame(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("frame_delay", "lb", delay_ms=300, nth=1, stream="upstream"))
+    t0 = time.monotonic()
+    await player.move()
+    assert time.monotonic() - t0 >= 0.29
+    held_seq = player.seq
+    await player.move()  # the next frames pass: only the first one was held
+    recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    counts = heal["evidence"][f"{active.fault_id}_frame_delay_upstream"]
+    dx, dy = move_for(held_seq)
+    sent = json.dumps({"type": "move", "client": player.client_id, "seq": held_seq, "dx": dx, "dy": dy})
+    # One masked text frame of that move (2 header bytes, 4 of mask: it is under 126 bytes).
+    assert counts["connections"] == 1 and counts["bytes_delayed"] == 2 + 4 + len(sent), counts

@@ -95,7 +95,7 @@ def test_null_params_are_the_defaults() -> None:
 def test_disruptiveness() -> None:
     for kind in PROCESS_KINDS:
         assert fault(kind, "primary").spec.is_disruptive(fault(kind, "primary"), KA)
-    harmless = {"bandwidth", "slicer", "ping_flood", "split_frames"}
+    harmless = {"bandwidth", "slicer", "ping_flood", "split_frames", "frame_delay"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
     for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
         f = fault(kind, "primary")

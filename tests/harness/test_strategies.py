@@ -172,7 +172,7 @@ def test_the_swizzle_cuts_both_backends_then_restores_them() -> None:
 
 def test_the_default_vocabulary_is_every_generated_kind() -> None:
     assert set(DEFAULT_KINDS) == {k for k, v in KINDS.items() if v.generated}
-    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout"}
+    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout", "frame_close"}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -284,7 +284,8 @@ def test_latency_raises_the_deadline_above_its_effect() -> None:
 def test_disruptive_kinds() -> None:
     for kind in PROCESS_KINDS:
         assert is_disruptive(fault(kind, "primary"))
-    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition", "backend_protocol_error"}
+    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition", "backend_protocol_error",
+               "frame_close"}  # fmt: skip
     for kind in LINK_KINDS:
         if kind not in ("latency", "client_protocol_error"):
             assert is_disruptive(fault(kind, "primary")) == (kind in cutting)

@@ -47,6 +47,7 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "boundary_max_connections",
             "boundary_max_size",
             "backend_ends_session",
+            "frame_close",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -147,6 +148,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         "clean_failover",
         ["partition_primary"],
         "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
+    ),
+    "backend_close_passed": (
+        "clean_failover",
+        ["frame_close", "terminate_primary"],
+        "a backend's close frame with a code that does not end the session (1001, 1011, 1012): "
+        "the client is closed with it instead of failing over",
     ),
 }
 
