@@ -32,7 +32,7 @@ from typing import Any, Protocol, cast
 
 from .extensions import REQUEST_LINE_LIMIT, RESPONSE_HEAD_LIMIT, client_id_of, is_upgrade
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
-from .toxics import Sink, Stage, Timer, make_stage
+from .toxics import Sink, Stage, StageHost, Timer, make_stage
 from .ws_toxics import WS_STAGES  # noqa: F401  importing it registers the frame-aware stages
 from .wsframes import Frame, FrameParser
 
@@ -93,11 +93,15 @@ class FrameCounter(Dormant):
     :meth:`drain`), so the toxic acts from the very next byte.
     """
 
-    __slots__ = ("parser", "rest", "seen", "spent")
+    __slots__ = ("counted", "parser", "rest", "seen", "spent")
 
-    def __init__(self, host: Link, spec: ToxicSpec, nxt: Sink) -> None:
+    def __init__(
+        self, host: StageHost, spec: ToxicSpec, nxt: Sink, *, upstream: bool, counted: Callable[[FrameCounter], None]
+    ) -> None:
         super().__init__(host, spec, nxt)
-        self.parser = FrameParser(expect_masked=host.direction == UPSTREAM)
+        self.parser = FrameParser(expect_masked=upstream)
+        # Told once the Nth data frame has passed (the link wakes the toxic), the rest in ``rest``.
+        self.counted = counted
         self.seen = 0
         self.rest: list[tuple[bytes, float]] = []
         # The count was reached but the toxic is aimed elsewhere: stop parsing.
@@ -128,9 +132,7 @@ class FrameCounter(Dormant):
             self.next.push(data[:cut], ts)
         if cut < len(data):
             self.rest.append((data[cut:], ts))
-        host = self.host
-        assert isinstance(host, Link)
-        host.frames_crossed(self)
+        self.counted(self)
 
     def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
         rest, self.rest = self.rest, []
@@ -255,7 +257,7 @@ class Link:
         if not self.conn.acts(spec):
             trigger = spec.extras.trigger
             if trigger is not None and trigger.frames is not None:
-                return FrameCounter(self, spec, nxt)
+                return FrameCounter(self, spec, nxt, upstream=self.direction == UPSTREAM, counted=self.frames_crossed)
             return Dormant(self, spec, nxt)
         return make_stage(self, spec, nxt)
 
