@@ -208,6 +208,8 @@ class FaultEvidence:
     reason: str
     #: Per-toxic counters recorded at heal, by toxic name; None without them.
     counts: dict[str, Any] | None = None
+    #: The step waited for a trigger that never fired, so it was never applied.
+    never_fired: bool = False
 
 
 def _process_evidence(outcome: Mapping[str, Any]) -> tuple[bool | None, str]:
@@ -243,23 +245,40 @@ def fault_evidence_of(nemesis_records: Iterable[Any]) -> list[FaultEvidence]:
 
     Reads only what the records carry (no kind knowledge): a completed apply with a ``pid`` is a
     process step; a heal with an ``evidence`` field is a toxic step; anything else has no evidence.
+    A step whose trigger never fired (``fail`` ``trigger``, no apply) demonstrably did not land.
     """
     applies: dict[str, dict[str, Any]] = {}
     heals: dict[str, dict[str, Any]] = {}
+    triggers: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     for rec in _records(nemesis_records):
         if rec.get("process", "nemesis") != "nemesis" or rec.get("fault_id") is None:
             continue
         key = str(rec.get("fault_id"))
-        if rec.get("f") == "apply":
-            if key not in applies:
+        if rec.get("f") == "trigger":
+            if key not in applies and key not in triggers:
                 order.append(key)
+            triggers.setdefault(key, {})[str(rec.get("type"))] = rec
+        elif rec.get("f") == "apply":
+            if key not in applies:
+                if key not in triggers:
+                    order.append(key)
                 applies[key] = {}
             applies[key][str(rec.get("type"))] = rec
         elif rec.get("f") == "heal":
             heals.setdefault(key, {})[str(rec.get("type"))] = rec
     out = []
     for key in order:
+        if key not in applies:  # held back by a trigger, never applied
+            waited = triggers[key]
+            fault = mapping(next(iter(waited.values())).get("fault"))
+            if "fail" in waited:
+                reason = f"not applied: its trigger {waited['fail'].get('error', 'never fired')}"
+                out.append(FaultEvidence(key, str(fault.get("kind", "?")), fault, False, reason, never_fired=True))
+            else:
+                reason = "missing: the run ended while the step waited for its trigger"
+                out.append(FaultEvidence(key, str(fault.get("kind", "?")), fault, None, reason))
+            continue
         recs = applies[key]
         fault = mapping(next(iter(recs.values())).get("fault"))
         kind = str(fault.get("kind", "?"))
@@ -332,19 +351,32 @@ def run_failover_gaps(run: Run) -> list[float]:
 
 
 class Progress:
-    """Who has played since a moment, fed one record at a time while a run is under way."""
+    """Who has played since a moment, and who has failed over how often, fed one record at a time
+    while a run is under way.
+
+    A failover is a ``welcome`` from another server than the client's previous one, inside one
+    connection or across a reconnect (the transitions :func:`failover_gaps_ms` measures).
+    """
 
     def __init__(self) -> None:
         self.clients: set[str] = set()
         self.stopped: set[str] = set()
         self.last_ok: dict[str, float] = {}
+        self.last_server: dict[str, str] = {}
+        self.failovers: dict[str, int] = {}
 
     def observe(self, rec: Mapping[str, Any]) -> None:
         client = client_process(rec)
         if client is None:
             return
         self.clients.add(client)
-        if rec.get("type") == "ok" and rec.get("f") == "move":
+        if rec.get("type") == "event" and rec.get("f") == "welcome":
+            server = str(rec.get("server"))
+            previous = self.last_server.get(client)
+            if previous is not None and server != previous:
+                self.failovers[client] = self.failovers.get(client, 0) + 1
+            self.last_server[client] = server
+        elif rec.get("type") == "ok" and rec.get("f") == "move":
             t = num(rec.get("t"))
             if t is not None:
                 self.last_ok[client] = max(t, self.last_ok.get(client, t))
@@ -359,6 +391,20 @@ class Progress:
     def played_since(self, t: float) -> int:
         """How many clients have had a move acknowledged after ``t``."""
         return sum(1 for last in self.last_ok.values() if last > t)
+
+    def failed_over(self, count: int, clients: Iterable[str] | None = None) -> bool:
+        """Some client (or, when named, each of ``clients``) has failed over ``count`` times or more."""
+        if clients is None:
+            return any(n >= count for n in self.failovers.values())
+        return all(self.failovers.get(c, 0) >= count for c in clients)
+
+
+def failover_counts(history: Iterable[Any]) -> dict[str, int]:
+    """How often each client failed over in a recorded history (as :class:`Progress` counts live)."""
+    progress = Progress()
+    for rec in _records(history):
+        progress.observe(rec)
+    return dict(progress.failovers)
 
 
 # -- evidence that the run could judge anything ----------------------------------------------------
@@ -511,7 +557,12 @@ def step_evidence(run: Run) -> list[StepEvidence]:
     per-toxic counters, the signalled process) when the run has it, else the traffic the run
     recorded during the fault's window (:func:`traffic_evidence`), with why the first was missing."""
     recorded = {e.fault_id: e for e in fault_evidence(run)}
-    out: list[StepEvidence] = []
+    # A step whose trigger never fired has no window to judge traffic in, and is reported as such.
+    out: list[StepEvidence] = [
+        StepEvidence(e.fault_id, e.kind, tuple(sorted(_fault_targets(e.fault))), e.fault, False, e.reason)
+        for e in recorded.values()
+        if e.never_fired
+    ]
     for step in traffic_evidence(run):
         own = recorded.get(step.fault_id)
         if own is not None and own.touched is not None:

@@ -64,13 +64,17 @@ def _onsets(steps: Sequence[Step], keepalive: Keepalive, fault_phase_s: float) -
 
     That is the latest it can be applied plus the kind's detection time (a keepalive and a close
     timeout for a silent fault, the reset timeout for reset_peer); a kind that acts at any time
-    while in place (limit_data) until the latest it is healed.
+    while in place (limit_data) until the latest it is healed; a triggered toxic, which may first
+    act at any time while in place, the latest heal plus the detection time.
     """
     out = []
     for w in latest_times(steps, fault_phase_s):
         f = w.step.fault
         detect = f.spec.detect_s(f, keepalive)
-        latest = w.healed if math.isinf(detect) else w.applied + detect
+        # A toxic triggered per connection (after its upgrade, after N frames) starts acting on a
+        # connection whenever that connection qualifies, which can be as late as its heal.
+        acts_from = w.healed if f.trigger is not None else w.applied
+        latest = w.healed if math.isinf(detect) else acts_from + detect
         out.append(_Window(w.step, w.step.at_s, latest))
     return out
 

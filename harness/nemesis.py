@@ -7,17 +7,27 @@ Every apply and heal is recorded twice: ``invoke`` before it acts and ``ok`` (or
 is done, each with the evidence the kind gives: for process faults the pid signalled (on invoke
 and completion), how it exited and the pid started again; for toxics, at heal, what each toxic did
 (``evidence``, or null with ``evidence_reason``). :func:`harness.analysis.fault_evidence` reads them.
+
+A step with a failover trigger is waited for first (:meth:`Nemesis.apply_when`): ``invoke``
+``trigger`` when the wait starts, then ``ok`` with what fired it, or ``fail`` when it never fired
+within its bound (and the step is not applied).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.cluster import Cluster
 from harness.faults import Applied, Fault
 from harness.history import HistoryWriter
+from harness.waiting import wait_until
+
+#: How often a waiting trigger looks at the clients' progress again.
+TRIGGER_POLL_S = 0.05
 
 
 @dataclass
@@ -39,8 +49,38 @@ class Nemesis:
             self.history.record(type_, f, process="nemesis", fault=active.fault.to_dict(),
                                 fault_id=active.fault_id, **extra)  # fmt: skip
 
-    def apply(self, fault: Fault) -> ActiveFault:
+    def apply_when(
+        self, fault: Fault, fired: Callable[[], dict[str, Any] | None], within_s: float
+    ) -> ActiveFault | None:
+        """Wait (at most ``within_s``) until ``fired()`` returns what fired the trigger, then apply.
+
+        None when it never fired: the step is recorded as triggered-but-never-applied, which the
+        run's outcome reads as a fault that did not land.
+        """
         active = ActiveFault(fault_id=f"f{next(self._ids)}", fault=fault)
+        trigger = fault.to_dict().get("trigger")
+        self._record("invoke", "trigger", active, trigger=trigger)
+        started = time.monotonic()
+        facts: dict[str, Any] = {}
+
+        def has_fired() -> bool:
+            found = fired()
+            if found is not None:
+                facts.update(found)
+            return found is not None
+
+        try:
+            wait_until(has_fired, timeout=within_s, interval=TRIGGER_POLL_S, what="the trigger")
+        except TimeoutError:
+            self._record("fail", "trigger", active, trigger=trigger,
+                         error=f"never fired within {within_s:g} s: {fault.describe()}")  # fmt: skip
+            return None
+        self._record("ok", "trigger", active, trigger=trigger, waited_s=round(time.monotonic() - started, 3), **facts)
+        return self.apply(fault, active)
+
+    def apply(self, fault: Fault, active: ActiveFault | None = None) -> ActiveFault:
+        if active is None:
+            active = ActiveFault(fault_id=f"f{next(self._ids)}", fault=fault)
         self._record("invoke", "apply", active, **fault.spec.invoked(self.cluster, fault))
         try:
             active.applied = fault.spec.apply(self.cluster, fault, active.fault_id)

@@ -13,6 +13,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
 from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
 from harness.faults.kinds import declares_drain
+from harness.faults.model import FailoverTrigger
 from harness.history import (
     BALANCER_STDERR,
     BALANCER_STDOUT,
@@ -283,7 +285,7 @@ class ScenarioRunner:
         state.monitor.start()
         try:
             self._warmup_phase(state)
-            self._fault_phase(scenario, state.nemesis, state.notes)
+            self._fault_phase(scenario, state.nemesis, state.notes, state.progress)
             state.phase("faults_end")
             self._heal_phase(state)
             self._deadline_phase(state)
@@ -543,7 +545,7 @@ class ScenarioRunner:
             notes.append(f"client swarm {prefix}: not every client got a welcome ({' '.join(seen)[-200:]})")
         return proc
 
-    def _fault_phase(self, scenario: Scenario, nemesis: Nemesis, notes: list[str]) -> None:
+    def _fault_phase(self, scenario: Scenario, nemesis: Nemesis, notes: list[str], progress: _Progress) -> None:
         t0 = time.monotonic()
         fault_ids: dict[int, str] = {}
         for action in agenda(scenario.steps):
@@ -553,7 +555,20 @@ class ScenarioRunner:
             step = scenario.steps[action.step]
             if action.verb == "apply":
                 try:
-                    fault_ids[action.step] = nemesis.apply(step.fault).fault_id
+                    if step.fault.after_failovers is None:
+                        fault_ids[action.step] = nemesis.apply(step.fault).fault_id
+                        continue
+                    waiting_since = time.monotonic()
+                    active = nemesis.apply_when(
+                        step.fault, self._failovers_seen(progress, step.fault.after_failovers),
+                        step.fault.after_failovers.within_s,
+                    )  # fmt: skip
+                    # The rest of the schedule slides by the wait (schedule.latest_times says so too).
+                    t0 += time.monotonic() - waiting_since
+                    if active is None:
+                        notes.append(f"fault {step.fault.describe()} was not applied: its trigger never fired")
+                    else:
+                        fault_ids[action.step] = active.fault_id
                 except Exception as exc:
                     notes.append(f"fault {step.fault.describe()} could not be applied: {exc}")
             elif action.step in fault_ids:  # nothing to heal when the apply failed
@@ -564,6 +579,18 @@ class ScenarioRunner:
         rest = t0 + scenario.fault_phase_s - time.monotonic()
         if rest > 0:
             time.sleep(rest)
+
+    @staticmethod
+    def _failovers_seen(progress: _Progress, trigger: FailoverTrigger) -> Callable[[], dict[str, Any] | None]:
+        """Whether the clients have failed over as ``trigger`` asks: None, or the counts that fired it."""
+
+        def fired() -> dict[str, Any] | None:
+            progress.poll()
+            if not progress.state.failed_over(trigger.count, trigger.clients):
+                return None
+            return {"failovers": dict(sorted(progress.state.failovers.items()))}
+
+        return fired
 
     def _wait_progress(self, progress: _Progress, since: float, deadline_s: float) -> None:
         def everyone_played() -> bool:

@@ -56,17 +56,26 @@ def latest_times(steps: Sequence[Step], fault_phase_s: float) -> list[Window]:
 
     The runner takes the agenda's actions in one thread: an action that blocks (a restart, the heal
     of a kill or terminate, which start a process and wait until it is ready) holds up everything
-    planned meanwhile, for at most :data:`BLOCKING_SLACK_S` each. Faults without a timed heal are
+    planned meanwhile, for at most :data:`BLOCKING_SLACK_S` each; a step waiting for failovers holds
+    it up for at most its ``within_s``, and slides the rest of the schedule by as much. Faults without a timed heal are
     healed once the fault phase and the whole agenda are over; a restart is over once its process
     is back.
     """
     clock = 0.0
+    # A step waiting for failovers holds the thread up to its bound, and the runner slides the rest
+    # of the schedule by the wait, so every later action is due that much later too.
+    slide = 0.0
     applied: dict[int, float] = {}
     healed: dict[int, float] = {}
     for action in agenda(steps):
-        now = max(action.at_s, clock)
-        kind = steps[action.step].fault.spec
+        now = max(action.at_s + slide, clock)
+        fault = steps[action.step].fault
+        kind = fault.spec
         if action.verb == "apply":
+            if fault.after_failovers is not None:
+                slide += fault.after_failovers.within_s
+                now += fault.after_failovers.within_s
+                clock = now
             applied[action.step] = now
             blocking = kind.blocks_on_apply
         else:
@@ -74,7 +83,7 @@ def latest_times(steps: Sequence[Step], fault_phase_s: float) -> list[Window]:
             blocking = kind.blocks_on_heal
         if blocking:
             clock = now + BLOCKING_SLACK_S
-    phase_end = max(fault_phase_s, clock)
+    phase_end = max(fault_phase_s + slide, clock)
     out = []
     for i, s in enumerate(steps):
         if s.fault.spec.healable:

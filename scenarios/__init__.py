@@ -38,4 +38,8 @@ ORDER = (
     "backend_upgrade_stall",
     "backend_upgrade_slow",
     "backend_upgrade_500",
+    "kill_after_failover",
+    "reset_after_frames",
+    "frame_close",
+    "frame_delay",
 )

@@ -27,6 +27,7 @@ from harness.faults.model import (
 )
 from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
 from harness.faults.proxy_ext import add_toxic as add_extended_toxic
+from harness.toxiproxy.toxic_spec import sendable_close_code
 from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS as WS_PROTOCOL_ERRORS
 from harness.toxiproxy.ws_toxics import UPGRADE_MODES
 from harness.waiting import wait_until
@@ -804,3 +805,100 @@ class BackendUpgradeSlow(UpgradeKind):
 
     def handshake_cost_s(self, fault: Fault, open_timeout_s: float) -> float:
         return min(self.latency_s(fault), open_timeout_s)
+
+
+def ends_session(code: int) -> bool:
+    """A backend close the contract passes to the client instead of failing over (docs/contract.md)."""
+    return code == 1000 or 4000 <= code <= 4999
+
+
+@register
+class FrameClose(ToxicKind):
+    """A close frame with ``code`` replaces the ``nth`` data frame toward the connection's client end,
+    then the link closes: a middlebox (``lb``: between the clients and the balancer) or a backend
+    (``primary`` / ``secondary``: toward the balancer) ending the connection with that code. At most
+    ``connections`` connections through the link are hit (0: every one).
+
+    Compression makes no difference: the close frame is sent uncompressed, as RFC 7692 requires,
+    and nothing after it is read. What a correct balancer does:
+
+    - on ``lb``, the hit client sees exactly ``code``; the balancer sees its client leg end without
+      a close handshake, releases the session and its upstream (``cleanup_complete``), and the
+      client plays again after it reconnects; no other client is touched;
+    - from a backend, a code that ends the session by contract (1000, 4000-4999) reaches the client
+      as it is, with no failover; any other code (1001 going away, 1011, 1012 restart, ...) is a
+      lost upstream: the balancer fails over in place and no client sees a close.
+
+    ``clean_failover`` allows exactly the codes this says and no other, so a balancer that passes a
+    backend's 1001 to its client (instead of failing over) is caught.
+    """
+
+    name = "frame_close"
+    toxic_type = "ws_close"
+    params: ClassVar = {
+        "code": Param(int, 1001, minimum=1000, maximum=4999),
+        "nth": Param(int, 1, minimum=1),
+        "connections": Param(int, 1, minimum=0),
+    }
+    generated = False  # the repeated reconnects it causes make other steps' windows unpredictable
+
+    def validate(self, params: dict[str, Any], where: str) -> None:
+        if not sendable_close_code(params["code"]):
+            raise FaultError(f"{where}.code: {params['code']} may not be sent in a close frame (RFC 6455 section 7.4)")
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        attrs = {"code": params["code"], "nth": params["nth"], "connections": params["connections"]}
+        return attrs, ("downstream",)
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        codes = st.sampled_from((1000, 1001, 1011, 1012, 4000, 4999))
+        return st.fixed_dictionaries({"code": codes, "nth": st.integers(1, 5), "connections": st.integers(0, 2)})
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        # A backend's close is a lost upstream (a failover); on lb it ends the client's connection,
+        # but only with the one code below, so 1006/1011 stay forbidden there.
+        return fault.target != "lb"
+
+    def balancer_close_codes(self, fault: Fault) -> tuple[int, ...]:
+        code = fault.params["code"]
+        if fault.target == "lb" or ends_session(code):
+            return (code,)
+        return ()
+
+
+@register
+class FrameDelay(ToxicKind):
+    """The ``nth`` data frame on each connection through the link (from when the fault met it) is
+    held ``delay_ms``; everything behind it on that stream waits too (keepalive pings and pongs
+    included), so order is kept. Compression makes no difference: nothing is lost or repeated.
+
+    A correct balancer relays in order, loses and repeats nothing, and keeps every connection. A
+    delay of half the ping timeout or more can hold a keepalive pong long enough for a keepalive
+    to give up, so it is disruptive then, as latency is (1006/1011 allowed on ``lb``; a backend's
+    link then fails over).
+    """
+
+    name = "frame_delay"
+    toxic_type = "ws_delay"
+    params: ClassVar = {
+        "delay_ms": Param(int, 200, minimum=1, maximum=600_000),
+        "nth": Param(int, 1, minimum=1),
+        "stream": stream_param("upstream"),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return {"delay": params["delay_ms"], "nth": params["nth"]}, STREAM_DIRECTIONS[params["stream"]]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"delay_ms": st.integers(1, 1000), "nth": st.integers(1, 5), "stream": _streams()})
+
+    def latency_s(self, fault: Fault) -> float:
+        # One frame per stream and connection: a request and its reply may each wait once.
+        one_way = fault.params["delay_ms"] / 1000.0
+        return one_way * (2 if fault.params["stream"] == "both" else 1)
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return self.latency_s(fault) >= keepalive.ping_timeout_s / 2
+
+    def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
+        return self.latency_s(fault) + keepalive_detect_s(keepalive)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 
-from harness.toxiproxy.extensions import Aim, ExtensionError, Trigger
+from harness.toxiproxy.extensions import TRIGGER_EVENTS, Aim, ExtensionError, Trigger
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
@@ -39,6 +39,56 @@ CLOSE_TIMEOUT_S = 1.0
 
 class FaultError(ValueError):
     """A fault description that cannot be applied; the message names the field."""
+
+
+#: How long a step triggered by failovers waits for them when the scenario does not say.
+FAILOVER_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class FailoverTrigger:
+    """Apply the step only once sessions have failed over ``count`` times.
+
+    Judged by the harness, not the proxy (the proxy cannot see a failover): from the step's
+    ``at_s`` the runner watches the clients' progress (:class:`harness.analysis.Progress`) until
+    one client, or each of ``clients``, has failed over ``count`` times, for at most ``within_s``;
+    a trigger that never fires leaves the step unapplied, and the run says so.
+    """
+
+    count: int
+    clients: tuple[str, ...] | None = None
+    within_s: float = FAILOVER_WAIT_S
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"after": "failovers", "failovers": self.count}
+        if self.clients is not None:
+            out["clients"] = list(self.clients)
+        out["within_s"] = self.within_s
+        return out
+
+    def describe(self) -> str:
+        who = "a client has" if self.clients is None else f"{', '.join(self.clients)} have each"
+        return f"once {who} failed over {self.count} time(s) (waiting up to {self.within_s:g} s)"
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], where: str) -> FailoverTrigger:
+        unknown = sorted(set(value) - {"after", "failovers", "clients", "within_s"})
+        if unknown:
+            raise FaultError(f"{where}.{unknown[0]}: unknown field (known: after, failovers, clients, within_s)")
+        count = value.get("failovers")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise FaultError(f"{where}.failovers: expected an integer >= 1 (how many failovers), got {count!r}")
+        clients = value.get("clients")
+        if clients is not None:
+            if not isinstance(clients, list) or not clients:
+                raise FaultError(f"{where}.clients: expected a non-empty list of client ids, got {clients!r}")
+            for index, client in enumerate(clients):
+                if not isinstance(client, str) or not client:
+                    raise FaultError(f"{where}.clients[{index}]: expected a non-empty string, got {client!r}")
+        within = value.get("within_s", FAILOVER_WAIT_S)
+        if isinstance(within, bool) or not isinstance(within, int | float) or not 0 < within <= 600:
+            raise FaultError(f"{where}.within_s: expected seconds in (0, 600], got {within!r}")
+        return cls(count=count, clients=None if clients is None else tuple(clients), within_s=float(within))
 
 
 @dataclass(frozen=True)
@@ -188,6 +238,8 @@ class Fault:
     aim: Aim | None = None
     #: On each connection, act only after this event (an extension too); None: at once.
     trigger: Trigger | None = None
+    #: Apply only once sessions have failed over (judged by the harness); None: at the step's time.
+    after_failovers: FailoverTrigger | None = None
 
     @property
     def spec(self) -> FaultKind:
@@ -203,11 +255,18 @@ class Fault:
             out["aim"] = self.aim.to_json()
         if self.trigger is not None:
             out["trigger"] = self.trigger.to_json()
+        if self.after_failovers is not None:
+            out["trigger"] = self.after_failovers.to_json()
         return out
 
     def extensions(self) -> dict[str, Any]:
         """The embedded Toxiproxy's extension fields this fault needs on its toxics, as JSON."""
-        return {key: value for key, value in self.to_dict().items() if key in ("aim", "trigger")}
+        out = {}
+        if self.aim is not None:
+            out["aim"] = self.aim.to_json()
+        if self.trigger is not None:
+            out["trigger"] = self.trigger.to_json()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fault") -> Fault:
@@ -221,6 +280,15 @@ class Fault:
         if target not in kind.targets:
             raise FaultError(f"{where}.target: {name} cannot target {target!r} (it targets: {', '.join(kind.targets)})")
         aim = trigger = None
+        after_failovers = None
+        raw_trigger = data.get("trigger")
+        if isinstance(raw_trigger, dict) and raw_trigger.get("after") not in (*TRIGGER_EVENTS, "failovers"):
+            events = ", ".join((*TRIGGER_EVENTS, "failovers"))
+            raise FaultError(f"{where}.trigger.after: must be one of {events}, got {raw_trigger.get('after')!r}")
+        if isinstance(raw_trigger, dict) and raw_trigger.get("after") == "failovers":
+            # Any kind can wait for failovers: the runner holds the step back, no proxy is involved.
+            after_failovers = FailoverTrigger.from_json(raw_trigger, f"{where}.trigger")
+            data = {key: value for key, value in data.items() if key != "trigger"}
         for key in ("aim", "trigger"):
             if data.get(key) is not None and not kind.aimable:
                 aimable = ", ".join(k for k, v in KINDS.items() if v.aimable)
@@ -246,12 +314,14 @@ class Fault:
         for pname, param in kind.params.items():
             params.setdefault(pname, param.default)
         kind.validate(params, f"{where}.params")
-        return cls(kind=name, target=target, params=params, aim=aim, trigger=trigger)
+        return cls(kind=name, target=target, params=params, aim=aim, trigger=trigger, after_failovers=after_failovers)
 
     def describe(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         aimed = f" at {self.aim.describe()}" if self.aim is not None else ""
         triggered = f" {self.trigger.describe()}" if self.trigger is not None else ""
+        if self.after_failovers is not None:
+            triggered += f" {self.after_failovers.describe()}"
         return f"{self.kind}({self.target}{', ' + shown if shown else ''}){aimed}{triggered}"
 
 

@@ -9,7 +9,9 @@ The wire format is documented in docs/toxiproxy-extensions.md.
   client ids, or the first N connections it meets. A connection's client id is the ``client``
   query parameter of the first request line on its upstream stream (a WebSocket upgrade).
 - ``trigger``: the toxic acts on a connection only once an event happened on it; offered:
-  ``{"after": "upgrade"}``, once the upstream's ``101`` response head has crossed the connection.
+  ``{"after": "upgrade"}``, once the upstream's ``101`` response head has crossed the connection,
+  and ``{"after": "frames", "frames": N}``, once the connection has upgraded and N WebSocket data
+  frames have crossed it in the toxic's direction since the toxic met it.
 - :class:`ToxicState`: what one toxic did (connections touched, bytes delayed, dropped, cut),
   shared by every version of the toxic as updates replace its spec.
 
@@ -35,7 +37,7 @@ REQUEST_LINE_LIMIT = 8192
 #: Longest response head the proxy looks at for a ``101``; a longer one is not an upgrade.
 RESPONSE_HEAD_LIMIT = 16384
 #: The events a ``trigger`` may wait for.
-TRIGGER_EVENTS = ("upgrade",)
+TRIGGER_EVENTS = ("upgrade", "frames")
 
 
 class ExtensionError(ValueError):
@@ -125,26 +127,40 @@ def fraction_draw(seed: int, client_id: str) -> float:
 
 @dataclass(frozen=True)
 class Trigger:
-    """The event after which a toxic acts on a connection."""
+    """The event after which a toxic acts on a connection: its upgrade, or N data frames after it."""
 
     after: str = "upgrade"
+    #: With ``after == "frames"``: how many data frames (text, binary, continuation) must cross
+    #: the toxic's stream first. Control frames (keepalive pings) are not counted, so a count
+    #: means the same number of messages whatever the keepalive does.
+    frames: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        if self.frames is not None:
+            return {"after": self.after, "frames": self.frames}
         return {"after": self.after}
 
     def describe(self) -> str:
+        if self.frames is not None:
+            return f"after {self.frames} data frame(s)"
         return f"after the {self.after}"
 
     @classmethod
     def from_json(cls, value: Any, where: str = "trigger") -> Trigger:
         if not isinstance(value, dict):
             raise ExtensionError(f"{where}: expected an object, got {type(value).__name__}")
-        unknown = sorted(set(value) - {"after"})
+        unknown = sorted(set(value) - {"after", "frames"})
         if unknown:
-            raise ExtensionError(f"{where}.{unknown[0]}: unknown field (known: after)")
+            raise ExtensionError(f"{where}.{unknown[0]}: unknown field (known: after, frames)")
         after = value.get("after")
         if after not in TRIGGER_EVENTS:
             raise ExtensionError(f"{where}.after: must be one of {', '.join(TRIGGER_EVENTS)}, got {after!r}")
+        if after == "frames":
+            if "frames" not in value:
+                raise ExtensionError(f"{where}.frames: required when after is 'frames' (how many data frames)")
+            return cls(after=after, frames=_integer(value["frames"], f"{where}.frames", minimum=1))
+        if "frames" in value:
+            raise ExtensionError(f"{where}.frames: only a trigger after 'frames' counts frames")
         return cls(after=after)
 
 

@@ -10,8 +10,10 @@ other link then sees its own source end and closes the remaining socket.
 Aimed toxics (an extension, ``extensions.Aim``) need to know whose connection this is: the
 upstream link reads the first request line on its way through (``?client=ID`` of a WebSocket
 upgrade). Triggered toxics (``extensions.Trigger``) wait for the upgrade: the downstream link
-reads the first response head on its way through. Until its connection qualifies, an extension
-toxic is a :class:`Dormant` pass-through; each such event wakes the ones that now act.
+reads the first response head on its way through; or for N data frames: their
+:class:`FrameCounter` pass-through parses its own stream (only while it waits). Until its
+connection qualifies, an extension toxic is a :class:`Dormant` pass-through; each such event
+wakes the ones that now act.
 
 Performance: with no toxics on a link, the source protocol's sink is the destination
 transport's ``write``, so a chunk crosses the proxy through one Python frame of ours; the
@@ -30,8 +32,9 @@ from typing import Any, Protocol, cast
 
 from .extensions import REQUEST_LINE_LIMIT, RESPONSE_HEAD_LIMIT, client_id_of, is_upgrade
 from .toxic_spec import DOWNSTREAM, UPSTREAM, ToxicSpec
-from .toxics import Sink, Stage, Timer, make_stage
+from .toxics import Sink, Stage, StageHost, Timer, make_stage
 from .ws_toxics import WS_STAGES  # noqa: F401  importing it registers the frame-aware stages
+from .wsframes import Frame, FrameParser
 
 log = logging.getLogger("harness.toxiproxy")
 
@@ -80,6 +83,65 @@ class Dormant(Stage):
     """The pass-through an aimed or triggered toxic is on a connection where it does not (yet) act."""
 
     __slots__ = ()
+
+
+class FrameCounter(Dormant):
+    """The pass-through of a toxic triggered after N data frames: it counts them as they cross.
+
+    When the Nth data frame has passed, the chunk is cut right behind it: the bytes up to its
+    end go on untouched, the rest is handed to the woken toxic (as held data, through
+    :meth:`drain`), so the toxic acts from the very next byte.
+    """
+
+    __slots__ = ("counted", "parser", "rest", "seen", "spent")
+
+    def __init__(
+        self, host: StageHost, spec: ToxicSpec, nxt: Sink, *, upstream: bool, counted: Callable[[FrameCounter], None]
+    ) -> None:
+        super().__init__(host, spec, nxt)
+        self.parser = FrameParser(expect_masked=upstream)
+        # Told once the Nth data frame has passed (the link wakes the toxic), the rest in ``rest``.
+        self.counted = counted
+        self.seen = 0
+        self.rest: list[tuple[bytes, float]] = []
+        # The count was reached but the toxic is aimed elsewhere: stop parsing.
+        self.spent = False
+
+    def push(self, data: bytes, ts: float) -> None:
+        if self.closed:
+            return
+        trigger = self.spec.extras.trigger
+        if self.spent or trigger is None or trigger.frames is None:
+            self.next.push(data, ts)
+            return
+        held_before = self.parser.buffered
+        end = 0
+        cut: int | None = None
+        for event in self.parser.feed(data):
+            end += len(event.raw)
+            if isinstance(event, Frame) and event.is_data:
+                self.seen += 1
+                if self.seen >= trigger.frames:
+                    # Bytes held by the parser before this chunk were already passed on.
+                    cut = end - held_before
+                    break
+        if cut is None:
+            self.next.push(data, ts)
+            return
+        if cut > 0:
+            self.next.push(data[:cut], ts)
+        if cut < len(data):
+            self.rest.append((data[cut:], ts))
+        self.counted(self)
+
+    def drain(self) -> tuple[list[tuple[bytes, float]], bool]:
+        rest, self.rest = self.rest, []
+        return rest, False
+
+    def carry(self, old: Stage) -> None:
+        super().carry(old)
+        if isinstance(old, FrameCounter):
+            self.parser, self.seen, self.spent = old.parser, old.seen, old.spent
 
 
 def _drop(data: bytes) -> None:
@@ -195,6 +257,9 @@ class Link:
     def _make(self, spec: ToxicSpec, nxt: Sink) -> Stage:
         """The stage ``spec`` gets on this link: a pass-through when it is aimed elsewhere."""
         if not self.conn.acts(spec):
+            trigger = spec.extras.trigger
+            if trigger is not None and trigger.frames is not None:
+                return FrameCounter(self, spec, nxt, upstream=self.direction == UPSTREAM, counted=self.frames_crossed)
             return Dormant(self, spec, nxt)
         return make_stage(self, spec, nxt)
 
@@ -364,6 +429,16 @@ class Link:
         if eof_pending:
             new.eof()
 
+    def frames_crossed(self, counter: FrameCounter) -> None:
+        """``counter``'s toxic saw its N data frames on this connection: wake it here if it is aimed here."""
+        self.conn.frames_done.add(counter.spec.state)
+        if self.conn.acts(counter.spec):
+            self.update_toxic(self.stages.index(counter), counter.spec)
+            return
+        counter.spent = True
+        for data, ts in counter.drain()[0]:
+            counter.next.push(data, ts)
+
     def remove_toxic(self, index: int) -> None:
         old = self.stages.pop(index)
         self._set_next(index, old.next)
@@ -399,6 +474,8 @@ class Connection:
         self.client_id: str | None = None
         # Whether the first response head switched protocols (a WebSocket upgrade).
         self.upgraded = False
+        # Toxics (by their shared state) whose frame count was reached on this connection.
+        self.frames_done: set[object] = set()
         self.last_active = loop.time()
         # Registered at accept time, before connection_made runs, so that a proxy
         # stopped in between still finds (and closes) this connection.
@@ -452,7 +529,11 @@ class Connection:
     def acts(self, spec: ToxicSpec) -> bool:
         """Whether the toxic acts on this connection now (its trigger happened, its aim matches)."""
         extras = spec.extras
-        if extras.trigger is not None and not self.upgraded:
+        trigger = extras.trigger
+        if trigger is not None and trigger.frames is not None:
+            if spec.state not in self.frames_done:
+                return False
+        elif trigger is not None and not self.upgraded:
             return False
         aim = extras.aim
         if aim is None:

@@ -146,13 +146,18 @@ def _validate_ws(toxic_type: str, attrs: dict[str, int]) -> str | None:
             return f"{toxic_type} {name} must be between {low} and {high}, got {value}"
     if toxic_type == "ws_ping" and attrs["size"] > 125:
         return f"ws_ping size must be at most 125 (a control frame's payload), got {attrs['size']}"
-    if toxic_type == "ws_close" and not (attrs["code"] in _SENDABLE_CLOSE_CODES or attrs["code"] >= 3000):
+    if toxic_type == "ws_close" and not sendable_close_code(attrs["code"]):
         return f"ws_close code {attrs['code']} may not be sent in a close frame (RFC 6455 section 7.4)"
     return None
 
 
 # Close codes an endpoint may send below 3000 (1005, 1006 and 1015 are never on the wire).
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def sendable_close_code(code: int) -> bool:
+    """Whether an endpoint may put ``code`` in a close frame (RFC 6455 section 7.4): what ``ws_close`` sends."""
+    return code in _SENDABLE_CLOSE_CODES or 3000 <= code <= 4999
 
 
 @dataclass(frozen=True)

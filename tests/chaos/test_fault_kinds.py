@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from harness.analysis import fault_evidence_of
 from harness.cluster import Cluster, ClusterSpec
 from harness.faults import Fault, fault
-from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing
+from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing, toxic_evidence
 from harness.game import move_for
 from harness.history import HistoryWriter, read_jsonl
 from harness.nemesis import Nemesis
@@ -618,3 +618,85 @@ async def test_a_stock_toxiproxy_refuses_upgrade_steps(stock_toxiproxy: str, tmp
         rec.writer.close()
     for step in fault_evidence_of(rec.records()):
         assert step.touched is False and "not applied: ExtensionMissing" in step.reason
+
+
+# -- triggered after N frames ----------------------------------------------------------------------
+
+
+async def test_a_step_triggered_after_n_frames_acts_from_the_next_frame_on(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    later = Fault.from_dict({"kind": "latency", "target": "lb", "params": {"latency_ms": 150, "jitter_ms": 0},
+                             "trigger": {"after": "frames", "frames": 3}})  # fmt: skip
+    active = recorded.nemesis.apply(later)
+    assert cluster.toxiproxy is not None
+    proxy = cluster.proxy_name("lb")
+    async with joined(cluster) as player:  # upstream: move 1; downstream: the welcome and ack 1
+        await player.move()  # upstream: move 2; downstream: ack 2, the third data frame
+        for name in active.applied.toxics:  # not one data frame was delayed yet, either way
+            counts = toxic_evidence(cluster.toxiproxy.url, proxy, name)
+            assert counts is not None and {k: counts[k] for k in NOTHING_YET} == NOTHING_YET, counts
+        await player.move()  # move 3 is the upstream's third: only its ack is delayed
+        t0 = time.monotonic()
+        await player.move()
+        assert time.monotonic() - t0 >= 0.28  # 150 ms each way from the fourth frame on
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.fault["trigger"] == {"after": "frames", "frames": 3}
+    assert evidence.counts is not None and all(c["connections"] == 1 for c in evidence.counts.values())
+
+
+NOTHING_YET = {"connections": 0, "bytes_delayed": 0, "bytes_dropped": 0, "bytes_cut": 0, "cuts": 0}
+
+
+async def test_a_stock_toxiproxy_refuses_a_step_triggered_after_frames(stock_toxiproxy: str, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster", ClusterSpec(toxiproxy_url=stock_toxiproxy))
+    with cluster:
+        rec = Recorded(cluster, tmp_path / "nemesis.jsonl")
+        triggered = {"kind": "reset_peer", "target": "lb", "trigger": {"after": "frames", "frames": 2}}
+        with pytest.raises(ExtensionMissing, match=r"a step triggered after 2 data frame\(s\) needs the embedded"):
+            rec.nemesis.apply(Fault.from_dict(triggered))
+        assert cluster.toxiproxy is not None and cluster.toxiproxy.toxics(cluster.proxy_name("lb")) == []
+        rec.writer.close()
+
+
+# -- frame_close and frame_delay --------------------------------------------------------------------
+
+
+async def test_frame_close_from_the_primary_going_away_is_a_failover(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("frame_close", "primary", code=1001))
+    await player.send_move()  # its ack is replaced by the close frame
+    await wait_for_welcome_from(player, "secondary", timeout=5.0)
+    ack = await player.move()
+    assert ack["server"] == "secondary"
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True, evidence
+
+
+async def test_frame_close_on_the_client_link_reaches_the_client_with_its_code(
+    player: Player, recorded: Recorded
+) -> None:
+    active = recorded.nemesis.apply(fault("frame_close", "lb", code=4000))
+    await player.send_move()
+    with pytest.raises(ConnectionClosed) as closed:
+        await player.ack_of(player.seq, timeout=5.0)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert closed.value.rcvd.reason == f"wschaos {active.fault_id}_frame_close_downstream"
+    recorded.nemesis.heal(active.fault_id)
+
+
+async def test_frame_delay_holds_exactly_one_frame(player: Player, recorded: Recorded) -> None:
+    active = recorded.nemesis.apply(fault("frame_delay", "lb", delay_ms=300, nth=1, stream="upstream"))
+    t0 = time.monotonic()
+    await player.move()
+    assert time.monotonic() - t0 >= 0.29
+    held_seq = player.seq
+    await player.move()  # the next frames pass: only the first one was held
+    recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    counts = heal["evidence"][f"{active.fault_id}_frame_delay_upstream"]
+    dx, dy = move_for(held_seq)
+    sent = json.dumps({"type": "move", "client": player.client_id, "seq": held_seq, "dx": dx, "dy": dy})
+    # One masked text frame of that move (2 header bytes, 4 of mask: it is under 126 bytes).
+    assert counts["connections"] == 1 and counts["bytes_delayed"] == 2 + 4 + len(sent), counts

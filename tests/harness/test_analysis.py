@@ -12,6 +12,7 @@ from harness.analysis import (
     attachments,
     client_histories,
     client_ids,
+    failover_counts,
     failover_gaps_ms,
     fault_evidence,
     fault_evidence_of,
@@ -304,3 +305,50 @@ def test_step_evidence_prefers_the_proxys_counts_and_falls_back_to_recorded_traf
     assert (found["f1"].touched, found["f1"].why) == (False, "its toxics (a) touched no connection")
     assert found["f2"].touched is True
     assert "game traffic crossed primary" in found["f2"].why and "missing: server has no counters" in found["f2"].why
+
+
+# -- failover triggers ------------------------------------------------------------------------------
+
+
+def welcome(t: float, client: str, server: str, conn: int) -> dict[str, Any]:
+    return rec(t, client, "event", "welcome", server=server, conn=conn)
+
+
+def test_progress_counts_failovers_as_server_changes_in_place_or_across_reconnects() -> None:
+    history = [
+        welcome(0.1, "c01", "primary", 1),
+        welcome(0.2, "c02", "primary", 2),
+        welcome(1.0, "c01", "secondary", 1),  # moved in place
+        welcome(1.5, "c02", "primary", 3),  # reconnected to the same server: no failover
+        welcome(2.0, "c01", "primary", 4),  # reconnected elsewhere
+        rec(2.1, "nemesis", "event", "welcome", server="x"),  # not a client
+    ]
+    p = Progress()
+    for r in history:
+        p.observe(r)
+    assert p.failovers == {"c01": 2}
+    assert failover_counts(history) == {"c01": 2}
+    assert p.failed_over(2) and not p.failed_over(3)
+    assert not p.failed_over(1, ["c01", "c02"])  # each named client must have failed over
+    assert p.failed_over(1, ["c01"])
+    assert not Progress().failed_over(1)  # nobody yet: not fired
+
+
+def test_a_trigger_that_never_fired_is_a_step_that_did_not_land() -> None:
+    history = [
+        step(1.0, "invoke", "trigger", "kill", "f1"),
+        step(6.0, "fail", "trigger", "kill", "f1", error="never fired within 5 s: kill(primary) once ..."),
+        step(6.1, "invoke", "trigger", "kill", "f2"),
+        step(6.3, "ok", "trigger", "kill", "f2", failovers={"c01": 1}),
+        step(6.3, "invoke", "apply", "kill", "f2", pid=9),
+        step(6.4, "ok", "apply", "kill", "f2", pid=9, exit_code=-9),
+        step(7.0, "invoke", "trigger", "kill", "f3"),  # the run ended while it waited
+    ]
+    found = {e.fault_id: e for e in fault_evidence_of(history)}
+    assert list(found) == ["f1", "f2", "f3"]
+    assert found["f1"].touched is False and found["f1"].never_fired
+    assert found["f1"].reason == "not applied: its trigger never fired within 5 s: kill(primary) once ..."
+    assert (found["f2"].touched, found["f2"].reason) == (True, "pid 9 exited with status -9")
+    assert found["f3"].touched is None and "waited for its trigger" in found["f3"].reason
+    [never] = [s for s in step_evidence(make_run(history=history)) if s.fault_id == "f1"]
+    assert (never.touched, never.targets) == (False, ("primary",))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.expectations import expect_for, predicted_untouched, recovery_goals_for
-from harness.faults import fault
-from harness.scenario import Expect, Keepalive, Scenario, Step
+from harness.expectations import derive_expect, expect_for, predicted_untouched, recovery_goals_for
+from harness.faults import Fault, fault
+from harness.scenario import Expect, Keepalive, Limits, Scenario, Step
 
 DEADLINES = ("failover_deadline_s", "recovery_deadline_s")
 
@@ -189,3 +189,17 @@ def test_named_recovery_goals_are_no_tighter_than_derived(name: str) -> None:
 def test_kill_and_terminate_primary_set_recovery_goals() -> None:
     with_goals = {name for name, s in SCENARIOS.items() if s.expect.recovery.set_goals()}
     assert {"kill_primary", "terminate_primary"} <= with_goals
+
+
+def test_a_triggered_toxic_may_first_act_as_late_as_its_heal() -> None:
+    # Armed from 0 s to 3 s, the reset lands whenever a connection has carried its 5 frames: a kill
+    # of the primary at 3.5 s can then come within min_interval of it, and a refused failover (1013)
+    # is allowed. Untriggered, the reset lands at 0 s and the kill is far enough behind it.
+    reset = {"kind": "reset_peer", "target": "primary", "params": {"timeout_ms": 0}}
+    triggered = {**reset, "trigger": {"after": "frames", "frames": 5}}
+    limits = Limits(min_interval_s=1.0)
+    codes = {}
+    for name, data in (("untriggered", reset), ("triggered", triggered)):
+        steps = [Step(0.0, Fault.from_dict(data), 3.0), Step(3.5, fault("kill", "primary"), 1.0)]
+        codes[name] = derive_expect(steps, limits=limits, fault_phase_s=4.5).close_codes
+    assert codes == {"untriggered": (), "triggered": (1013,)}

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from harness.expectations import derive_expect
 from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, STREAMS, Fault, FaultError, FaultKind, fault
 from harness.faults.kinds import ToxicKind
+from harness.faults.model import FAILOVER_WAIT_S
 from harness.scenario import Keepalive, Scenario, ScenarioError, Step
 from harness.strategies import BOUNDS, INTENSITIES, Intensity
 
@@ -95,7 +96,7 @@ def test_disruptiveness() -> None:
     for kind in PROCESS_KINDS:
         f = fault(kind, KINDS[kind].targets[0])  # primary, except drain: the balancer only
         assert f.spec.is_disruptive(f, KA)
-    harmless = {"bandwidth", "slicer", "ping_flood", "split_frames"}
+    harmless = {"bandwidth", "slicer", "ping_flood", "split_frames", "frame_delay"}
     # Upgrade faults meet only new handshakes: a live session never notices them.
     harmless |= {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
@@ -169,8 +170,66 @@ def test_a_trigger_round_trips_and_is_validated() -> None:
     assert Fault.from_dict(json.loads(json.dumps(triggered.to_dict()))) == triggered
     assert triggered.describe().endswith(" after the upgrade")
     assert triggered.extensions() == {"trigger": {"after": "upgrade"}} and plain.extensions() == {}
-    with pytest.raises(FaultError, match=r"^fault.trigger.after: must be one of upgrade, got 'frames'$"):
-        Fault.from_dict({**plain.to_dict(), "trigger": {"after": "frames"}})
+    # "frames" and "failovers" became triggers too; an unknown event is still named with the known ones.
+    unknown_event = r"^fault.trigger.after: must be one of upgrade, frames, failovers, got 'moon'$"
+    with pytest.raises(FaultError, match=unknown_event):
+        Fault.from_dict({**plain.to_dict(), "trigger": {"after": "moon"}})
+
+
+def test_a_frame_trigger_round_trips_and_goes_to_the_proxy() -> None:
+    data = {"kind": "reset_peer", "target": "lb", "trigger": {"after": "frames", "frames": 3}}
+    triggered = Fault.from_dict(data)
+    assert triggered.trigger is not None and triggered.trigger.frames == 3
+    assert triggered.to_dict()["trigger"] == {"after": "frames", "frames": 3}
+    assert triggered.extensions() == {"trigger": {"after": "frames", "frames": 3}}
+    assert Fault.from_dict(json.loads(json.dumps(triggered.to_dict()))) == triggered
+    assert triggered.describe().endswith(" after 3 data frame(s)")
+
+
+def test_a_failover_trigger_waits_in_the_harness_and_any_kind_may_have_one() -> None:
+    trigger = {"after": "failovers", "failovers": 2, "clients": ["c1", "c2"], "within_s": 4}
+    for kind, target in (("kill", "secondary"), ("latency", "lb")):
+        waits = Fault.from_dict({"kind": kind, "target": target, "trigger": trigger})
+        assert waits.after_failovers is not None and waits.trigger is None
+        assert waits.after_failovers.count == 2 and waits.after_failovers.clients == ("c1", "c2")
+        assert waits.extensions() == {}  # never sent to the proxy
+        assert waits.to_dict()["trigger"] == {**trigger, "within_s": 4.0}
+        assert Fault.from_dict(json.loads(json.dumps(waits.to_dict()))) == waits
+        assert "once c1, c2 have each failed over 2 time(s) (waiting up to 4 s)" in waits.describe()
+    default = Fault.from_dict({"kind": "kill", "target": "primary", "trigger": {"after": "failovers", "failovers": 1}})
+    assert default.after_failovers is not None and default.after_failovers.within_s == FAILOVER_WAIT_S
+    assert default.describe().endswith("once a client has failed over 1 time(s) (waiting up to 10 s)")
+
+
+COUNT_ERROR = "expected an integer >= 1 (how many failovers), got"
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        ({"after": "frames"}, ".frames: required when after is 'frames' (how many data frames)"),
+        ({"after": "frames", "frames": 0}, ".frames: must be >= 1, got 0"),
+        ({"after": "failovers"}, f".failovers: {COUNT_ERROR} None"),
+        ({"after": "failovers", "failovers": 0}, f".failovers: {COUNT_ERROR} 0"),
+        ({"after": "failovers", "failovers": True}, f".failovers: {COUNT_ERROR} True"),
+        ({"after": "failovers", "failovers": 1, "clients": []},
+         ".clients: expected a non-empty list of client ids, got []"),
+        ({"after": "failovers", "failovers": 1, "clients": ["c1", ""]},
+         ".clients[1]: expected a non-empty string, got ''"),
+        ({"after": "failovers", "failovers": 1, "within_s": 0}, ".within_s: expected seconds in (0, 600], got 0"),
+        ({"after": "failovers", "failovers": 1, "within_s": "5"}, ".within_s: expected seconds in (0, 600], got '5'"),
+        ({"after": "failovers", "failovers": 1, "frames": 2},
+         ".frames: unknown field (known: after, failovers, clients, within_s)"),
+        ({"after": "nothing"}, ".after: must be one of upgrade, frames, failovers, got 'nothing'"),
+    ],
+)  # fmt: skip
+def test_a_bad_trigger_is_named_in_the_scenario(trigger: dict[str, Any], message: str) -> None:
+    # A frame trigger needs a kind that acts per connection; a failover trigger suits any kind.
+    kind, target = ("latency", "lb") if trigger.get("after") == "frames" else ("kill", "primary")
+    data = {"name": "x", "steps": [{"fault": {"kind": kind, "target": target, "trigger": trigger}}]}
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict(data)
+    assert str(info.value) == "steps[0].fault.trigger" + message
 
 
 def test_an_aimed_step_survives_the_scenario_round_trip() -> None:

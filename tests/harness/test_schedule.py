@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from harness.faults import fault
+from harness.faults import Fault, fault
 from harness.scenario import Scenario, Step
 from harness.schedule import BLOCKING_SLACK_S, Action, agenda, latest_times
 from harness.strategies import fault_plans
@@ -60,3 +60,19 @@ def test_every_generated_step_is_applied_once_and_healed_at_most_once(s: Scenari
         assert verbs == (["apply", "heal"] if healed else ["apply"])
     for w in latest_times(s.steps, s.fault_phase_s):
         assert w.step.at_s <= w.applied <= w.healed
+
+
+def test_a_step_waiting_for_failovers_slides_everything_after_it() -> None:
+    waits = Fault.from_dict(
+        {"kind": "kill", "target": "secondary", "trigger": {"after": "failovers", "failovers": 1, "within_s": 4.0}}
+    )
+    steps = [
+        Step(0.5, fault("kill", "primary"), 2.0),
+        Step(0.5, waits),
+        Step(1.0, fault("latency", "lb"), 1.0),
+    ]
+    w = latest_times(steps, fault_phase_s=3.0)
+    assert w[1].applied == 4.5  # as late as its bound
+    assert w[2].applied == 5.0 and w[2].healed == 6.0  # the later step keeps its spacing
+    assert w[0].healed == 6.5  # the primary's heal slid too (and blocks while it restarts)
+    assert w[1].healed == 6.5 + BLOCKING_SLACK_S  # untimed: after the slid phase and that restart

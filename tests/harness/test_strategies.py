@@ -174,7 +174,7 @@ def test_the_default_vocabulary_is_every_generated_kind() -> None:
     assert set(DEFAULT_KINDS) == {k for k, v in KINDS.items() if v.generated}
     # Upgrade faults cost what the build's open timeout says, which generated plans do not set.
     upgrade = {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
-    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout", "drain"} | upgrade
+    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout", "drain", "frame_close"} | upgrade
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -286,7 +286,8 @@ def test_latency_raises_the_deadline_above_its_effect() -> None:
 def test_disruptive_kinds() -> None:
     for kind in PROCESS_KINDS:
         assert is_disruptive(fault(kind, KINDS[kind].targets[0]))  # drain: the balancer only
-    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition", "backend_protocol_error"}
+    cutting = {"partition", "down", "reset_peer", "limit_data", "one_way_partition", "backend_protocol_error",
+               "frame_close"}  # fmt: skip
     for kind in LINK_KINDS:
         if kind not in ("latency", "client_protocol_error"):
             assert is_disruptive(fault(kind, "primary")) == (kind in cutting)

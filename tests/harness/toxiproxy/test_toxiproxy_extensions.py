@@ -18,6 +18,7 @@ from toxiproxy_support import Api, ServerThread, Upstream, connect, port_of, rea
 
 from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing, capabilities, require, toxic_evidence
 from harness.toxiproxy.extensions import Aim, fraction_draw
+from harness.toxiproxy.wsframes import Opcode, make_frame
 
 TWO_X_KEYS = ["attributes", "name", "type", "stream", "toxicity"]
 
@@ -334,12 +335,75 @@ def test_a_trigger_and_an_aim_together(api: Api, make_upstream: Callable[..., Up
             assert (time.perf_counter() - start >= 0.14) is delayed, client
 
 
+def masked_text(text: bytes) -> bytes:
+    """A client's text frame (masked, as toward a server)."""
+    return make_frame(Opcode.TEXT, text, to_server=True).raw
+
+
+def test_a_toxic_triggered_after_n_frames_acts_from_the_byte_behind_the_nth(
+    api: Api, make_upstream: Callable[..., Upstream]
+) -> None:
+    port = proxied(api, make_upstream(greeting=SWITCH))
+    body = {"type": "timeout", "stream": "upstream", "attributes": {"timeout": 0}}
+    created = api.add_toxic("p", name="third", **body, trigger={"after": "frames", "frames": 2})
+    assert created["trigger"] == {"after": "frames", "frames": 2}
+    ping = make_frame(Opcode.PING, b"", to_server=True).raw
+    with connect(port) as early, connect(port) as other:
+        for sock in (early, other):
+            assert recv_exactly(sock, len(SWITCH)) == SWITCH
+        # Control frames are not counted; the 2nd data frame ends mid-chunk, and the cut is exact.
+        first, second, third = masked_text(b"one"), masked_text(b"two"), masked_text(b"three")
+        echo_once(early, ping + first)
+        early.sendall(second + third)
+        assert recv_exactly(early, len(second)) == second
+        assert silent_for(early, 0.2)  # the third frame met the timeout toxic: swallowed
+        echo_once(other, first)  # each connection counts its own frames
+    counts = evidence(api, "p", "third")
+    assert counts["connections"] == 1 and counts["bytes_dropped"] == len(third)
+
+
+def test_a_frame_trigger_counts_from_when_the_toxic_meets_a_live_connection(
+    api: Api, make_upstream: Callable[..., Upstream]
+) -> None:
+    port = proxied(api, make_upstream(greeting=SWITCH))
+    with connect(port) as sock:
+        assert recv_exactly(sock, len(SWITCH)) == SWITCH
+        echo_once(sock, masked_text(b"before"))
+        api.add_toxic("p", name="later", type="latency", stream="upstream", attributes={"latency": 150},
+                      trigger={"after": "frames", "frames": 1})  # fmt: skip
+        start = time.perf_counter()
+        echo_once(sock, masked_text(b"counted"))
+        assert time.perf_counter() - start < 0.14
+        start = time.perf_counter()
+        echo_once(sock, masked_text(b"delayed"))
+        assert time.perf_counter() - start >= 0.14
+
+
+def test_a_frame_trigger_on_a_connection_aimed_elsewhere_never_acts(
+    api: Api, make_upstream: Callable[..., Upstream]
+) -> None:
+    port = proxied(api, make_upstream(greeting=SWITCH))
+    api.add_toxic("p", name="aimed", type="timeout", stream="upstream", attributes={"timeout": 0},
+                  trigger={"after": "frames", "frames": 1}, aim={"clients": ["c1"]})  # fmt: skip
+    with connect(port) as sock:
+        sock.sendall(upgrade("c2"))
+        assert recv_exactly(sock, len(SWITCH)) == SWITCH
+        assert recv_exactly(sock, len(upgrade("c2"))) == upgrade("c2")
+        for n in range(3):
+            echo_once(sock, masked_text(b"move %d" % n))
+    assert evidence(api, "p", "aimed")["connections"] == 0
+
+
 @pytest.mark.parametrize(
     ("trigger", "message"),
     [
         ("upgrade", "trigger: expected an object, got str"),
-        ({"after": "frames"}, "trigger.after: must be one of upgrade, got 'frames'"),
-        ({"after": "upgrade", "n": 3}, "trigger.n: unknown field (known: after)"),
+        ({"after": "failovers"}, "trigger.after: must be one of upgrade, frames, got 'failovers'"),
+        ({"after": "frames"}, "trigger.frames: required when after is 'frames' (how many data frames)"),
+        ({"after": "frames", "frames": 0}, "trigger.frames: must be >= 1, got 0"),
+        ({"after": "frames", "frames": "3"}, "trigger.frames: expected an integer, got '3'"),
+        ({"after": "upgrade", "frames": 3}, "trigger.frames: only a trigger after 'frames' counts frames"),
+        ({"after": "upgrade", "n": 3}, "trigger.n: unknown field (known: after, frames)"),
     ],
 )
 def test_bad_triggers_are_400s(api: Api, echo: Upstream, trigger: Any, message: str) -> None:

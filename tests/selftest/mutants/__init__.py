@@ -48,6 +48,7 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "boundary_max_size",
             "backend_ends_session",
             "balancer_drain",
+            "frame_close",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -169,6 +170,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["backend_upgrade_503", "backend_upgrade_stall", "backend_upgrade_500"],
         "a session opening an upstream to a backend that answers its upgrade with 503 (asked again "
         "every 0.1 s until it agrees) or never answers (waited on: no open timeout)",
+    ),
+    "backend_close_passed": (
+        "clean_failover",
+        ["frame_close", "terminate_primary"],
+        "a backend's close frame with a code that does not end the session (1001, 1011, 1012): "
+        "the client is closed with it instead of failing over",
     ),
 }
 

@@ -58,6 +58,7 @@ DEFECTS = (
     "drain_no_wait",
     "drain_keeps_accepting",
     "upgrade_retried_forever",
+    "backend_close_passed",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
@@ -431,6 +432,8 @@ class Balancer:
                 continue
             code = up.close_code or 1006
             ends = code == 1000 or 4000 <= code <= 4999  # the backend ended the session on purpose
+            if defect("backend_close_passed") and up.close_code is not None:
+                ends = True  # DEFECT(backend_close_passed): any close frame from a backend reaches the client
             if ends and not defect("close_code_swallowed"):  # DEFECT(close_code_swallowed): fails over
                 await s.client.close(code, up.close_reason or "")
                 return
