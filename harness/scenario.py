@@ -15,6 +15,7 @@ from typing import Any
 from harness.checkers import NAMES as CHECKER_NAMES
 from harness.faults import Fault, FaultError
 from harness.probes import PROBE_KINDS
+from harness.reconnect import BACKOFF, POLICIES, PolicyError, ReconnectPolicy
 
 SCHEMA_VERSION = 1
 
@@ -52,13 +53,47 @@ class Workload:
     connect_spread_s: float = 0.0
     #: Fresh clients started after the heal, to show that new sessions work again.
     probe_clients: int = 2
+    #: How clients come back after a drop or a failed attempt (harness.reconnect): "immediate", or
+    #: "backoff" (base doubling up to the cap, each wait jittered down by up to `backoff_jitter` of
+    #: itself, from a generator seeded by `reconnect_seed` and the client id, so runs replay).
+    reconnect: str = BACKOFF
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 1.0
+    backoff_jitter: float = 0.0
+    reconnect_seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reconnect, str):
+            raise ScenarioError(f"workload.reconnect: expected one of {', '.join(POLICIES)}, got {self.reconnect!r}")
         _check_fields(self, "workload")
         if self.clients < 1:
             raise ScenarioError(f"workload.clients: must be >= 1, got {self.clients!r}")
         if self.rate_hz <= 0:
             raise ScenarioError(f"workload.rate_hz: must be > 0, got {self.rate_hz!r}")
+        try:
+            _ = self.reconnect_policy
+        except PolicyError as exc:
+            raise ScenarioError(f"workload.{_POLICY_FIELDS[exc.field]}: {exc.problem}") from None
+
+    @property
+    def reconnect_policy(self) -> ReconnectPolicy:
+        return ReconnectPolicy(
+            kind=self.reconnect,
+            base_s=self.backoff_base_s,
+            cap_s=self.backoff_cap_s,
+            jitter=self.backoff_jitter,
+            seed=self.reconnect_seed,
+        )
+
+
+#: ReconnectPolicy's fields as the workload names them.
+_POLICY_FIELDS = {
+    "kind": "reconnect",
+    "base_s": "backoff_base_s",
+    "cap_s": "backoff_cap_s",
+    "jitter": "backoff_jitter",
+    "seed": "reconnect_seed",
+}
 
 
 @dataclass(frozen=True)

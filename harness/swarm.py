@@ -27,6 +27,7 @@ from harness.client import GameClient, NullRecorder, Recorder
 from harness.eventloop import LOOP_LAG, SWARM_START, loop_factory, measure_slowness, watch_loop_lag
 from harness.history import HistoryWriter
 from harness.procs import _with_pdeathsig
+from harness.reconnect import POLICIES, PolicyError, ReconnectPolicy
 
 EXIT_NOT_READY = 3
 # One asyncio process answers the keepalive pings of this many clients; beyond that, the swarm
@@ -53,6 +54,7 @@ def swarm_argv(
     id_offset: int = 0,
     ready_timeout_s: float = 15.0,
     connect_spread_s: float = 0.0,
+    reconnect: ReconnectPolicy | None = None,
 ) -> list[str]:
     """The command that runs a swarm as its own process, as the runner and the plugin start it."""
     return [
@@ -65,6 +67,7 @@ def swarm_argv(
         "--history-dir", str(history_dir),
         "--ready-timeout", str(ready_timeout_s),
         "--connect-spread", str(connect_spread_s),
+        *(reconnect or ReconnectPolicy()).argv(),
     ]  # fmt: skip
 
 
@@ -88,6 +91,7 @@ async def run_swarm(
     ping_interval: float | None = None,
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
+    reconnect: ReconnectPolicy | None = None,
 ) -> int:
     """Runs the swarm until `stop` is set (or `duration` passes). Returns the exit code.
 
@@ -118,6 +122,7 @@ async def run_swarm(
             close_timeout=close_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
+            reconnect_policy=reconnect,
         )
         for cid in ids
     ]
@@ -201,6 +206,7 @@ def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int) -> list
         "--connect-spread", str(args.connect_spread),
         "--close-timeout", str(args.close_timeout),
         "--open-timeout", str(args.open_timeout),
+        *_policy(args).argv(),
     ]  # fmt: skip
     if args.history_dir:
         argv += ["--history-dir", str(args.history_dir)]
@@ -303,6 +309,16 @@ async def _stop_workers(workers: list[asyncio.subprocess.Process], deadline_s: f
     return totals, hung_workers
 
 
+def _policy(args: argparse.Namespace) -> ReconnectPolicy:
+    return ReconnectPolicy(
+        kind=args.reconnect,
+        base_s=args.backoff_base,
+        cap_s=args.backoff_cap,
+        jitter=args.backoff_jitter,
+        seed=args.reconnect_seed,
+    )
+
+
 async def _amain(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -329,6 +345,7 @@ async def _amain(args: argparse.Namespace) -> int:
             open_timeout=args.open_timeout,
             ping_interval=args.ping_interval,
             stop=stop,
+            reconnect=_policy(args),
         )
     finally:
         if writer is not None:
@@ -361,7 +378,19 @@ def main(argv: list[str] | None = None) -> int:
         default=CLIENTS_PER_PROCESS,
         help=f"split a bigger swarm into worker processes of at most this many clients (default {CLIENTS_PER_PROCESS})",
     )
+    default = ReconnectPolicy()
+    parser.add_argument("--reconnect", choices=POLICIES, default=default.kind, help="reconnect policy")
+    parser.add_argument("--backoff-base", type=float, default=default.base_s, help="first backoff wait, seconds")
+    parser.add_argument("--backoff-cap", type=float, default=default.cap_s, help="longest backoff wait, seconds")
+    parser.add_argument(
+        "--backoff-jitter", type=float, default=default.jitter, help="each wait drawn from [(1-J)*d, d]; 0..1"
+    )
+    parser.add_argument("--reconnect-seed", type=int, default=default.seed, help="seeds every client's jitter")
     args = parser.parse_args(argv)
+    try:
+        _policy(args)
+    except PolicyError as exc:
+        parser.error(str(exc))
     if args.clients < 1:
         parser.error("--clients must be >= 1")
     if args.clients_per_process < 1:

@@ -19,6 +19,7 @@ from .delivery import check_failover_delivery
 from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
+from .herd import check_herd_recovered
 from .isolation import check_others_unaffected
 from .liveness import check_clean_failover, check_recovers_after_heal
 from .paths import check_path_forwarded
@@ -45,6 +46,7 @@ ALL: list[tuple[str, Checker]] = [
     ("connection_limit", check_connection_limit),
     ("size_limit", check_size_limit),
     ("close_passthrough", check_close_passthrough),
+    ("herd_recovered", check_herd_recovered),
 ]
 NAMES = [name for name, _ in ALL]
 
@@ -71,6 +73,7 @@ __all__ = [
     "Violation",
     "check_clean_failover",
     "check_cleanup_complete",
+    "check_herd_recovered",
     "check_no_concurrent_recv",
     "check_no_crosstalk",
     "check_ordered",
