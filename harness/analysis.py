@@ -800,6 +800,17 @@ HERD_MIN_CLIENTS = 100
 #: A drop counts towards a fault up to this long after its window ended (a restart's closes, the
 #: last resets of a toxic, the monitor's lag).
 HERD_DROP_SLACK_S = 2.0
+#: The clients' opening-handshake timeout when the swarm did not record its own.
+DEFAULT_OPEN_TIMEOUT_S = 5.0
+
+
+def client_open_timeout_s(history: Iterable[Any]) -> float:
+    """The longest opening-handshake timeout a swarm gave its clients (``swarm_start``)."""
+    found = [
+        t for r in _records(history)
+        if r.get("f") == SWARM_START and (t := num(r.get("open_timeout_s"))) is not None and t > 0
+    ]  # fmt: skip
+    return max(found, default=DEFAULT_OPEN_TIMEOUT_S)
 
 
 @dataclass(frozen=True)

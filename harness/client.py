@@ -150,6 +150,7 @@ class GameClient:
 
     async def _connect(self, conn: int) -> ClientConnection | None:
         url = self.url
+        begun = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as tg:
             attempt = tg.create_task(self._open(url))
             watcher = tg.create_task(self._cancel_on_stop(attempt))
@@ -158,7 +159,9 @@ class GameClient:
             return None  # stopped while connecting: not a failure of the connection
         result = attempt.result()
         if isinstance(result, BaseException):
-            self._rec("event", "conn_fail", conn=conn, error=_describe(result), url=url)
+            # How long the attempt took, so a checker can tell when it began (a fault's doing or not).
+            took_s = round(asyncio.get_running_loop().time() - begun, 3)
+            self._rec("event", "conn_fail", conn=conn, error=_describe(result), url=url, took_s=took_s)
             return None
         if self._stop.is_set():
             await result.close()

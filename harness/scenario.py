@@ -61,6 +61,9 @@ class Workload:
     backoff_cap_s: float = 1.0
     backoff_jitter: float = 0.0
     reconnect_seed: int = 0
+    #: How long a client waits for its opening handshake before it gives up and tries again: a
+    #: herd queues its handshakes, and one abandoned late is work the build did for nothing.
+    open_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.reconnect, str):
@@ -70,6 +73,8 @@ class Workload:
             raise ScenarioError(f"workload.clients: must be >= 1, got {self.clients!r}")
         if self.rate_hz <= 0:
             raise ScenarioError(f"workload.rate_hz: must be > 0, got {self.rate_hz!r}")
+        if self.open_timeout_s <= 0:
+            raise ScenarioError(f"workload.open_timeout_s: must be > 0, got {self.open_timeout_s!r}")
         try:
             _ = self.reconnect_policy
         except PolicyError as exc:

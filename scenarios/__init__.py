@@ -32,4 +32,5 @@ ORDER = (
     "backend_protocol_error",
     "ping_flood",
     "split_frames",
+    "thundering_herd",
 )

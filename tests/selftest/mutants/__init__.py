@@ -148,6 +148,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["partition_primary"],
         "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
     ),
+    "herd_cold_start": (
+        "herd_recovered",
+        ["thundering_herd"],
+        "clients arriving within 1.5 s of a (re)start, as a herd does after a balancer restart: admitted, "
+        "then dropped without a close frame (1006) instead of refused with 503",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {
