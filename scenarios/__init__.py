@@ -33,4 +33,5 @@ ORDER = (
     "ping_flood",
     "split_frames",
     "thundering_herd",
+    "mass_failover",
 )
