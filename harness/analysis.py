@@ -416,6 +416,8 @@ HARNESS_PROCESSES = ("primary", "secondary", "toxiproxy")
 STOPPING_KINDS = frozenset({"kill", "terminate", "restart"})
 #: How long after a stopping fault's window the monitor may still be reporting its exit.
 EXIT_REPORT_SLACK_S = 2.0
+#: The build under test, as the runner's monitor names its process (its exits are recorded too).
+BUILD_PROCESS = "balancer"
 
 
 @dataclass(frozen=True)
@@ -453,13 +455,14 @@ def process_exits(history: Iterable[Any]) -> list[ProcessExit]:
 
 
 def unexpected_exits(run: Run) -> list[ProcessExit]:
-    """Harness processes that ended with no stopping fault (kill, terminate, restart) on them."""
+    """Harness processes that ended with no stopping fault (kill, terminate, restart) on them.
+    The build's own exits (``BUILD_PROCESS``) are not the harness': the checkers judge them."""
     windows = [w for w in fault_windows(run.history, run_end_time(run)) if w.kind in STOPPING_KINDS]
 
     def stopped_by_nemesis(e: ProcessExit) -> bool:
         return any(e.name in w.targets and w.start <= e.t <= w.end + EXIT_REPORT_SLACK_S for w in windows)
 
-    return [e for e in process_exits(run.history) if not stopped_by_nemesis(e)]
+    return [e for e in process_exits(run.history) if e.name != BUILD_PROCESS and not stopped_by_nemesis(e)]
 
 
 def clients_played_by(history: Iterable[Any], t: float) -> list[str]:
@@ -841,3 +844,102 @@ def slowness(history: Iterable[Any]) -> Slowness:
     factors = [num(r.get("slowness")) for r in _records(history) if r.get("f") == SWARM_START]
     known = [f for f in factors if f is not None and f > 0]
     return Slowness(max(known) if known else None)
+
+
+# -- thundering herd -------------------------------------------------------------------------------
+
+#: Fault targets whose disruption drops the clients' own connections, not only their upstreams.
+HERD_TARGETS = frozenset({"lb", "balancer"})
+#: So many clients dropped by one fault make a herd (the named herd scenarios drop 1,000 or more).
+HERD_MIN_CLIENTS = 100
+#: A drop counts towards a fault up to this long after its window ended (a restart's closes, the
+#: last resets of a toxic, the monitor's lag).
+HERD_DROP_SLACK_S = 2.0
+#: The clients' opening-handshake timeout when the swarm did not record its own.
+DEFAULT_OPEN_TIMEOUT_S = 5.0
+
+
+def client_open_timeout_s(history: Iterable[Any]) -> float:
+    """The longest opening-handshake timeout a swarm gave its clients (``swarm_start``)."""
+    found = [
+        t for r in _records(history)
+        if r.get("f") == SWARM_START and (t := num(r.get("open_timeout_s"))) is not None and t > 0
+    ]  # fmt: skip
+    return max(found, default=DEFAULT_OPEN_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class HerdDrop:
+    """One client of a herd: the close of the connection it had before the fault, and the first
+    acknowledged move after it (None: it never played again)."""
+
+    client: str
+    close: Record
+    back: Record | None
+
+    @property
+    def t(self) -> float:
+        return time_of(self.close) or 0.0
+
+    @property
+    def back_t(self) -> float | None:
+        return None if self.back is None else time_of(self.back)
+
+
+@dataclass(frozen=True)
+class Herd:
+    """A fault on the lb link or the balancer that dropped at least HERD_MIN_CLIENTS clients."""
+
+    window: FaultWindow
+    drops: list[HerdDrop]
+
+    @property
+    def clients(self) -> list[str]:
+        return [d.client for d in self.drops]
+
+
+def herd_drops(window: FaultWindow, clients: Mapping[str, list[Record]]) -> list[HerdDrop]:
+    """The clients whose connection, open before the fault, closed while it was in force (or
+    within :data:`HERD_DROP_SLACK_S` after): one drop per client, its first."""
+    out = []
+    for client, recs in clients.items():
+        opened: dict[Any, float] = {}
+        close: Record | None = None
+        for rec in recs:
+            t = time_of(rec)
+            if t is None or rec.get("type") != "event":
+                continue
+            if rec.get("f") == "conn_open":
+                opened[rec.get("conn")] = t
+            elif (
+                rec.get("f") == "conn_close"
+                and window.start <= t <= window.end + HERD_DROP_SLACK_S
+                and opened.get(rec.get("conn"), math.inf) < window.start
+            ):
+                close = rec
+                break
+        if close is None:
+            continue
+        since = time_of(close) or 0.0
+        back = next(
+            (r for r in recs if r.get("type") == "ok" and r.get("f") == "move" and (time_of(r) or -math.inf) > since),
+            None,
+        )
+        out.append(HerdDrop(client, close, back))
+    return sorted(out, key=lambda d: (d.t, d.client))
+
+
+def herds(run: Run) -> tuple[list[Herd], int]:
+    """Every herd in the run, and the most clients any lb/balancer fault dropped (to say why a
+    run without a herd had none)."""
+    clients = client_histories(run.history)
+    found: list[Herd] = []
+    most = 0
+    for w in fault_windows(run.history, run_end_time(run)):
+        if not w.targets & HERD_TARGETS:
+            continue
+        drops = herd_drops(w, clients)
+        most = max(most, len(drops))
+        if len(drops) >= HERD_MIN_CLIENTS:
+            found.append(Herd(w, drops))
+    return found, most

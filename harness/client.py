@@ -25,6 +25,7 @@ from websockets.protocol import State
 
 from harness import game
 from harness.history import HistoryWriter, Record
+from harness.reconnect import ReconnectPolicy
 
 
 class Recorder(Protocol):
@@ -51,7 +52,8 @@ class GameClient:
     """One simulated player. ``await run()`` plays until :meth:`request_stop`.
 
     Reconnection is part of the workload: after a remote close (a 1013 from the balancer, say)
-    or a failed connect, the client comes back after a bounded backoff.
+    or a failed connect, the client comes back after the wait its ``reconnect_policy`` gives
+    (:mod:`harness.reconnect`).
     """
 
     def __init__(
@@ -65,8 +67,7 @@ class GameClient:
         reconnect: bool = True,
         open_timeout: float = 5.0,
         close_timeout: float = 2.0,
-        backoff_min: float = 0.1,
-        backoff_max: float = 1.0,
+        reconnect_policy: ReconnectPolicy | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
     ) -> None:
@@ -80,8 +81,8 @@ class GameClient:
         self.reconnect = reconnect
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
+        self.reconnect_policy = reconnect_policy or ReconnectPolicy()
+        self._jitter = self.reconnect_policy.rng_for(client_id)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
 
@@ -114,7 +115,8 @@ class GameClient:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = self.backoff_min
+        # Attempts in a row that ended without a welcome; a welcomed connection's drop is the first.
+        failures = 0
         try:
             while not self._stop.is_set():
                 self.conns += 1
@@ -124,13 +126,17 @@ class GameClient:
                     welcomes_before = self.welcomes
                     await self._session(ws, conn)
                     if self.welcomes > welcomes_before:
-                        backoff = self.backoff_min
+                        failures = 0
                 if self._stop.is_set() or not self.reconnect:
                     break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await self._stop.wait()
-                backoff = min(backoff * 2, self.backoff_max)
+                failures += 1
+                delay = self.reconnect_policy.delay_s(failures, self._jitter)
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._stop.wait()
+                else:
+                    await asyncio.sleep(0)  # immediate, yet other clients get their turn
         except asyncio.CancelledError:
             # Cancelled from outside (a swarm past its deadline): this client did not stop cleanly.
             self.hung = True
@@ -144,6 +150,7 @@ class GameClient:
 
     async def _connect(self, conn: int) -> ClientConnection | None:
         url = self.url
+        begun = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as tg:
             attempt = tg.create_task(self._open(url))
             watcher = tg.create_task(self._cancel_on_stop(attempt))
@@ -152,7 +159,9 @@ class GameClient:
             return None  # stopped while connecting: not a failure of the connection
         result = attempt.result()
         if isinstance(result, BaseException):
-            self._rec("event", "conn_fail", conn=conn, error=_describe(result), url=url)
+            # How long the attempt took, so a checker can tell when it began (a fault's doing or not).
+            took_s = round(asyncio.get_running_loop().time() - begun, 3)
+            self._rec("event", "conn_fail", conn=conn, error=_describe(result), url=url, took_s=took_s)
             return None
         if self._stop.is_set():
             await result.close()

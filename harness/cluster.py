@@ -28,7 +28,14 @@ from urllib.parse import urlparse
 import psutil
 
 from harness.ports import allocate_port, release_port
-from harness.procs import ManagedProcess, ProcessFailed, ReadyCheck, Supervisor, expand_command
+from harness.procs import (
+    ManagedProcess,
+    ProcessFailed,
+    ReadyCheck,
+    Supervisor,
+    expand_command,
+    raise_open_files_limit,
+)
 from harness.scenario import Keepalive, Limits
 from harness.waiting import wait_until
 
@@ -218,12 +225,15 @@ class Cluster:
         self.config: dict[str, Any] = {}
         self._started = False
         self._client_blocks = 0
+        self.open_files_limit: int | None = None
 
-    def client_id_offset(self, block: int = 1000) -> int:
-        """A fresh block of client ids: backends remember game state per client id across runs on a
-        reused cluster, so no two runs may share an id."""
+    def client_id_offset(self, clients: int = 1, block: int = 1000) -> int:
+        """Fresh client ids for ``clients`` clients, in whole blocks: backends remember game state
+        per client id across runs on a reused cluster, so no two runs may share an id."""
         self._client_blocks += 1
-        return self._client_blocks * block
+        offset = self._client_blocks * block
+        self._client_blocks += max(0, -(-clients // block) - 1)
+        return offset
 
     # -- naming -------------------------------------------------------------------------------
     def proxy_name(self, link: str) -> str:
@@ -251,6 +261,9 @@ class Cluster:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Cluster:
+        # Every process started from here inherits it: a big swarm needs thousands of sockets in
+        # the Toxiproxy, the build and the backends.
+        self.open_files_limit = raise_open_files_limit()
         self.root.mkdir(parents=True, exist_ok=True)
         self.journals.mkdir(parents=True, exist_ok=True)
         for name in ("balancer", "admin", "lb", *BACKEND_NAMES, *(f"{n}_proxy" for n in BACKEND_NAMES)):

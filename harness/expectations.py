@@ -21,6 +21,8 @@ from harness.schedule import latest_times
 __all__ = [
     "LATENCY_FACTOR",
     "MARGIN_S",
+    "MASS_FAILOVER_BASE_CLIENTS",
+    "REHOMES_PER_S",
     "derive_expect",
     "expect_for",
     "is_disruptive",
@@ -35,6 +37,13 @@ MARGIN_S = 2.0
 #: A failover under latency costs about two round trips (open the upstream, then the acknowledged
 #: resend), so latency counts twice against the deadline.
 LATENCY_FACTOR = 2.0
+#: MARGIN_S covers the failovers of this many sessions at once (reconnect_storm's 200 fit in it).
+MASS_FAILOVER_BASE_CLIENTS = 200
+#: Sessions the reference balancer re-homes per second when a backend dies under all of them,
+#: measured with mass_failover on the shared 2-core machine (load average 8, slowness x1.4-1.6):
+#: 2,000 sessions on the primary, SIGKILL, every one welcomed by the secondary in place after
+#: 12.3 s (p50) and 23.9 s (p99 and max), none closed: 2,000 / 23.9 s = 84 a second.
+REHOMES_PER_S = 80.0
 
 
 def latency_effect_s(f: Fault) -> float:
@@ -118,8 +127,9 @@ def derive_expect(
     limits: Limits | None = None,
     keepalive: Keepalive | None = None,
     fault_phase_s: float,
+    clients: int = 0,
 ) -> Expect:
-    """The close codes and deadlines a correct build shows under ``steps``.
+    """The close codes and deadlines a correct build shows under ``steps`` for ``clients`` clients.
 
     Close codes (what a client may see from the remote side):
 
@@ -170,6 +180,10 @@ def derive_expect(
       open timeout). A blackholed backend alone does *not* extend it: noticing that within the
       base is exactly what is being judged.
 
+    * plus, when a backend disruption moves more than ``MASS_FAILOVER_BASE_CLIENTS`` sessions at
+      once, the time to re-home the rest at the measured ``REHOMES_PER_S``: thousands of sessions
+      each need a new upstream (a handshake through a proxy), and the last waits for all before it.
+
     ``recovery_deadline_s`` keeps its default: after the heal nothing is faulted any more.
     """
     steps = list(steps)
@@ -207,13 +221,19 @@ def derive_expect(
     drops_clients = bool(lb_disruptive or on["balancer"])
     if lb_blackhole or (backend_blackhole and (both_backends or drops_clients)):
         deadline += max(w.end - w.start for w in blackholes)
+    if backend_disruptions and clients > MASS_FAILOVER_BASE_CLIENTS:
+        deadline += (clients - MASS_FAILOVER_BASE_CLIENTS) / REHOMES_PER_S
     return Expect(close_codes=tuple(sorted(codes)), failover_deadline_s=math.ceil(deadline * 10) / 10)
 
 
 def expect_for(scenario: Scenario) -> Expect:
     """The expectation derived for a whole scenario, from its steps, limits and keepalive."""
     return derive_expect(
-        scenario.steps, limits=scenario.limits, keepalive=scenario.keepalive, fault_phase_s=scenario.fault_phase_s
+        scenario.steps,
+        limits=scenario.limits,
+        keepalive=scenario.keepalive,
+        fault_phase_s=scenario.fault_phase_s,
+        clients=scenario.workload.clients,
     )
 
 

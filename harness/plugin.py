@@ -131,7 +131,7 @@ def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
             history_dir=hist,
             prefix=prefix,
             rate_hz=rate_hz,
-            id_offset=cluster.client_id_offset(),
+            id_offset=cluster.client_id_offset(n),
             ready_timeout_s=ready_timeout,
         )
         proc = cluster.supervisor.spawn(name, argv, wait=False)

@@ -96,6 +96,31 @@ def expand_command(template: str | Sequence[str], **values: str) -> list[str]:
 SETPRIV = shutil.which("setpriv")
 
 
+#: Open files per client in the process that needs the most: the embedded Toxiproxy holds both
+#: sockets of a client's lb link and of its upstream's backend link.
+FILES_PER_CLIENT = 4
+#: Files a harness process or the build holds besides its clients' sockets.
+FILES_BASE = 200
+
+
+def raise_open_files_limit() -> int:
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it: the
+    supervisor's processes and the build); returns the soft limit now in force."""
+    import resource  # POSIX only, like the rest of this module's process handling
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def open_files_needed(clients: int) -> int:
+    """About how many files the busiest process of a cluster needs for ``clients`` clients."""
+    return FILES_BASE + FILES_PER_CLIENT * clients
+
+
 def _with_pdeathsig(argv: list[str]) -> list[str]:
     # PR_SET_PDEATHSIG fires when the forking *thread* exits, so only use it from the main
     # thread; other spawns are still reaped by close()/atexit.

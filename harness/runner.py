@@ -38,7 +38,7 @@ from harness.history import (
 from harness.nemesis import Nemesis
 from harness.outcome import decide
 from harness.probes import run_probes
-from harness.procs import ManagedProcess, tail
+from harness.procs import ManagedProcess, open_files_needed, tail
 from harness.records import (
     FAILED,
     INCONCLUSIVE,
@@ -51,13 +51,27 @@ from harness.records import (
     render_violations,
 )
 from harness.recovery import recovery_figures
-from harness.scenario import Scenario
+from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
 from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
 SWARM_READY_TIMEOUT_S = 15.0
+#: Beyond this many clients a swarm gets more time to be welcomed, in proportion (see below).
+SWARM_READY_BASE_CLIENTS = 200
+#: Extra seconds per client past SWARM_READY_BASE_CLIENTS. Measured on the shared 2-core machine at
+#: a load average of 12-14: the reference balancer welcomed 30-35 clients a second (each is a
+#: handshake through the lb proxy, an upstream handshake through a backend proxy and a welcome).
+SWARM_READY_S_PER_CLIENT = 0.04
+
+
+def swarm_ready_timeout_s(clients: int, connect_spread_s: float = 0.0) -> float:
+    """How long a swarm of ``clients`` may take until every client has had its welcome: the fixed
+    bound for small swarms; big ones start many worker processes and open thousands of sessions
+    through two proxies and the build, which takes time in proportion on a 2-core machine."""
+    extra = max(0, clients - SWARM_READY_BASE_CLIENTS) * SWARM_READY_S_PER_CLIENT
+    return SWARM_READY_TIMEOUT_S + extra + connect_spread_s
 
 
 class RunNotRecorded(Exception):
@@ -185,7 +199,8 @@ class _Monitor(threading.Thread):
         self._lock = threading.Lock()
         self._watched: dict[str, tuple[ManagedProcess, frozenset[int]]] = {}
         self._reported: set[tuple[str, int | None]] = set()
-        for name in analysis.HARNESS_PROCESSES:
+        # The build too: an exit no fault caused is the build falling over (herd_recovered).
+        for name in (*analysis.HARNESS_PROCESSES, analysis.BUILD_PROCESS):
             with contextlib.suppress(KeyError):
                 self.watch(name, cluster.supervisor[name])
 
@@ -325,6 +340,12 @@ class ScenarioRunner:
         if c.status() is not None and not c.wait_balancer_sees_backends_healthy(timeout=10.0):
             notes.append("the build did not report every backend healthy within 10 s of the reset")
 
+        needed = open_files_needed(scenario.workload.clients + scenario.workload.probe_clients)
+        if c.open_files_limit is not None and needed > c.open_files_limit:
+            notes.append(
+                f"the open-files limit binds: {c.open_files_limit} (raised to the hard limit) for "
+                f"{scenario.workload.clients} clients, which need about {needed} in the busiest process"
+            )
         logs = [c.logs / BALANCER_STDOUT, c.logs / BALANCER_STDERR, *(c.journal_path(n) for n in BACKEND_NAMES)]
         offsets = {p: _file_size(p) for p in logs}
         status_before = c.status()
@@ -354,9 +375,7 @@ class ScenarioRunner:
 
     def _warmup_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
-        state.swarms.append(
-            self._start_swarm(state.run_dir, "c", w.clients, w.rate_hz, w.connect_spread_s, state.notes)
-        )
+        state.swarms.append(self._start_swarm(state.run_dir, "c", w, w.clients, w.connect_spread_s, state.notes))
         self._watch_swarm(state, state.swarms[-1])
         since = state.phases["started"]
 
@@ -395,7 +414,7 @@ class ScenarioRunner:
     def _deadline_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
         if w.probe_clients:
-            state.swarms.append(self._start_swarm(state.run_dir, "n", w.probe_clients, w.rate_hz, 0.0, state.notes))
+            state.swarms.append(self._start_swarm(state.run_dir, "n", w, w.probe_clients, 0.0, state.notes))
             self._watch_swarm(state, state.swarms[-1])
         self._wait_progress(state.progress, state.phases["heal_end"], state.scenario.phases.deadline_s)
         state.phase("deadline_end")
@@ -516,18 +535,21 @@ class ScenarioRunner:
         )
 
     def _start_swarm(
-        self, run_dir: Path, prefix: str, clients: int, rate_hz: float, spread_s: float, notes: list[str]
+        self, run_dir: Path, prefix: str, workload: Workload, clients: int, spread_s: float, notes: list[str]
     ) -> ManagedProcess:
         name = f"swarm-{prefix}-{run_dir.name}"
+        ready_timeout_s = swarm_ready_timeout_s(clients, spread_s)
         argv = swarm_argv(
             f"{self.cluster.lb_url}/play",
             clients,
             history_dir=run_dir / HISTORY_DIR,
             prefix=prefix,
-            rate_hz=rate_hz,
-            id_offset=self.cluster.client_id_offset(),
-            ready_timeout_s=SWARM_READY_TIMEOUT_S,
+            rate_hz=workload.rate_hz,
+            id_offset=self.cluster.client_id_offset(clients),
+            ready_timeout_s=ready_timeout_s,
             connect_spread_s=spread_s,
+            reconnect=workload.reconnect_policy,
+            open_timeout_s=workload.open_timeout_s,
         )
         proc = self.cluster.supervisor.spawn(name, argv, wait=False)
         ready = _Tail(proc.stdout_path)
@@ -538,7 +560,7 @@ class ScenarioRunner:
             return any(line.startswith(("READY", "NOT READY")) for line in seen) or not proc.running
 
         try:
-            wait_until(is_ready, timeout=SWARM_READY_TIMEOUT_S + 5, what=f"client swarm {prefix} ready")
+            wait_until(is_ready, timeout=ready_timeout_s + 5, what=f"client swarm {prefix} ready")
         except TimeoutError as exc:
             notes.append(str(exc))
         if not any(line.startswith("READY") for line in seen):

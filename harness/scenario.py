@@ -16,6 +16,7 @@ from harness.checkers import NAMES as CHECKER_NAMES
 from harness.checkers.recovery import RECOVERY_GOALS
 from harness.faults import Fault, FaultError
 from harness.probes import PROBE_KINDS
+from harness.reconnect import BACKOFF, POLICIES, PolicyError, ReconnectPolicy
 from harness.recovery import GoalError, RecoveryGoals
 
 SCHEMA_VERSION = 1
@@ -54,13 +55,52 @@ class Workload:
     connect_spread_s: float = 0.0
     #: Fresh clients started after the heal, to show that new sessions work again.
     probe_clients: int = 2
+    #: How clients come back after a drop or a failed attempt (harness.reconnect): "immediate", or
+    #: "backoff" (base doubling up to the cap, each wait jittered down by up to `backoff_jitter` of
+    #: itself, from a generator seeded by `reconnect_seed` and the client id, so runs replay).
+    reconnect: str = BACKOFF
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 1.0
+    backoff_jitter: float = 0.0
+    reconnect_seed: int = 0
+    #: How long a client waits for its opening handshake before it gives up and tries again: a
+    #: herd queues its handshakes, and one abandoned late is work the build did for nothing.
+    open_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reconnect, str):
+            raise ScenarioError(f"workload.reconnect: expected one of {', '.join(POLICIES)}, got {self.reconnect!r}")
         _check_fields(self, "workload")
         if self.clients < 1:
             raise ScenarioError(f"workload.clients: must be >= 1, got {self.clients!r}")
         if self.rate_hz <= 0:
             raise ScenarioError(f"workload.rate_hz: must be > 0, got {self.rate_hz!r}")
+        if self.open_timeout_s <= 0:
+            raise ScenarioError(f"workload.open_timeout_s: must be > 0, got {self.open_timeout_s!r}")
+        try:
+            _ = self.reconnect_policy
+        except PolicyError as exc:
+            raise ScenarioError(f"workload.{_POLICY_FIELDS[exc.field]}: {exc.problem}") from None
+
+    @property
+    def reconnect_policy(self) -> ReconnectPolicy:
+        return ReconnectPolicy(
+            kind=self.reconnect,
+            base_s=self.backoff_base_s,
+            cap_s=self.backoff_cap_s,
+            jitter=self.backoff_jitter,
+            seed=self.reconnect_seed,
+        )
+
+
+#: ReconnectPolicy's fields as the workload names them.
+_POLICY_FIELDS = {
+    "kind": "reconnect",
+    "base_s": "backoff_base_s",
+    "cap_s": "backoff_cap_s",
+    "jitter": "backoff_jitter",
+    "seed": "reconnect_seed",
+}
 
 
 @dataclass(frozen=True)

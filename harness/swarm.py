@@ -29,6 +29,7 @@ from harness.client import GameClient, NullRecorder, Recorder
 from harness.eventloop import LOOP_LAG, SWARM_START, loop_factory, measure_slowness, watch_loop_lag
 from harness.history import HistoryWriter
 from harness.procs import _with_pdeathsig
+from harness.reconnect import POLICIES, PolicyError, ReconnectPolicy
 
 EXIT_NOT_READY = 3
 #: The history could not be written in full (a full disk): the run cannot be judged from it.
@@ -59,6 +60,8 @@ def swarm_argv(
     id_offset: int = 0,
     ready_timeout_s: float = 15.0,
     connect_spread_s: float = 0.0,
+    reconnect: ReconnectPolicy | None = None,
+    open_timeout_s: float = 5.0,
 ) -> list[str]:
     """The command that runs a swarm as its own process, as the runner and the plugin start it."""
     return [
@@ -71,6 +74,8 @@ def swarm_argv(
         "--history-dir", str(history_dir),
         "--ready-timeout", str(ready_timeout_s),
         "--connect-spread", str(connect_spread_s),
+        "--open-timeout", str(open_timeout_s),
+        *(reconnect or ReconnectPolicy()).argv(),
     ]  # fmt: skip
 
 
@@ -94,6 +99,8 @@ async def run_swarm(
     ping_interval: float | None = None,
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    slowness: float | None = None,
 ) -> int:
     """Runs the swarm until `stop` is set (or `duration` passes). Returns the exit code.
 
@@ -107,9 +114,14 @@ async def run_swarm(
     me = swarm_process_name(prefix, os.getpid())
     ids = client_ids(n, prefix, id_offset)
     loop_kind = "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
-    # Measured before any client runs, so the busy loop competes with other processes only.
-    slowness = round(measure_slowness(), 2)
-    rec.record("event", SWARM_START, process=me, clients=ids, pid=os.getpid(), loop=loop_kind, slowness=slowness)
+    # Measured before any client runs, so the busy loop competes with other processes only; a
+    # worker is handed its coordinator's, measured before the workers start: workers measuring
+    # while their siblings start up would measure the swarm's own start-up.
+    slowness = round(measure_slowness() if slowness is None else slowness, 2)
+    rec.record(
+        "event", SWARM_START, process=me, clients=ids, pid=os.getpid(), loop=loop_kind, slowness=slowness,
+        open_timeout_s=open_timeout,
+    )  # fmt: skip
 
     def record_lag(lag_s: float, streak: int) -> None:
         rec.record("event", LOOP_LAG, process=me, lag_ms=round(lag_s * 1000.0, 1), streak=streak)
@@ -124,6 +136,7 @@ async def run_swarm(
             close_timeout=close_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
+            reconnect_policy=reconnect,
         )
         for cid in ids
     ]
@@ -194,7 +207,7 @@ def split_clients(n: int, per_process: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(workers)]
 
 
-def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int) -> list[str]:
+def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int, slowness: float) -> list[str]:
     argv = [
         sys.executable, "-m", "harness.swarm",
         "--url", args.url,
@@ -207,6 +220,8 @@ def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int) -> list
         "--connect-spread", str(args.connect_spread),
         "--close-timeout", str(args.close_timeout),
         "--open-timeout", str(args.open_timeout),
+        *_policy(args).argv(),
+        "--slowness", str(slowness),
     ]  # fmt: skip
     if args.history_dir:
         argv += ["--history-dir", str(args.history_dir)]
@@ -228,9 +243,12 @@ async def run_workers(args: argparse.Namespace, stop: asyncio.Event, out: TextIO
     stream = out if out is not None else sys.stdout
     shares = split_clients(args.clients, args.clients_per_process)
     offsets = [args.id_offset + sum(shares[:i]) for i in range(len(shares))]
+    slowness = measure_slowness()
     workers = [
         await asyncio.create_subprocess_exec(
-            *_worker_argv(args, count, offset), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+            *_worker_argv(args, count, offset, slowness),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
         )
         for count, offset in zip(shares, offsets, strict=True)
     ]
@@ -309,6 +327,16 @@ async def _stop_workers(workers: list[asyncio.subprocess.Process], deadline_s: f
     return totals, hung_workers
 
 
+def _policy(args: argparse.Namespace) -> ReconnectPolicy:
+    return ReconnectPolicy(
+        kind=args.reconnect,
+        base_s=args.backoff_base,
+        cap_s=args.backoff_cap,
+        jitter=args.backoff_jitter,
+        seed=args.reconnect_seed,
+    )
+
+
 async def _amain(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -335,6 +363,8 @@ async def _amain(args: argparse.Namespace) -> int:
             open_timeout=args.open_timeout,
             ping_interval=args.ping_interval,
             stop=stop,
+            reconnect=_policy(args),
+            slowness=args.slowness,
         )
     finally:
         if writer is not None:
@@ -372,7 +402,20 @@ def main(argv: list[str] | None = None) -> int:
         default=CLIENTS_PER_PROCESS,
         help=f"split a bigger swarm into worker processes of at most this many clients (default {CLIENTS_PER_PROCESS})",
     )
+    default = ReconnectPolicy()
+    parser.add_argument("--reconnect", choices=POLICIES, default=default.kind, help="reconnect policy")
+    parser.add_argument("--backoff-base", type=float, default=default.base_s, help="first backoff wait, seconds")
+    parser.add_argument("--backoff-cap", type=float, default=default.cap_s, help="longest backoff wait, seconds")
+    parser.add_argument(
+        "--backoff-jitter", type=float, default=default.jitter, help="each wait drawn from [(1-J)*d, d]; 0..1"
+    )
+    parser.add_argument("--reconnect-seed", type=int, default=default.seed, help="seeds every client's jitter")
+    parser.add_argument("--slowness", type=float, default=None, help=argparse.SUPPRESS)  # a worker's, measured for it
     args = parser.parse_args(argv)
+    try:
+        _policy(args)
+    except PolicyError as exc:
+        parser.error(str(exc))
     if args.clients < 1:
         parser.error("--clients must be >= 1")
     if args.clients_per_process < 1:

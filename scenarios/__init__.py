@@ -42,4 +42,6 @@ ORDER = (
     "reset_after_frames",
     "frame_close",
     "frame_delay",
+    "thundering_herd",
+    "mass_failover",
 )

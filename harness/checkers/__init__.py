@@ -20,6 +20,7 @@ from .drain import check_drain_graceful
 from .edges import check_close_passthrough, check_connection_limit, check_size_limit
 from .failover_limits import check_reconnect_limits
 from .game_state import RULE_SOURCE as EXPECTED_STATE_SOURCE
+from .herd import check_herd_recovered
 from .isolation import check_others_unaffected
 from .liveness import check_clean_failover, check_recovers_after_heal
 from .paths import check_path_forwarded
@@ -52,6 +53,7 @@ ALL: list[tuple[str, Checker]] = [
     ("recovery_goals", check_recovery_goals),
     ("drain_graceful", check_drain_graceful),
     ("upgrade_failover", check_upgrade_failover),
+    ("herd_recovered", check_herd_recovered),
 ]
 NAMES = [name for name, _ in ALL]
 
@@ -78,6 +80,7 @@ __all__ = [
     "Violation",
     "check_clean_failover",
     "check_cleanup_complete",
+    "check_herd_recovered",
     "check_no_concurrent_recv",
     "check_no_crosstalk",
     "check_ordered",

@@ -67,12 +67,12 @@ def test_kill_restart_partition_plan_passes_every_checker(chaos_run: Callable[..
         compact = [s for i, s in enumerate(servers) if i == 0 or servers[i - 1] != s]
         moved_back += compact[:3] == ["primary", "secondary", "primary"]
     assert moved_back == 8, f"only {moved_back}/8 clients went primary -> secondary -> primary"
-    # This plan has no limit probe, no client protocol error, no recovery goals, no drain and no
-    # upgrade fault: nothing for those to judge, and "not checked" is never "pass". Whether a move is
-    # sent while a failover is under way (failover_delivery) depends on timing.
+    # This plan has no limit probe, no client protocol error, no recovery goals, no drain, no
+    # upgrade fault and no herd: nothing for those to judge, and "not checked" is never "pass".
+    # Whether a move is sent while a failover is under way (failover_delivery) depends on timing.
     probes = {
         "connection_limit", "size_limit", "close_passthrough", "others_unaffected", "recovery_goals", "drain_graceful",
-        "upgrade_failover",
+        "upgrade_failover", "herd_recovered",
     }  # fmt: skip
     statuses = {r.invariant: r.status for r in judged.results}
     assert statuses.pop("failover_delivery") in ("pass", "not_checked"), judged.summary()

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from harness import game
 from harness.client import GameClient, play_url
 from harness.history import HistoryWriter, Record, read_jsonl
+from harness.reconnect import ReconnectPolicy
 from harness.swarm import CLIENTS_PER_PROCESS
 from harness.waiting import wait_until_async
 
@@ -134,7 +135,9 @@ async def test_client_reconnects_to_another_backend_and_resumes(spawn: Callable[
     target = {"url": url_a}
     hist = tmp_path / "h.jsonl"
     with HistoryWriter(hist, "test") as writer:
-        client = GameClient(lambda: target["url"], "c001", recorder=writer, rate=100, backoff_min=0.05)
+        client = GameClient(
+            lambda: target["url"], "c001", recorder=writer, rate=100, reconnect_policy=ReconnectPolicy(base_s=0.05)
+        )
         async with playing(client):
             await until(lambda: len(client.book.acked) >= 10, "10 acks from primary")
             target["url"] = url_b
@@ -258,7 +261,11 @@ async def test_client_comes_back_after_a_refusal(spawn: Callable[..., Proc], tmp
     hist = tmp_path / "h.jsonl"
     with HistoryWriter(hist, "test") as writer:
         client = GameClient(
-            f"ws://127.0.0.1:{port}", "c002", recorder=writer, rate=100, backoff_min=0.02, backoff_max=0.1
+            f"ws://127.0.0.1:{port}",
+            "c002",
+            recorder=writer,
+            rate=100,
+            reconnect_policy=ReconnectPolicy(base_s=0.02, cap_s=0.1),
         )
         async with playing(client):
             await until(lambda: client.conns >= 3, "three failed connects")

@@ -31,6 +31,7 @@ INVARIANTS = [
     "recovery_goals",
     "drain_graceful",
     "upgrade_failover",
+    "herd_recovered",
 ]
 
 
@@ -56,10 +57,11 @@ def test_judge_reads_a_run_directory_with_torn_lines(tmp_path: Path, rb: RunBuil
     assert any("not JSON" in p for p in run.problems)
     results = judge(run)
     # The healthy fixture has no limit probe, no recorded request paths, no failover and no client
-    # protocol error, no drain and no upgrade fault: nothing for these to judge, and "not checked"
-    # is never "pass".
+    # protocol error, no drain, no upgrade fault and no herd: nothing for these to judge, and
+    # "not checked" is never "pass".
     nothing_to_judge = ["path_forwarded", "failover_delivery", "connection_limit", "size_limit", "close_passthrough",
-                        "others_unaffected", "recovery_goals", "drain_graceful", "upgrade_failover"]  # fmt: skip
+                        "others_unaffected", "recovery_goals", "drain_graceful", "upgrade_failover",
+                        "herd_recovered"]  # fmt: skip
     expected = dict.fromkeys(INVARIANTS, "pass") | dict.fromkeys(nothing_to_judge, "not_checked")
     assert {r.invariant: r.status for r in results} == expected
 

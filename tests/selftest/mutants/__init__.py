@@ -177,6 +177,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         "a backend's close frame with a code that does not end the session (1001, 1011, 1012): "
         "the client is closed with it instead of failing over",
     ),
+    "herd_cold_start": (
+        "herd_recovered",
+        ["thundering_herd"],
+        "clients arriving within 1.5 s of a (re)start, as a herd does after a balancer restart: admitted, "
+        "then dropped without a close frame (1006) instead of refused with 503",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {

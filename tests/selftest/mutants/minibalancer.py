@@ -59,12 +59,15 @@ DEFECTS = (
     "drain_keeps_accepting",
     "upgrade_retried_forever",
     "backend_close_passed",
+    "herd_cold_start",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
 RETRY_DOWN_S = 2.0  # a backend marked down is preferred last until this long has passed
 DEFAULT_MAX_SIZE = 2**20
 DEFAULT_MAX_CONNECTIONS = 1024
+#: herd_cold_start: how long after it starts listening the defective build cannot serve clients.
+COLD_START_S = 1.5
 log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
 #: --black-box: a build that implements only the required part of the contract.
@@ -156,6 +159,7 @@ class Balancer:
         self.no_clients = asyncio.Event()  # set while open_clients is 0: a drain waits on it
         self.no_clients.set()
         self.draining = False
+        self.started = time.monotonic()  # reset when the client-facing server starts listening
         self._ids = itertools.count(1)
 
     # ---- admin ----------------------------------------------------------------------------
@@ -445,6 +449,11 @@ class Balancer:
         self.open_clients += 1
         self.no_clients.clear()
         try:
+            if defect("herd_cold_start") and time.monotonic() - self.started < COLD_START_S:
+                # DEFECT(herd_cold_start): while it warms up it admits clients it cannot serve yet
+                # and drops them (no close frame: 1006) instead of refusing them with 503.
+                client.transport.abort()
+                return
             if defect("no_503") and self.open_clients > self.cfg["max_connections"]:
                 await client.close(1013, "too many connections")  # DEFECT(no_503): admitted, then closed
                 return
@@ -531,6 +540,7 @@ async def amain(cfg: dict[str, Any]) -> int:
         max_size=cfg["max_size"] + 1 if defect("max_size_plus_one") else cfg["max_size"],
         process_request=bal.admit,
     )
+    bal.started = time.monotonic()
     await first_set(stop, hangup)
     if not stop.is_set():
         await drain(bal, server, stop)
