@@ -67,17 +67,22 @@ class _FailFast(Exception):
 
 @dataclass(frozen=True)
 class Profile:
-    """Every profile runs every named scenario; they differ in the Hypothesis budget."""
+    """A profile runs every named scenario but those tagged with one of ``skip_tags``; profiles
+    differ in that and in the Hypothesis budget."""
 
     name: str
     hypothesis_examples: int
     shrink: bool
+    #: Scenarios with one of these tags are left out (and listed as not run in the certificate).
+    skip_tags: tuple[str, ...] = ()
 
 
 PROFILES = {
     # Within 3 minutes on 2 cores (measured: ~1.5 min of named scenarios, ~8 s a plan):
     # every named scenario and 5 generated plans, not shrunk.
-    "quick": Profile("quick", hypothesis_examples=5, shrink=False),
+    # The scenarios of a thousand clients and more (tag "large": thundering_herd, mass_failover)
+    # take minutes of client connects on 2 cores; they are in ci and nightly.
+    "quick": Profile("quick", hypothesis_examples=5, shrink=False, skip_tags=("large",)),
     # Within 10 minutes: every named scenario and 20 generated plans, shrunk on failure.
     "ci": Profile("ci", hypothesis_examples=20, shrink=True),
     # Long: every named scenario and 100 generated plans.
@@ -170,6 +175,8 @@ class Certifier:
         self.entries: list[ScenarioEntry] = []
         self.capabilities: dict[str, bool] = {}
         self.build_died: str | None = None
+        #: Named scenarios this profile leaves out (``Profile.skip_tags``).
+        self.not_run: list[str] = []
         #: What certify is doing now, for the report of an interrupted run.
         self.stage = "starting the cluster"
         #: The scenario under way: its entry if the run is interrupted (name, kind, run dir, start).
@@ -184,7 +191,9 @@ class Certifier:
                 raise ValueError(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(catalog)})")
             chosen = [catalog[n] for n in self.only]
         else:
-            chosen = list(catalog.values())
+            skip = set(self.profile.skip_tags)
+            chosen = [s for s in catalog.values() if not skip & set(s.tags)]
+            self.not_run = [s.name for s in catalog.values() if skip & set(s.tags)]
         return chosen + self.extra
 
     def run(self) -> dict[str, Any]:
@@ -257,6 +266,12 @@ class Certifier:
             cert.extra["first_failure_s"] = self.first_failure_s
         if self.seed is not None:
             cert.extra["seed"] = self.seed
+        if self.not_run:
+            cert.extra["not_run"] = {
+                "scenarios": self.not_run,
+                "why": f"profile {self.profile.name} leaves out scenarios tagged {', '.join(self.profile.skip_tags)}; "
+                "--profile ci runs them",
+            }
         if cert.verdict == INTERRUPTED:
             pass  # whatever was seen before, the certification did not finish: never a verdict
         elif self.build_died:
@@ -705,6 +720,12 @@ def certify_main(args: Any) -> int:
     except ValueError as exc:
         console.print(f"certify: {exc}", highlight=False)
         return EXIT_BUILD
+    if certifier.not_run:
+        console.print(
+            f"not run in profile {profile.name}: {', '.join(certifier.not_run)} "
+            f"(tagged {', '.join(profile.skip_tags)}; --profile ci runs them)",
+            highlight=False,
+        )
     cert = certifier.certify()
     try:
         paths: dict[str, Path] | None = write_report(report_dir, cert)

@@ -31,5 +31,5 @@ SCENARIO = Scenario(
     # Derived (harness.expectations): 5 + 5 s keepalive, 1 s close, 2 s margin, and 1,800 sessions
     # beyond the margin's 200 at the measured 80 re-homed a second: 35.5 s.
     expect=Expect(failover_deadline_s=35.5, recovery_deadline_s=30.0),
-    tags=("load", "process", "kill_primary", "mass"),
+    tags=("load", "large", "process", "kill_primary", "mass"),
 )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness.certify import LANES_PER_CORE, MAX_LANES, default_parallel, generated_chunks
+from harness.catalog import named_scenarios
+from harness.certify import LANES_PER_CORE, MAX_LANES, PROFILES, Certifier, default_parallel, generated_chunks
 
 
 @pytest.mark.parametrize(
@@ -30,3 +33,21 @@ def test_default_parallel_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_parallel() == MAX_LANES
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert default_parallel() >= 1
+
+
+REFERENCE = "python -m balancer {config}"
+
+
+def test_the_quick_profile_leaves_out_large_scenarios_and_says_so(tmp_path: Path) -> None:
+    def chosen(profile: str) -> tuple[list[str], list[str]]:
+        certifier = Certifier(
+            balancer_cmd="python -m balancer {config}", profile=PROFILES[profile], report_dir=tmp_path
+        )
+        return [s.name for s in certifier.scenarios()], certifier.not_run
+
+    large = [name for name, s in named_scenarios().items() if "large" in s.tags]
+    assert {"thundering_herd", "mass_failover"} <= set(large)
+    quick, not_run = chosen("quick")
+    assert not set(large) & set(quick) and not_run == large
+    ci, not_run = chosen("ci")
+    assert set(large) <= set(ci) and not_run == []
