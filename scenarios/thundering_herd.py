@@ -34,5 +34,5 @@ SCENARIO = Scenario(
     # A graceful restart closes with 1001 only (contract section 8). Recovery: 1,000 re-admissions
     # at the 50-100 welcomes a second measured on the shared 2-core machine, after the restart.
     expect=Expect(close_codes=(1001,), failover_deadline_s=8.0, recovery_deadline_s=20.0),
-    tags=("load", "large", "process", "balancer", "herd"),
+    tags=("load", "process", "balancer", "herd"),
 )
