@@ -5,6 +5,7 @@ failure between opening an upstream and attaching the session to it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 from collections.abc import AsyncIterator
@@ -94,6 +95,9 @@ async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
         return await original(self, upstream, *args)
 
     monkeypatch.setattr(Session, "_pump_client", with_rogue_reader)
+    # The rogue is a second recv() beside the messages path's pump. (The frames path calls no
+    # recv(): its only reader is the FrameReader the connection's protocol feeds.)
+    monkeypatch.setattr(bal.ctx, "config", dataclasses.replace(bal.ctx.config, data_path="messages"))
     async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
         assert await wait_closed_code(ws) == 1011
     await wait_for(lambda: empty(bal), what="tables empty")
