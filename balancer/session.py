@@ -12,6 +12,12 @@ only exits once both pumps have finished. The next leg (and so the next
 reader of the client socket and of the new upstream) starts only after that.
 Cancelling ``recv()`` is safe in websockets' asyncio implementation: the next
 ``recv()`` returns the message that was pending.
+
+That is the messages data path. On the frames path (``data_path: "frames"``,
+``_frame_leg``) no task reads: each connection's protocol hands its bytes to
+its one ``FrameReader`` (balancer.fastpath), which writes data frames to the
+other leg and gives control frames to websockets; the leg only waits for a
+connection to be lost. Both paths report the same events to the same machine.
 """
 
 from __future__ import annotations

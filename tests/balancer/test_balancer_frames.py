@@ -10,6 +10,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from balancer.config import DEFAULT_DATA_PATH, ConfigError, config_from_args, from_dict
+from balancer.fastpath import MaskKeys
 from balancer.frames import OP_BINARY, OP_CONT, OP_TEXT, BadText, Break, ControlFrame, DataFrame, FrameSplitter
 
 
@@ -175,3 +176,10 @@ def test_the_data_path_is_a_validated_key_and_a_flag() -> None:
             from_dict({**base, "data_path": bad})
     with pytest.raises(ConfigError, match="data-path"):
         config_from_args(["--listen", "127.0.0.1:0", "--backend", "p=ws://x:1", "--data-path", "bytes"])
+
+
+def test_mask_keys_are_fresh_for_every_frame_across_batches() -> None:
+    keys = MaskKeys(batch=4)
+    drawn = [keys() for _ in range(10)]
+    assert all(len(k) == 4 for k in drawn)
+    assert len(set(drawn)) == 10  # 2**-32 per pair to collide by chance
