@@ -450,6 +450,11 @@ class Session:
             client_reader.disconnect()
             upstream_reader.disconnect()
             client_reader.forget_resends()
+            # Nobody awaits this leg's failure any more: a reader error from here on
+            # (both still read: the client between legs, the upstream while it closes)
+            # is logged and drops that connection.
+            client_reader.set_on_error(self._reader_failed(client))
+            upstream_reader.set_on_error(self._reader_failed(upstream))
             to_upstream.cancel()
             to_client.cancel()
         if failure.done():
@@ -457,6 +462,13 @@ class Session:
         if client.state is not State.OPEN:
             return Outcome.CLIENT_GONE
         return Outcome.UPSTREAM_GONE
+
+    def _reader_failed(self, conn: FramedConnection) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            log.error("session %s: frame reader failed outside a leg; dropping the connection", self.sid, exc_info=exc)
+            conn.transport.abort()
+
+        return failed
 
     def _delivered(self) -> None:
         """The client message in flight was written to the upstream (frames data path)."""
