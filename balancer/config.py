@@ -21,6 +21,8 @@ DEFAULT_ADMIN_HOST = "127.0.0.1"
 # The send deadline when keepalive is disabled (see Config.send_deadline_s).
 SEND_DEADLINE_CLOSE_TIMEOUTS = 10
 MIN_SEND_DEADLINE_S = 1.0
+DATA_PATHS = ("messages", "frames")
+DEFAULT_DATA_PATH = "frames"
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
@@ -86,6 +88,11 @@ class Config:
     # "auto": uvloop when it is installed (it roughly halves the loop's own cost
     # per message), else asyncio's; "uvloop" insists on it; "asyncio" turns it off.
     event_loop: str = "auto"
+    # "messages": each leg's messages are received and re-sent whole by websockets.
+    # "frames": data frames are relayed as frames, re-masked but never decoded
+    # (balancer.fastpath); a session whose client negotiated compression still
+    # takes the messages path.
+    data_path: str = DEFAULT_DATA_PATH
 
     # When set, /status and /metrics need "Authorization: Bearer <token>". Kept out of
     # repr so that a logged or printed Config does not reveal it.
@@ -273,6 +280,9 @@ def from_dict(raw: Any) -> Config:
     event_loop = raw.get("event_loop", base.event_loop)
     if event_loop not in EVENT_LOOPS:
         raise ConfigError(f'event_loop: expected "auto", "uvloop" or "asyncio", got {event_loop!r}')
+    data_path = raw.get("data_path", base.data_path)
+    if data_path not in DATA_PATHS:
+        raise ConfigError(f'data_path: expected "messages" or "frames", got {data_path!r}')
     return Config(
         listen=listen,
         admin=admin,
@@ -280,6 +290,7 @@ def from_dict(raw: Any) -> Config:
         failover=failover,
         health_probe=probe,
         event_loop=event_loop,
+        data_path=data_path,
         admin_token=_admin_token(raw),
         **floats,  # type: ignore[arg-type]
         **ints,
@@ -344,6 +355,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-interval-s", type=float, help="active probe period")
     p.add_argument("--health-probe", choices=("ws", "tcp"), help="active probe kind")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, help="auto (uvloop if installed), uvloop or asyncio")
+    p.add_argument("--data-path", choices=DATA_PATHS, help="relay whole messages or frames")
     return p
 
 
@@ -351,7 +363,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     """Config file (if given) first, then each flag given overrides its key."""
     args = build_arg_parser().parse_args(argv)
     raw: dict[str, Any] = read_json(args.config) if args.config else {}
-    for key in ("listen", "admin", "health_probe", "event_loop", *_FLOAT_FIELDS, *_INT_FIELDS):
+    for key in ("listen", "admin", "health_probe", "event_loop", "data_path", *_FLOAT_FIELDS, *_INT_FIELDS):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from balancer.config import Config
 from balancer.events import EventLog
+from balancer.fastpath import UpstreamConnection
 
 log = logging.getLogger("balancer.pool")
 
@@ -117,6 +118,8 @@ class Pool:
                     # their replies may legitimately outgrow a client's request.
                     max_size=None,
                     compression=compression,
+                    # Its data frames can be relayed as frames (balancer.fastpath).
+                    create_connection=UpstreamConnection,
                 )
         except Exception as exc:
             self.mark_down(name, f"connect failed: {type(exc).__name__}: {exc}")

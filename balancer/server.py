@@ -6,7 +6,6 @@ TaskGroup; each client session is owned by its websockets handler task.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
@@ -17,6 +16,7 @@ from websockets.http11 import Request, Response
 from balancer.admin import AdminServer
 from balancer.config import Address, Config
 from balancer.events import EventLog
+from balancer.fastpath import FramedConnection
 from balancer.pool import Pool, is_origin_form
 from balancer.session import Context, Session
 from balancer.state import SessionTable
@@ -37,7 +37,7 @@ LISTEN_BACKLOG = 4096
 UNREAD_OUTPUT_LIMIT = 2**20
 
 
-class ClientFacingConnection(ServerConnection):
+class ClientFacingConnection(FramedConnection, ServerConnection):
     """A client connection that stops reading while the replies it provoked pile up unread.
 
     websockets writes its automatic replies (a pong for each ping, the close echo) straight
@@ -46,14 +46,9 @@ class ClientFacingConnection(ServerConnection):
     output passes UNREAD_OUTPUT_LIMIT, reading pauses until the client has drained it (down
     to the transport's low-water mark); the client then meets TCP backpressure instead of
     the balancer buffering for it. websockets also pauses reading while its receive queue is
-    full; reading resumes only when neither reason holds.
+    full (and the frames data path while its own is); reading resumes only when no reason
+    holds (FramedConnection).
     """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._read_blockers: set[str] = set()
-        self.recv_messages.pause = functools.partial(self._block_reading, "receive queue full")
-        self.recv_messages.resume = functools.partial(self._unblock_reading, "receive queue full")
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -62,20 +57,8 @@ class ClientFacingConnection(ServerConnection):
             self._block_reading("output unread")
 
     def resume_writing(self) -> None:
-        super().resume_writing()
         self._unblock_reading("output unread")
-
-    def _block_reading(self, reason: str) -> None:
-        if not self._read_blockers:
-            self.transport.pause_reading()
-        self._read_blockers.add(reason)
-
-    def _unblock_reading(self, reason: str) -> None:
-        if reason not in self._read_blockers:
-            return
-        self._read_blockers.discard(reason)
-        if not self._read_blockers:
-            self.transport.resume_reading()
+        super().resume_writing()
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -161,6 +144,10 @@ class Balancer:
                 ping_timeout=None,
                 close_timeout=cfg.close_timeout_s,
                 max_size=cfg.max_size,
+                # The frames path relays frames as they are, which a compressed leg
+                # would not allow: it declines permessage-deflate, so every session
+                # takes it (the upstream then offers no compression either).
+                compression=None if cfg.data_path == "frames" else "deflate",
                 backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:

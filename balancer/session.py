@@ -12,6 +12,12 @@ only exits once both pumps have finished. The next leg (and so the next
 reader of the client socket and of the new upstream) starts only after that.
 Cancelling ``recv()`` is safe in websockets' asyncio implementation: the next
 ``recv()`` returns the message that was pending.
+
+That is the messages data path. On the frames path (``data_path: "frames"``,
+``_frame_leg``) no task reads: each connection's protocol hands its bytes to
+its one ``FrameReader`` (balancer.fastpath), which writes data frames to the
+other leg and gives control frames to websockets; the leg only waits for a
+connection to be lost. Both paths report the same events to the same machine.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from websockets.typing import Data
 
 from balancer.config import Config
 from balancer.events import EventLog, Stats
+from balancer.fastpath import FramedConnection, FrameReader, Route, UpstreamConnection, new_mask
+from balancer.frames import FrameSplitter
 from balancer.machine import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
@@ -107,6 +115,11 @@ class Session:
         self._compression = (
             "deflate" if any(ext.name == "permessage-deflate" for ext in client.protocol.extensions) else None
         )
+        # Frames are relayed as they are only when no extension rewrites them
+        # on either leg: with none on the client's, the upstream offers none.
+        # (On the frames path the server declines compression, so this holds.)
+        self._frames = ctx.config.data_path == "frames" and not client.protocol.extensions
+        self._client_reader: FrameReader | None = None
 
     @property
     def backend(self) -> str | None:
@@ -143,11 +156,17 @@ class Session:
                     self.ctx.pool.mark_down(backend, why)
                 case Enter(state):
                     self._state(state)
-                case Emit(event, fields):
-                    self._emit(event, **fields)
-                case Count(stat):
-                    stats = self.ctx.stats
-                    setattr(stats, stat, getattr(stats, stat) + 1)
+                case Emit() | Count() as note:
+                    self._note(note)
+
+    def _note(self, action: Emit | Count) -> None:
+        """The machine's actions that only record: an event line or a counter."""
+        match action:
+            case Emit(event, fields):
+                self._emit(event, **fields)
+            case Count(stat):
+                stats = self.ctx.stats
+                setattr(stats, stat, getattr(stats, stat) + 1)
 
     async def _connect(self, name: str) -> list[Action]:
         """Open the upstream the machine chose; the outcome is the machine's next event."""
@@ -352,25 +371,27 @@ class Session:
         # What websockets' keepalive did on this leg: close 1011.
         await self._close_client(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
+    def _start_keepalives(self, tg: asyncio.TaskGroup, upstream: ClientConnection) -> list[asyncio.Task[None]]:
+        if self.ctx.config.ping_interval_s <= 0:
+            return []
+        return [
+            tg.create_task(
+                self._keepalive(upstream, lambda: self._upstream_ping_timeout(upstream)),
+                name=f"{self.sid}:ping-upstream",
+            ),
+            tg.create_task(self._keepalive(self.client, self._client_ping_timeout), name=f"{self.sid}:ping-client"),
+        ]
+
     async def _leg(self, upstream: ClientConnection, resend: Data | None) -> Outcome:
+        if self._frames:
+            assert isinstance(upstream, UpstreamConnection) and not isinstance(resend, str)
+            return await self._frame_leg(upstream, resend)
         to_upstream, to_client = self._watchdog(upstream), self._watchdog(self.client)
         try:
             async with asyncio.TaskGroup() as tg:
                 c2u = tg.create_task(self._pump_client(upstream, resend, to_upstream), name=f"{self.sid}:c2u")
                 u2c = tg.create_task(self._pump_upstream(upstream, to_client), name=f"{self.sid}:u2c")
-                keepalives = (
-                    [
-                        tg.create_task(
-                            self._keepalive(upstream, lambda: self._upstream_ping_timeout(upstream)),
-                            name=f"{self.sid}:ping-upstream",
-                        ),
-                        tg.create_task(
-                            self._keepalive(self.client, self._client_ping_timeout), name=f"{self.sid}:ping-client"
-                        ),
-                    ]
-                    if self.ctx.config.ping_interval_s > 0
-                    else []
-                )
+                keepalives = self._start_keepalives(tg, upstream)
                 done, pending = await asyncio.wait({c2u, u2c}, return_when=asyncio.FIRST_COMPLETED)
                 for task in [*pending, *keepalives]:
                     task.cancel()
@@ -381,6 +402,82 @@ class Session:
         if Outcome.CLIENT_GONE in outcomes or self.client.state is not State.OPEN:
             return Outcome.CLIENT_GONE
         return Outcome.UPSTREAM_GONE
+
+    async def _frame_leg(self, upstream: UpstreamConnection, resend: bytes | None) -> Outcome:
+        """One leg on the frames data path (balancer.fastpath).
+
+        No pump tasks: each connection's FrameReader, called from the protocol,
+        writes to the other leg. The leg ends when either connection is lost
+        (a pump of the messages path ends at that point too: recv() raises once
+        the connection is closed), or when a reader meets an unexpected error.
+        """
+        client = self.client
+        assert isinstance(client, FramedConnection)
+        loop = asyncio.get_running_loop()
+        failure: asyncio.Future[None] = loop.create_future()
+
+        def fail(exc: BaseException) -> None:
+            if not failure.done():
+                failure.set_exception(exc)
+
+        if self._client_reader is None:
+            # The client's reader lives as long as the session: messages it holds
+            # while no upstream is attached wait for the next one.
+            self._client_reader = FrameReader(
+                client, FrameSplitter(masked=True, new_mask=new_mask, max_size=self.ctx.config.max_size), fail
+            )
+        client_reader = self._client_reader
+        client_reader.set_on_error(fail)
+        upstream_reader = FrameReader(upstream, FrameSplitter(masked=False, new_mask=None, max_size=None), fail)
+        to_upstream, to_client = self._watchdog(upstream), self._watchdog(client)
+        machine = self.machine
+        c2u = Route(upstream, to_upstream, on_message=machine.client_message, on_delivered=self._delivered)
+        u2c = Route(client, to_client)
+        try:
+            if resend is not None:
+                client_reader.resend(resend)
+            client_reader.connect(c2u)
+            upstream_reader.connect(u2c)
+            upstream_reader.try_attach()
+            client_reader.try_attach()
+            async with asyncio.TaskGroup() as tg:
+                keepalives = self._start_keepalives(tg, upstream)
+                await asyncio.wait(
+                    {client.connection_lost_waiter, upstream.connection_lost_waiter, failure},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in keepalives:
+                    task.cancel()
+        finally:
+            client_reader.disconnect()
+            upstream_reader.disconnect()
+            client_reader.forget_resends()
+            # Nobody awaits this leg's failure any more: a reader error from here on
+            # (both still read: the client between legs, the upstream while it closes)
+            # is logged and drops that connection.
+            client_reader.set_on_error(self._reader_failed(client))
+            upstream_reader.set_on_error(self._reader_failed(upstream))
+            to_upstream.cancel()
+            to_client.cancel()
+        if failure.done():
+            failure.result()  # an unexpected error in a reader: the session ends with 1011
+        if client.state is not State.OPEN:
+            return Outcome.CLIENT_GONE
+        return Outcome.UPSTREAM_GONE
+
+    def _reader_failed(self, conn: FramedConnection) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            log.error("session %s: frame reader failed outside a leg; dropping the connection", self.sid, exc_info=exc)
+            conn.transport.abort()
+
+        return failed
+
+    def _delivered(self) -> None:
+        """The client message in flight was written to the upstream (frames data path)."""
+        for action in self.machine.message_delivered():
+            # The machine answers a delivery with these only; the others need awaiting.
+            assert isinstance(action, Emit | Count), action
+            self._note(action)
 
     # -- the session ----------------------------------------------------
 

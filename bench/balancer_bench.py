@@ -66,6 +66,7 @@ from bench_report import (  # noqa: E402
     write_doc,
 )
 from targets import (  # noqa: E402
+    ALL_TARGETS,
     HOST,
     PROXIES,
     ROOT,
@@ -491,7 +492,11 @@ def parse_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default {','.join(TARGETS)})",
+    )
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the load matrix")
     p.add_argument("--duration", type=float, default=2.0, help="measured seconds per load cell")
     p.add_argument("--procs", type=int, default=2, help="load generator processes")
@@ -523,9 +528,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1 round of 1 s cells, 1000 sessions: a smoke run")
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    bad = [t for t in args.targets if t not in TARGETS]
+    bad = [t for t in args.targets if t not in ALL_TARGETS]
     if bad:
-        p.error(f"unknown target(s) {', '.join(bad)}; expected {', '.join(TARGETS)}")
+        p.error(f"unknown target(s) {', '.join(bad)}; expected {', '.join(ALL_TARGETS)}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.skip - {"load", "failover", "sessions"}:
         p.error(f"--skip takes load, failover, sessions; got {', '.join(sorted(args.skip))}")

@@ -69,6 +69,7 @@ def main() -> int:
         default=0,
         help="instead of the load: open this many idle sessions (keepalive 5 s / 5 s) and sample while they open",
     )
+    parser.add_argument("--data-path", choices=("messages", "frames"), help="config data_path")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "balancer.collapsed")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -78,8 +79,10 @@ def main() -> int:
     with Supervisor(workdir / "logs") as sup:
         primary = start_backend(sup, "primary")
         secondary = start_backend(sup, "secondary")
-        keepalive = {"ping_interval_s": 5.0, "ping_timeout_s": 5.0} if args.hold else None
-        target = start_target(sup, "reference", primary.address, secondary.address, workdir, balancer=keepalive)
+        overrides: dict[str, object] = {"ping_interval_s": 5.0, "ping_timeout_s": 5.0} if args.hold else {}
+        if args.data_path:
+            overrides["data_path"] = args.data_path
+        target = start_target(sup, "reference", primary.address, secondary.address, workdir, balancer=overrides)
         duration = args.seconds + 4.0
         start_at = time.time() + 1.5
         count = args.hold or args.conns

@@ -36,8 +36,12 @@ from harness.ports import allocate_port  # noqa: E402
 from harness.procs import ManagedProcess, ReadyCheck, Supervisor  # noqa: E402
 
 HOST = "127.0.0.1"
-TARGETS = ("direct", "reference", "haproxy", "nginx")
-PROXIES = ("reference", "haproxy", "nginx")
+TARGETS = ("direct", "reference", "haproxy", "nginx")  # the default set
+# The reference balancer with its data path forced (its config's "data_path"), so both
+# paths can be measured side by side in one run: --targets reference-messages,reference-frames.
+REFERENCE_VARIANTS = {"reference-messages": "messages", "reference-frames": "frames"}
+ALL_TARGETS = (*TARGETS, *REFERENCE_VARIANTS)
+PROXIES = ("reference", "haproxy", "nginx", *REFERENCE_VARIANTS)
 BENCH = Path(__file__).resolve().parent
 
 
@@ -190,7 +194,7 @@ def start_target(
         return Target(kind, int(primary.rsplit(":", 1)[1]), None)
     workdir.mkdir(parents=True, exist_ok=True)
     port = allocate_port()
-    if kind == "reference":
+    if kind == "reference" or kind in REFERENCE_VARIANTS:
         admin = allocate_port()
         config = {
             "listen": f"{HOST}:{port}",
@@ -200,6 +204,7 @@ def start_target(
                 {"name": "secondary", "url": f"ws://{secondary}"},
             ],
             "max_connections": 20000,
+            **({"data_path": REFERENCE_VARIANTS[kind]} if kind in REFERENCE_VARIANTS else {}),
             **(balancer or {}),
         }
         path = workdir / f"{name}.json"
@@ -219,7 +224,7 @@ def start_target(
         argv = ["nginx", "-p", str(prefix), "-c", str(path), "-g", "daemon off;"]
         proc = sup.spawn(name, argv, ready=ReadyCheck(HOST, port))
         return Target(kind, port, proc)
-    raise ValueError(f"unknown target {kind!r}; expected one of {', '.join(TARGETS)}")
+    raise ValueError(f"unknown target {kind!r}; expected one of {', '.join(ALL_TARGETS)}")
 
 
 def haproxy_config(port: int, primary: str, secondary: str) -> str:

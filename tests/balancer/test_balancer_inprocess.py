@@ -5,6 +5,7 @@ failure between opening an upstream and attaching the session to it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from websockets.protocol import State
 from balancer.admin import status_snapshot
 from balancer.config import from_dict
 from balancer.events import EventLog
+from balancer.frames import FrameSplitter
 from balancer.pool import Pool
 from balancer.server import Balancer
 from balancer.session import Context, Session
@@ -94,6 +96,9 @@ async def test_a_second_reader_is_counted_and_the_session_cleaned_up(
         return await original(self, upstream, *args)
 
     monkeypatch.setattr(Session, "_pump_client", with_rogue_reader)
+    # The rogue is a second recv() beside the messages path's pump. (The frames path calls no
+    # recv(): its only reader is the FrameReader the connection's protocol feeds.)
+    monkeypatch.setattr(bal.ctx, "config", dataclasses.replace(bal.ctx.config, data_path="messages"))
     async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
         assert await wait_closed_code(ws) == 1011
     await wait_for(lambda: empty(bal), what="tables empty")
@@ -160,3 +165,28 @@ async def test_open_upstream_closes_it_on_any_exception(
     assert ctx.table.get("s1").upstream is None, "a partial attach is undone"
     assert ctx.pool.backends["primary"].connection_count == 0
     assert session.backend is None
+
+
+async def test_an_error_in_a_frame_reader_closes_1011_and_cleans_up(
+    inproc: tuple[Balancer, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader runs in a protocol callback, where the event loop would only log an
+    exception: the frames path must end the session as the messages path does."""
+    bal, out = inproc
+    assert bal.ctx.config.data_path == "frames"
+    feed = FrameSplitter.feed
+
+    def failing_feed(self: FrameSplitter, data: bytes) -> Any:
+        if b"boom" in data:  # a backend's reply: not masked
+            raise RuntimeError("injected reader failure")
+        return feed(self, data)
+
+    monkeypatch.setattr(FrameSplitter, "feed", failing_feed)
+    async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
+        await ws.send("hi")
+        assert (await recv_json(ws))["server"] == "primary"
+        await ws.send("boom")
+        assert await wait_closed_code(ws) == 1011
+    await wait_for(lambda: empty(bal), what="tables empty after a reader error")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["code"] for e in events if e["event"] == "session_close"] == [1011]

@@ -27,6 +27,7 @@ from balancer_support import (
     encode_frame,
     recv_json,
     upgrade_request,
+    wait_for,
     ws_url,
 )
 from echo_backend import echo_reply
@@ -242,6 +243,17 @@ async def test_client_that_pings_and_never_reads_is_stopped_by_backpressure(
     baseline = await bal.baseline_fds()
     before = peak = rss(bal)
     sock = await open_never_reading_client(bal.listen, "/pings")
+    # The flood starves this process's loop, which also runs the backend: flooding during the
+    # upstream's opening handshake timed it out, and the session's 1013 (with pings unread, an
+    # RST) ended the test before any backpressure was reached. So flood a relaying session.
+    async def upstream_open() -> bool:
+        return await bal.backend_count("primary") == 1
+
+    try:
+        await wait_for(upstream_open, what="the session's upstream open")
+    except BaseException:
+        sock.close()
+        raise
     loop = asyncio.get_running_loop()
     pings = encode_frame(OP_PING, b"p" * 125) * 1024  # 128 KiB of pings, 128 KiB of pongs
     sent = 0
