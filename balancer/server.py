@@ -144,10 +144,11 @@ class Balancer:
                 ping_timeout=None,
                 close_timeout=cfg.close_timeout_s,
                 max_size=cfg.max_size,
-                # The frames path relays frames as they are, which a compressed leg
-                # would not allow: it declines permessage-deflate, so every session
-                # takes it (the upstream then offers no compression either).
-                compression=None if cfg.data_path == "frames" else "deflate",
+                # A client that offers permessage-deflate gets it: declining would cost
+                # every browser its compression. Its session then relays messages (a
+                # compressed leg cannot pass frames through); a client that offers none
+                # takes the frames path (Session._frames).
+                compression="deflate",
                 backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:

@@ -116,8 +116,8 @@ class Session:
             "deflate" if any(ext.name == "permessage-deflate" for ext in client.protocol.extensions) else None
         )
         # Frames are relayed as they are only when no extension rewrites them
-        # on either leg: with none on the client's, the upstream offers none.
-        # (On the frames path the server declines compression, so this holds.)
+        # on either leg: with none on the client's, the upstream offers none. A
+        # client that negotiated compression relays messages, whatever data_path says.
         self._frames = ctx.config.data_path == "frames" and not client.protocol.extensions
         self._client_reader: FrameReader | None = None
 

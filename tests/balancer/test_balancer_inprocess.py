@@ -182,7 +182,7 @@ async def test_an_error_in_a_frame_reader_closes_1011_and_cleans_up(
         return feed(self, data)
 
     monkeypatch.setattr(FrameSplitter, "feed", failing_feed)
-    async with client(f"ws://127.0.0.1:{bal.port}/x") as ws:
+    async with client(f"ws://127.0.0.1:{bal.port}/x", compression=None) as ws:  # the frames path
         await ws.send("hi")
         assert (await recv_json(ws))["server"] == "primary"
         await ws.send("boom")

@@ -243,6 +243,7 @@ async def test_client_that_pings_and_never_reads_is_stopped_by_backpressure(
     baseline = await bal.baseline_fds()
     before = peak = rss(bal)
     sock = await open_never_reading_client(bal.listen, "/pings")
+
     # The flood starves this process's loop, which also runs the backend: flooding during the
     # upstream's opening handshake timed it out, and the session's 1013 (with pings unread, an
     # RST) ended the test before any backpressure was reached. So flood a relaying session.
