@@ -178,6 +178,8 @@ class Certifier:
         self.build_died: str | None = None
         #: Named scenarios this profile leaves out (``Profile.skip_tags``).
         self.not_run: list[str] = []
+        #: Generated plans already run by some lane's chunk (by their content-derived name).
+        self._plans_run: set[str] = set()
         #: What certify is doing now, for the report of an interrupted run.
         self.stage = "starting the cluster"
         #: The scenario under way: its entry if the run is interrupted (name, kind, run dir, start).
@@ -295,10 +297,8 @@ class Certifier:
         """
         jobs: queue.SimpleQueue[tuple[int, Scenario | None]] = queue.SimpleQueue()
         chunks = generated_chunks(self.examples, self.parallel)
-        for chunk, _size in enumerate(chunks):
-            jobs.put((chunk, None))  # the longest jobs first, so no lane is left with one at the end
-        for index, scenario in enumerate(scenarios):
-            jobs.put((index, scenario))
+        for job in job_order(scenarios, len(chunks), self.fail_fast):
+            jobs.put(job)
         n_jobs = len(scenarios) + len(chunks)
         generated: list[_Generated] = []
         stop = threading.Event()
@@ -515,6 +515,14 @@ class Certifier:
         @given(fault_plans())
         def generated(plan: Scenario) -> None:
             note_plan_events(plan)
+            if not last_failure:
+                # Every chunk's Hypothesis run starts from the simplest plan: a plan another chunk
+                # already ran is drawn again for nothing. (Shrinking a failure may revisit plans.)
+                with self._lock:
+                    seen = plan.name in self._plans_run
+                    self._plans_run.add(plan.name)
+                if seen:
+                    reject()
             entry = run_plan(plan)
             if entry.effective_outcome == PASSED:
                 # After a failure, Hypothesis only shrinks or replays it: those runs are not
@@ -603,6 +611,27 @@ class _Generated:
     discarded: list[ScenarioEntry]
     flaky: list[ScenarioEntry]
     failure: ScenarioEntry | None
+
+
+def estimated_s(scenario: Scenario) -> float:
+    """A scenario's wall time, roughly: its timed phases, plus its clients' connects (tens a second
+    on 2 cores). Only the order of jobs depends on it."""
+    return scenario.phases.warmup_s + scenario.fault_phase_s + scenario.workload.clients / 50
+
+
+def job_order(scenarios: list[Scenario], chunks: int, fail_fast: bool) -> list[tuple[int, Scenario | None]]:
+    """The lanes' queue: ``(index, scenario)`` for a named scenario, ``(chunk, None)`` for a chunk
+    of generated plans.
+
+    Normally the longest first (longest-processing-time scheduling: no lane is left running a long
+    job alone at the end), the generated chunks, which run several plans each, before all. With
+    ``--fail-fast`` the other way round: the shortest scenarios first and the chunks last, so
+    that as many scenarios as possible have judged the build by the time the first one fails.
+    """
+    ranked = sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1]), reverse=not fail_fast)
+    named: list[tuple[int, Scenario | None]] = list(ranked)
+    generated: list[tuple[int, Scenario | None]] = [(chunk, None) for chunk in range(chunks)]
+    return named + generated if fail_fast else generated + named
 
 
 def generated_chunks(examples: int, lanes: int) -> list[int]:

@@ -51,3 +51,19 @@ def test_the_quick_profile_leaves_out_large_scenarios_and_says_so(tmp_path: Path
     assert not set(large) & set(quick) and not_run == large
     ci, not_run = chosen("ci")
     assert set(large) <= set(ci) and not_run == []
+
+
+def test_jobs_run_longest_first_normally_and_shortest_first_with_fail_fast() -> None:
+    from harness.certify import estimated_s, job_order
+
+    catalog = list(named_scenarios().values())
+    normal = job_order(catalog, chunks=2, fail_fast=False)
+    assert normal[:2] == [(0, None), (1, None)]  # the generated chunks first: each runs several plans
+    named = [estimated_s(s) for _i, s in normal[2:] if s is not None]
+    assert named == sorted(named, reverse=True) and len(named) == len(catalog)
+    fast = job_order(catalog, chunks=2, fail_fast=True)
+    assert fast[-2:] == [(0, None), (1, None)]
+    named = [estimated_s(s) for _i, s in fast[:-2] if s is not None]
+    assert named == sorted(named)
+    # Every scenario exactly once, by its catalog index.
+    assert sorted(i for i, s in fast if s is not None) == list(range(len(catalog)))
