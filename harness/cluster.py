@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
@@ -214,7 +214,9 @@ def established_on_port(pid: int, port: int) -> int:
 class Cluster:
     def __init__(self, root: Path, spec: ClusterSpec | None = None) -> None:
         self.root = Path(root)
-        self.spec = spec or ClusterSpec()
+        # A copy: the cluster records its build's current limits in it (write_config), and a spec
+        # shared with another cluster (certify's lanes) would then say another build's limits.
+        self.spec = replace(spec) if spec is not None else ClusterSpec()
         self.logs = self.root / "logs"
         self.journals = self.root / "journals"
         self.supervisor = Supervisor(self.logs)

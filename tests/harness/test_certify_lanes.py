@@ -67,3 +67,19 @@ def test_jobs_run_longest_first_normally_and_shortest_first_with_fail_fast() -> 
     assert named == sorted(named)
     # Every scenario exactly once, by its catalog index.
     assert sorted(i for i, s in fast if s is not None) == list(range(len(catalog)))
+
+
+def test_clusters_built_from_one_spec_keep_their_own_limits(tmp_path: Path) -> None:
+    # Lanes share one ClusterSpec; a cluster records its build's limits in its spec, so a shared
+    # object made one lane skip a restart another lane's limits called for (found by the control
+    # build: limit_data ran with max_connections 5 and the probe clients got 503).
+    from harness.cluster import Cluster, ClusterSpec
+    from harness.scenario import Keepalive, Limits
+
+    spec = ClusterSpec()
+    one, two = Cluster(tmp_path / "one", spec), Cluster(tmp_path / "two", spec)
+    (tmp_path / "one").mkdir()
+    one.ports = {"balancer": 1, "admin": 2, "primary_proxy": 3, "secondary_proxy": 4}
+    one.write_config(Limits(max_connections=5), Keepalive())
+    assert one.spec.limits == Limits(max_connections=5)
+    assert two.spec.limits == Limits() and spec.limits == Limits()
