@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 BACKENDS = ("primary", "secondary")
+#: So many clients dropped at once are a herd (harness.analysis.HERD_MIN_CLIENTS, which the
+#: herd_recovered checker uses; kept equal by tests/harness/test_expectations.py).
+HERD_CLIENTS = 100
 #: Slack for scheduling and the failover itself (connect, resume, resend, acknowledgement).
 MARGIN_S = 2.0
 #: A failover under latency costs about two round trips (open the upstream, then the acknowledged
@@ -142,7 +145,9 @@ def derive_expect(
       - two disruptive backend steps whose onsets come within ``limits.min_interval_s`` of each
         other;
       - more than ``limits.max_attempts`` disruptive backend steps whose onsets fit in one
-        ``limits.window_s``.
+        ``limits.window_s``;
+      - a herd: a fault on ``lb`` or the balancer that drops ``HERD_CLIENTS`` clients or more,
+        who then all reconnect at once; shedding them with 1013 is what a correct build may do.
 
       An onset spans from the step's ``at_s`` to the latest it can end a connection: the kind's
       detection time (:meth:`~harness.faults.FaultKind.detect_s`) after the latest it can be
@@ -219,6 +224,10 @@ def derive_expect(
     lb_blackhole = any(w.step.fault.target == "lb" for w in blackholes)
     backend_blackhole = any(w.step.fault.target in BACKENDS for w in blackholes)
     drops_clients = bool(lb_disruptive or on["balancer"])
+    if drops_clients and clients >= HERD_CLIENTS:
+        # A herd: that many clients reconnect at once, and a build may shed what it cannot take
+        # yet with 1013 (or 503 on the handshake), which herd_recovered judges.
+        codes.add(1013)
     if lb_blackhole or (backend_blackhole and (both_backends or drops_clients)):
         deadline += max(w.end - w.start for w in blackholes)
     if backend_disruptions and clients > MASS_FAILOVER_BASE_CLIENTS:

@@ -31,8 +31,9 @@ SCENARIO = Scenario(
     steps=(Step(at_s=0.5, fault=fault("restart", "balancer", graceful=True)),),
     # The deadline phase ends as soon as every client has played again.
     phases=Phases(warmup_s=1.0, faults_s=1.0, deadline_s=30.0, quiesce_s=15.0),
-    # A graceful restart closes with 1001 only (contract section 8). Recovery: 1,000 re-admissions
-    # at the 50-100 welcomes a second measured on the shared 2-core machine, after the restart.
-    expect=Expect(close_codes=(1001,), failover_deadline_s=8.0, recovery_deadline_s=20.0),
+    # A graceful restart closes with 1001 (contract section 8); a build shedding the herd may close
+    # a re-admitted client with 1013. Recovery: 1,000 re-admissions at the 50-100 welcomes a
+    # second measured on the shared 2-core machine, after the restart.
+    expect=Expect(close_codes=(1001, 1013), failover_deadline_s=8.0, recovery_deadline_s=20.0),
     tags=("load", "process", "balancer", "herd"),
 )

@@ -213,3 +213,19 @@ def test_a_triggered_toxic_may_first_act_as_late_as_its_heal() -> None:
         steps = [Step(0.0, Fault.from_dict(data), 3.0), Step(3.5, fault("kill", "primary"), 1.0)]
         codes[name] = derive_expect(steps, limits=limits, fault_phase_s=4.5).close_codes
     assert codes == {"untriggered": (), "triggered": (1013,)}
+
+
+def test_a_herd_may_be_shed_with_1013() -> None:
+    from harness.analysis import HERD_MIN_CLIENTS
+    from harness.expectations import HERD_CLIENTS
+
+    assert HERD_CLIENTS == HERD_MIN_CLIENTS  # the derivation and the checker agree on a herd
+    restart = [Step(at_s=0.5, fault=fault("restart", "balancer", graceful=True))]
+    assert (
+        1013
+        in derive_expect(restart, limits=Limits(), keepalive=Keepalive(), fault_phase_s=1.0, clients=1000).close_codes
+    )
+    assert (
+        1013
+        not in derive_expect(restart, limits=Limits(), keepalive=Keepalive(), fault_phase_s=1.0, clients=4).close_codes
+    )
