@@ -49,6 +49,11 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "backend_ends_session",
             "balancer_drain",
             "frame_close",
+            "client_protocol_error",
+            "backend_protocol_error",
+            "ping_flood",
+            "backend_upgrade_slow",
+            "frame_delay",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -82,8 +87,10 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
     ),
     "no_keepalive": (
         "clean_failover",
-        ["partition_primary", "pause_primary"],
-        "the primary is blackholed or paused: clients stall, no failover happens",
+        ["partition_primary", "pause_primary", "one_way_partition", "idle_timeout"],
+        "the primary is blackholed (both ways, or only its replies) or paused: clients stall, no failover "
+        "happens; an idle-timeout middlebox on the primary's link forgets the unpinged upstreams: the "
+        "same stall, and the forgotten upstreams are never closed (cleanup_complete)",
     ),
     "max_attempts_plus_one": (
         "reconnect_limits",
@@ -182,6 +189,35 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["thundering_herd"],
         "clients arriving within 1.5 s of a (re)start, as a herd does after a balancer restart: admitted, "
         "then dropped without a close frame (1006) instead of refused with 503",
+    ),
+    "protocol_error_bans_peer": (
+        "others_unaffected",
+        ["client_protocol_error"],
+        "one client's frame with a reserved opcode: that client gets 1002, and every other client from "
+        "its address (all of them, behind the lb link) is closed with 1008",
+    ),
+    "upstream_error_bad_gateway": (
+        "clean_failover",
+        ["backend_protocol_error"],
+        "a backend's frame of invalid UTF-8 (or a reserved opcode): the client is closed with 1014 "
+        "instead of failing over",
+    ),
+    "ping_flood_guard": (
+        "clean_failover",
+        ["ping_flood"],
+        "more than 50 pings in 1 s from a client: its connection is failed with 1008 instead of the "
+        "pings being answered",
+    ),
+    "open_budget_short": (
+        "refusals_justified",
+        ["backend_upgrade_slow"],
+        "a new session whose first backend answers the upgrade 0.8 s late (open_timeout_s 1.5 s): "
+        "given up after 0.5 s, no other backend tried, the client refused with 1013",
+    ),
+    "reply_deadline": (
+        "clean_failover",
+        ["frame_delay"],
+        "one backend reply held 200 ms: more than 150 ms after the move it answers, the session is closed with 1011",
     ),
 }
 

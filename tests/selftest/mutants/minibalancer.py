@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -60,14 +61,29 @@ DEFECTS = (
     "upgrade_retried_forever",
     "backend_close_passed",
     "herd_cold_start",
+    "protocol_error_bans_peer",
+    "upstream_error_bad_gateway",
+    "ping_flood_guard",
+    "open_budget_short",
+    "reply_deadline",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
+REPLY_OVERDUE = "reply_overdue"  # reply_deadline only
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
 RETRY_DOWN_S = 2.0  # a backend marked down is preferred last until this long has passed
 DEFAULT_MAX_SIZE = 2**20
 DEFAULT_MAX_CONNECTIONS = 1024
 #: herd_cold_start: how long after it starts listening the defective build cannot serve clients.
 COLD_START_S = 1.5
+#: The RFC 6455 close codes websockets fails a connection with for a malformed frame or message.
+PROTOCOL_ERROR_CODES = frozenset({1002, 1007, 1009})
+#: ping_flood_guard: more pings than this from one peer within PING_GUARD_WINDOW_S is taken for an attack.
+PING_GUARD_MAX = 50
+PING_GUARD_WINDOW_S = 1.0
+#: open_budget_short: the whole time a new upstream may take, over every backend tried.
+OPEN_BUDGET_S = 0.5
+#: reply_deadline: how long after forwarding a client message a backend reply must have come.
+REPLY_DEADLINE_S = 0.15
 log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
 #: --black-box: a build that implements only the required part of the contract.
@@ -142,7 +158,38 @@ class Session:
     pending: str | bytes | None = None  # read from the client, not delivered before a loss
     last_forwarded: str | bytes | None = None  # resent_twice only
     old_upstreams: list[ClientConnection] = field(default_factory=list)  # two_upstreams only
+    # reply_deadline only: per forwarded message, oldest first, the loop time its reply is due by;
+    # set whenever that queue changes.
+    reply_dues: collections.deque[float] = field(default_factory=collections.deque)
+    replies_changed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def reply_came(self) -> None:
+        if self.reply_dues:
+            self.reply_dues.popleft()
+        self.replies_changed.set()
+
+
+class PingGuardConnection(ServerConnection):
+    """ping_flood_guard only: a client connection that takes a burst of pings for an attack."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ping_times: collections.deque[float] = collections.deque()
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.protocol.state is State.OPEN:
+            now = self.loop.time()
+            self.ping_times.append(now)
+            while now - self.ping_times[0] > PING_GUARD_WINDOW_S:
+                self.ping_times.popleft()
+            if len(self.ping_times) > PING_GUARD_MAX:
+                # DEFECT(ping_flood_guard): a burst of pings, which RFC 6455 lets a peer send, fails the
+                # connection with 1008 (policy violation) instead of being answered or ignored.
+                self.protocol.fail(1008, "ping flood")
+                self.send_data()  # data_received has already flushed this round's output
+                return
+        super().process_event(event)
 
 
 class Balancer:
@@ -222,12 +269,20 @@ class Balancer:
     async def open_upstream(self, s: Session, failover: bool = False) -> bool:
         """Connect to the first healthy backend (then the others), forwarding path+query."""
         now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # DEFECT(open_budget_short): one short budget for opening an upstream, over every backend tried,
+        # whatever open_timeout_s says: a slow first backend uses it up and the next is never tried.
+        budget_ends = loop.time() + OPEN_BUDGET_S if defect("open_budget_short") else None
         path = s.path
         if failover and defect("path_dropped_on_failover"):
             path = "/?" + urlsplit(s.path).query  # DEFECT(path_dropped_on_failover): only the query
         # DEFECT(upgrade_retried_forever): no open timeout, so a stalled upgrade is waited on for ever.
         open_timeout = None if defect("upgrade_retried_forever") else self.cfg.get("open_timeout_s") or OPEN_TIMEOUT_S
         for b in sorted(self.backends, key=lambda b: not b.healthy(now)):  # stable: keeps priority
+            if budget_ends is not None:
+                open_timeout = budget_ends - loop.time()  # DEFECT(open_budget_short)
+                if open_timeout <= 0:
+                    break
             try:
                 ws = await self.connect_retrying(
                     b.url + path,
@@ -285,6 +340,10 @@ class Balancer:
             s.pending = msg  # re-sent once on the next upstream
             return UPSTREAM_LOST
         s.last_forwarded = msg
+        if defect("reply_deadline"):
+            # DEFECT(reply_deadline): every message must be answered within REPLY_DEADLINE_S.
+            s.reply_dues.append(asyncio.get_running_loop().time() + REPLY_DEADLINE_S)
+            s.replies_changed.set()
         for old in list(s.old_upstreams):
             # DEFECT(two_upstreams): client messages also go to the upstream we failed over from.
             with contextlib.suppress(Exception):
@@ -303,11 +362,22 @@ class Balancer:
                 msg = await s.client.recv()
                 if lost := await self.forward(s, msg):
                     return lost
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            if defect("protocol_error_bans_peer") and exc.sent is not None and exc.sent.code in PROTOCOL_ERROR_CODES:
+                await self.ban_peer(s)
             return CLIENT_CLOSED
         except ConcurrencyError as exc:  # honest instrumentation, reached only by the mutants
             self.count_concurrent_recv(exc)
             raise
+
+    async def ban_peer(self, s: Session) -> None:
+        """protocol_error_bans_peer only: 'a peer that breaks the protocol is hostile'."""
+        host = s.client.remote_address[0]
+        others = [c for c in self.active_connections.values() if c is not s.client and c.remote_address[0] == host]
+        # DEFECT(protocol_error_bans_peer): every other client from the offender's address is closed
+        # too, although behind a NAT or a proxy (the harness's lb link) that address is everyone's.
+        log.warning("protocol error from %s: closing its %d other connection(s)", host, len(others))
+        await asyncio.gather(*(c.close(1008, "peer banned") for c in others), return_exceptions=True)
 
     async def drain_client(self, s: Session) -> None:
         """async_for_shared only: 'flush what the client sent during the failover'."""
@@ -329,6 +399,7 @@ class Balancer:
                 msg = await up.recv()
             except ConnectionClosed:
                 return UPSTREAM_LOST
+            s.reply_came()  # reply_deadline only
             try:
                 await s.client.send(msg)
             except ConnectionClosed:
@@ -346,6 +417,20 @@ class Balancer:
                 return UNRESPONSIVE
             except ConnectionClosed:
                 return UPSTREAM_LOST
+
+    async def reply_watch(self, s: Session) -> str:
+        """reply_deadline only: reports a backend reply that is later than REPLY_DEADLINE_S."""
+        loop = asyncio.get_running_loop()
+        while True:
+            s.replies_changed.clear()
+            if not s.reply_dues:
+                await s.replies_changed.wait()
+                continue
+            left = s.reply_dues[0] - loop.time()
+            if left <= 0:
+                return REPLY_OVERDUE
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(s.replies_changed.wait(), left)
 
     async def discard(self, s: Session, ws: ClientConnection) -> str:
         """two_upstreams only: sole reader of a kept old upstream; its replies are dropped."""
@@ -367,6 +452,7 @@ class Balancer:
         else:
             await self.release(s.upstream)
         self.connection_states[s.sid] = "failing_over"
+        s.reply_dues.clear()  # reply_deadline only: what the old upstream owed is not waited for
         now = time.time()  # same clock as the event's ts, so a checker sees what we judged
         # DEFECT(no_rate_limit): every failover is allowed.
         allowed = True if defect("no_rate_limit") else self.reconnect_attempts[s.sid].allow(now)
@@ -410,6 +496,8 @@ class Balancer:
             watch = {reader, self.spawn(s, self.upstream_to_client(s))}
             if defect("two_upstreams"):
                 watch.add(self.spawn(s, self.watchdog(s)))
+            if defect("reply_deadline"):
+                watch.add(self.spawn(s, self.reply_watch(s)))
             done, pending = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
             # These two mutants keep their client reader across a failover: it forwards to
             # whatever s.upstream is.  That alone is fine; their extra readers are the defects.
@@ -421,6 +509,10 @@ class Balancer:
                 reader = None
             outcomes = {t.result() if not t.exception() else repr(t.exception()) for t in done}
             if CLIENT_CLOSED in outcomes or s.client.state is not State.OPEN:
+                return
+            if REPLY_OVERDUE in outcomes:
+                # DEFECT(reply_deadline): one late reply ends the session, as a hung backend would.
+                await s.client.close(1011, "backend reply timeout")
                 return
             if not outcomes <= {UPSTREAM_LOST, UNRESPONSIVE}:
                 log.error("relay task failed: %s", outcomes)
@@ -435,6 +527,12 @@ class Balancer:
                     await self.forward(s, msg)
                 continue
             code = up.close_code or 1006
+            sent = up.protocol.close_sent
+            if defect("upstream_error_bad_gateway") and sent is not None and sent.code in PROTOCOL_ERROR_CODES:
+                # DEFECT(upstream_error_bad_gateway): a backend that broke the protocol is reported to the
+                # client as 1014 (bad gateway) instead of being treated as lost and failed over.
+                await s.client.close(1014, "bad gateway")
+                return
             ends = code == 1000 or 4000 <= code <= 4999  # the backend ended the session on purpose
             if defect("backend_close_passed") and up.close_code is not None:
                 ends = True  # DEFECT(backend_close_passed): any close frame from a backend reaches the client
@@ -539,6 +637,8 @@ async def amain(cfg: dict[str, Any]) -> int:
         # DEFECT(max_size_plus_one): one byte more than max_size is accepted.
         max_size=cfg["max_size"] + 1 if defect("max_size_plus_one") else cfg["max_size"],
         process_request=bal.admit,
+        # DEFECT(ping_flood_guard): client connections that fail on a burst of pings.
+        create_connection=PingGuardConnection if defect("ping_flood_guard") else None,
     )
     bal.started = time.monotonic()
     await first_set(stop, hangup)
