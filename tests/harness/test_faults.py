@@ -99,6 +99,8 @@ def test_disruptiveness() -> None:
     harmless = {"bandwidth", "slicer", "ping_flood", "split_frames", "frame_delay"}
     # Upgrade faults meet only new handshakes: a live session never notices them.
     harmless |= {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
+    # One data frame lost or repeated: the game's seq/ack shows it, and no connection ends.
+    harmless |= {"frame_drop", "frame_duplicate"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
     for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
         f = fault(kind, "primary")
