@@ -267,12 +267,12 @@ class _Repeats:
     used: int = 0
 
     def take(self, recvs: list[Record]) -> bool:
-        """Spends one repeated frame on a move delivered once too often, if one of its deliveries
-        fell inside a repeating fault's window."""
+        """Spends one repeated frame on a move delivered once too often, if its last delivery (the
+        copy) fell inside a repeating fault's window."""
         if self.used >= self.budget:
             return False
         times = [t for t in (time_of(r) for r in recvs) if t is not None]
-        if not any(lo <= t <= hi for t in times for lo, hi in self.windows):
+        if not times or not any(lo <= max(times) <= hi for lo, hi in self.windows):
             return False
         self.used += 1
         return True
