@@ -214,7 +214,13 @@ def test_without_journals_it_is_not_checked(rb: RunBuilder) -> None:
 
 
 def repeating_fault(
-    rb: RunBuilder, at: float, heal_at: float, connections: int | None, stream: str = "upstream", fault_id: str = "f1"
+    rb: RunBuilder,
+    at: float,
+    heal_at: float,
+    connections: int | None,
+    stream: str = "upstream",
+    fault_id: str = "f1",
+    heal_took: float = 0.01,
 ) -> None:
     """A frame_duplicate step whose heal records that its toxic touched `connections` connections
     (None: a proxy that keeps no counters)."""
@@ -224,7 +230,7 @@ def repeating_fault(
     rb.rec(heal_at, "nemesis", "invoke", "heal", fault=fault, fault_id=fault_id)
     toxic = f"{fault_id}_frame_duplicate_{stream}"
     evidence = None if connections is None else {toxic: {"name": toxic, "connections": connections}}
-    rb.rec(heal_at + 0.01, "nemesis", "ok", "heal", fault=fault, fault_id=fault_id, evidence=evidence)
+    rb.rec(heal_at + heal_took, "nemesis", "ok", "heal", fault=fault, fault_id=fault_id, evidence=evidence)
 
 
 def copies_delivered(rb: RunBuilder, *seq_times: tuple[int, float]) -> None:
@@ -282,3 +288,12 @@ def test_a_duplicating_fault_without_counters_explains_nothing_and_says_so(rb: R
     result = check_single_upstream(rb.build())
     assert result.status == "fail"
     assert "fault(s) f1 repeat frames but their proxy kept no counters" in result.note
+
+
+def test_a_copy_past_the_count_during_the_heal_is_not_judged_and_says_so(rb: RunBuilder) -> None:
+    # The counters are read when the heal starts (T0+0.25); the toxic acts until it is removed.
+    repeating_fault(rb, T0 + 0.15, T0 + 0.25, connections=1, heal_took=0.2)
+    copies_delivered(rb, (2, T0 + 0.2011), (3, T0 + 0.3011))
+    result = check_single_upstream(rb.build())
+    assert result.status == "pass", result.violations
+    assert "1 extra delivery(ies) past that count arrived while a repeating fault was being healed" in result.note

@@ -49,6 +49,8 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "backend_ends_session",
             "balancer_drain",
             "frame_close",
+            "frame_drop",
+            "frame_duplicate",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -182,6 +184,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["thundering_herd"],
         "clients arriving within 1.5 s of a (re)start, as a herd does after a balancer restart: admitted, "
         "then dropped without a close frame (1006) instead of refused with 503",
+    ),
+    "repeated_ack_crashes": (
+        "clean_failover",
+        ["frame_duplicate"],
+        "a move or its ack repeated on a link (frame_duplicate): the second ack of one move crashes the "
+        "session's relay, and the client is closed with 1011 instead of seeing one more reply",
     ),
 }
 

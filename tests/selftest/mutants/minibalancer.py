@@ -60,6 +60,7 @@ DEFECTS = (
     "upgrade_retried_forever",
     "backend_close_passed",
     "herd_cold_start",
+    "repeated_ack_crashes",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 OPEN_TIMEOUT_S = 2.0  # bounded, so a partitioned backend cannot stall a failover for 10 s
@@ -86,6 +87,16 @@ def emit(event: str, ts: float | None = None, **fields: Any) -> None:
         return
     """One contract event line on stdout, flushed so the harness sees it even if we are killed."""
     print(json.dumps({"event": event, "ts": time.time() if ts is None else ts, **fields}), flush=True)
+
+
+def move_seq(msg: str | bytes, kind: str) -> int | None:
+    """repeated_ack_crashes only: the seq of a game message of type ``kind``, if it is one."""
+    try:
+        obj = json.loads(msg)
+    except ValueError:
+        return None
+    seq = obj.get("seq") if isinstance(obj, dict) and obj.get("type") == kind else None
+    return seq if isinstance(seq, int) else None
 
 
 def hostport(text: str) -> tuple[str, int]:
@@ -142,6 +153,7 @@ class Session:
     pending: str | bytes | None = None  # read from the client, not delivered before a loss
     last_forwarded: str | bytes | None = None  # resent_twice only
     old_upstreams: list[ClientConnection] = field(default_factory=list)  # two_upstreams only
+    forwarded: set[int] = field(default_factory=set)  # repeated_ack_crashes only: moves awaiting an ack
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -285,6 +297,8 @@ class Balancer:
             s.pending = msg  # re-sent once on the next upstream
             return UPSTREAM_LOST
         s.last_forwarded = msg
+        if defect("repeated_ack_crashes") and (seq := move_seq(msg, "move")) is not None:
+            s.forwarded.add(seq)  # DEFECT(repeated_ack_crashes): every move is expected to be acked once
         for old in list(s.old_upstreams):
             # DEFECT(two_upstreams): client messages also go to the upstream we failed over from.
             with contextlib.suppress(Exception):
@@ -329,6 +343,10 @@ class Balancer:
                 msg = await up.recv()
             except ConnectionClosed:
                 return UPSTREAM_LOST
+            if defect("repeated_ack_crashes") and (seq := move_seq(msg, "ack")) is not None:
+                # DEFECT(repeated_ack_crashes): a second ack of one move (a repeated frame, a dup) has
+                # nothing left to remove: KeyError, the relay task fails, the client is closed 1011.
+                s.forwarded.remove(seq)
             try:
                 await s.client.send(msg)
             except ConnectionClosed:
