@@ -930,7 +930,9 @@ class FrameDrop(ToxicKind):
       record when it stops); later acks carry the cumulative state, so nothing regresses.
 
     So no invariant is relaxed for it: no close code is allowed, no failover, no extra delivery.
-    Needs an uncompressed workload whose clients answer a gap (``workload_needs``).
+    Needs an uncompressed workload whose clients answer a gap (``workload_needs``). On a backend
+    link it is fair only for a build that keeps that leg uncompressed too, as the reference does
+    (a build may deflate it whatever the client chose; the named scenario hits ``lb`` only).
     """
 
     name = "frame_drop"
@@ -968,7 +970,8 @@ class FrameDuplicate(ToxicKind):
     - a repeated ack (downstream): the client records the second one as a ``reply``, not a second
       acknowledgement, so nothing changes.
 
-    Needs an uncompressed workload (``workload_needs``).
+    Needs an uncompressed workload (``workload_needs``); on a backend link, fair only for a build
+    that keeps that leg uncompressed too (see ``FrameDrop``).
     """
 
     name = "frame_duplicate"
