@@ -70,6 +70,8 @@ class GameClient:
         reconnect_policy: ReconnectPolicy | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        compression: bool = True,
+        resend_on_gap: bool = False,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0 moves per second; got {rate}")
@@ -85,6 +87,8 @@ class GameClient:
         self._jitter = self.reconnect_policy.rng_for(client_id)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.compression = compression
+        self.resend_on_gap = resend_on_gap
 
         self.book = game.MoveBook(client_id)
         self.first_welcome = asyncio.Event()  # the swarm's readiness signal
@@ -98,6 +102,10 @@ class GameClient:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # interrupts the sender's pacing sleep
         self._resume_pending = False
+        # The `expected` of each gap already answered: one re-send per lost move, however many
+        # pipelined moves the backend answers with the same gap.
+        self._gaps_answered: set[int] = set()
+        self._gap_resend_from: int | None = None
         self._conn_welcomed = asyncio.Event()
         # Seqs whose latest send already has an `info` outcome, so a stop right after a close
         # does not report the same indeterminate send twice.
@@ -177,6 +185,7 @@ class GameClient:
                 close_timeout=self.close_timeout,
                 ping_interval=self.ping_interval,
                 ping_timeout=self.ping_timeout,
+                compression="deflate" if self.compression else None,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             return exc
@@ -190,6 +199,7 @@ class GameClient:
         self._rec("event", "conn_open", conn=conn, path=ws.request.path if ws.request else None)
         self._conn_welcomed.clear()
         self._wake.clear()
+        self._gap_resend_from = None  # a new connection's resume re-sends whatever is unacked
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(self._reader(ws, conn))
             sender = tg.create_task(self._sender(ws, conn))
@@ -247,6 +257,10 @@ class GameClient:
                     self._resume_pending = False
                     await self._send_resume(ws, conn)
                     continue
+                if self._gap_resend_from is not None:
+                    from_seq, self._gap_resend_from = self._gap_resend_from, None
+                    await self._resend_after_gap(ws, conn, from_seq)
+                    continue
                 if self._stop.is_set() or (self.max_moves is not None and self.book.sent >= self.max_moves):
                     await self._wake.wait()
                     self._wake.clear()
@@ -276,6 +290,23 @@ class GameClient:
             self._info_done.discard(move.seq)
             self._rec("invoke", "move", conn=conn, seq=move.seq, attempt=attempt)
             await ws.send(game.encode(move))
+
+    async def _resend_after_gap(self, ws: ClientConnection, conn: int, from_seq: int) -> None:
+        resends = list(self.book.resend(from_seq))
+        self._rec("event", "gap_resend", conn=conn, expected=from_seq, resent=[m.seq for m, _ in resends])
+        for move, attempt in resends:
+            self._info_done.discard(move.seq)
+            self._rec("invoke", "move", conn=conn, seq=move.seq, attempt=attempt)
+            await ws.send(game.encode(move))
+
+    def _on_gap(self, expected: object) -> None:
+        if not self.resend_on_gap or isinstance(expected, bool) or not isinstance(expected, int):
+            return
+        if expected in self._gaps_answered:
+            return
+        self._gaps_answered.add(expected)
+        self._gap_resend_from = expected if self._gap_resend_from is None else min(self._gap_resend_from, expected)
+        self._wake.set()
 
     # -- what the server says ------------------------------------------------------------------
 
@@ -331,6 +362,8 @@ class GameClient:
                 )
         else:
             self._rec("event", "reply", conn=conn, msg=msg.raw)
+            if msg.type == "gap":
+                self._on_gap(msg.raw.get("expected"))
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -295,9 +295,10 @@ class MoveBook:
         self.unacked[move.seq] = Pending(move, attempts=1, first_sent=now)
         return move
 
-    def resend(self) -> Iterator[tuple[Move, int]]:
-        """Every unacknowledged move, in seq order, with the attempt number of this send."""
-        for seq in sorted(self.unacked):
+    def resend(self, from_seq: int = 1) -> Iterator[tuple[Move, int]]:
+        """Every unacknowledged move from ``from_seq`` on, in seq order, with the attempt number of
+        this send."""
+        for seq in sorted(s for s in self.unacked if s >= from_seq):
             pending = self.unacked[seq]
             pending.attempts += 1
             yield pending.move, pending.attempts

@@ -550,6 +550,8 @@ class ScenarioRunner:
             connect_spread_s=spread_s,
             reconnect=workload.reconnect_policy,
             open_timeout_s=workload.open_timeout_s,
+            compression=workload.compression,
+            resend_on_gap=workload.resend_on_gap,
         )
         proc = self.cluster.supervisor.spawn(name, argv, wait=False)
         ready = _Tail(proc.stdout_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,15 @@ class Workload:
     #: How long a client waits for its opening handshake before it gives up and tries again: a
     #: herd queues its handshakes, and one abandoned late is work the build did for nothing.
     open_timeout_s: float = 5.0
+    #: Whether clients offer permessage-deflate (websockets' default). A frame fault that drops or
+    #: duplicates a data frame needs it off: on a compressed stream with context takeover the loss
+    #: desynchronises the receiver's decompressor, a fault of the fault rather than the balancer's
+    #: (docs/toxiproxy-extensions.md). The balancer's upstream leg mirrors the client's choice.
+    compression: bool = True
+    #: Whether a client answers a ``gap`` (expected M) by re-sending its unacknowledged moves from
+    #: M, once per M. Off, a move lost on the way leaves the backend answering ``gap`` to every later
+    #: move until the next ``welcome``; on, the game recovers from the loss end to end.
+    resend_on_gap: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.reconnect, str):
@@ -91,6 +101,16 @@ class Workload:
             jitter=self.backoff_jitter,
             seed=self.reconnect_seed,
         )
+
+
+def workload_for(steps: Sequence[Step], base: Workload | None = None) -> Workload:
+    """``base`` (the default workload) with the switches the steps' kinds need to be fair
+    (``FaultKind.workload_needs``), as a generated plan must set them."""
+    needs: dict[str, Any] = {
+        name: value for step in steps for name, (value, _) in step.fault.spec.workload_needs.items()
+    }
+    base = base or Workload()
+    return replace(base, **needs) if needs else base
 
 
 #: ReconnectPolicy's fields as the workload names them.
@@ -233,6 +253,13 @@ class Scenario:
             raise ScenarioError(
                 f"expect.recovery sets goals, but invariants leaves out {RECOVERY_GOALS!r}, which judges them"
             )
+        for i, step in enumerate(self.steps):
+            for field_name, (needed, why) in step.fault.spec.workload_needs.items():
+                if getattr(self.workload, field_name) != needed:
+                    raise ScenarioError(
+                        f"workload.{field_name}: steps[{i}] ({step.fault.kind}) needs "
+                        f"{field_name} {str(needed).lower()}: {why}"
+                    )
         if not isinstance(self.tags, tuple) or not all(isinstance(x, str) for x in self.tags):
             raise ScenarioError("tags: expected a tuple of strings")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):

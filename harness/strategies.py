@@ -61,7 +61,7 @@ from hypothesis.control import currently_in_test_context
 
 from harness.expectations import derive_expect, predicted_untouched
 from harness.faults import KINDS, PROCESS_KINDS, fault
-from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step
+from harness.scenario import INVARIANTS, Keepalive, Limits, Phases, Scenario, Step, workload_for
 from harness.toxiproxy.extensions import Aim, Trigger
 
 __all__ = [
@@ -397,6 +397,7 @@ def _scenario(steps: list[Step], tags: list[str], horizon_s: float, limits: Limi
     return Scenario(
         name=_plan_name(steps),
         description=_describe(steps),
+        workload=workload_for(steps),
         limits=limits,
         keepalive=keepalive,
         steps=tuple(steps),

@@ -62,6 +62,8 @@ def swarm_argv(
     connect_spread_s: float = 0.0,
     reconnect: ReconnectPolicy | None = None,
     open_timeout_s: float = 5.0,
+    compression: bool = True,
+    resend_on_gap: bool = False,
 ) -> list[str]:
     """The command that runs a swarm as its own process, as the runner and the plugin start it."""
     return [
@@ -76,7 +78,12 @@ def swarm_argv(
         "--connect-spread", str(connect_spread_s),
         "--open-timeout", str(open_timeout_s),
         *(reconnect or ReconnectPolicy()).argv(),
+        *_game_flags(compression, resend_on_gap),
     ]  # fmt: skip
+
+
+def _game_flags(compression: bool, resend_on_gap: bool) -> list[str]:
+    return (["--no-compression"] if not compression else []) + (["--resend-on-gap"] if resend_on_gap else [])
 
 
 def client_ids(n: int, prefix: str = "c", offset: int = 0) -> list[str]:
@@ -101,6 +108,8 @@ async def run_swarm(
     out: TextIO | None = None,
     reconnect: ReconnectPolicy | None = None,
     slowness: float | None = None,
+    compression: bool = True,
+    resend_on_gap: bool = False,
 ) -> int:
     """Runs the swarm until `stop` is set (or `duration` passes). Returns the exit code.
 
@@ -137,6 +146,8 @@ async def run_swarm(
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
             reconnect_policy=reconnect,
+            compression=compression,
+            resend_on_gap=resend_on_gap,
         )
         for cid in ids
     ]
@@ -221,6 +232,7 @@ def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int, slownes
         "--close-timeout", str(args.close_timeout),
         "--open-timeout", str(args.open_timeout),
         *_policy(args).argv(),
+        *_game_flags(args.compression, args.resend_on_gap),
         "--slowness", str(slowness),
     ]  # fmt: skip
     if args.history_dir:
@@ -365,6 +377,8 @@ async def _amain(args: argparse.Namespace) -> int:
             stop=stop,
             reconnect=_policy(args),
             slowness=args.slowness,
+            compression=args.compression,
+            resend_on_gap=args.resend_on_gap,
         )
     finally:
         if writer is not None:
@@ -395,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--close-timeout", type=float, default=2.0)
     parser.add_argument("--open-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--no-compression", dest="compression", action="store_false", help="offer no permessage-deflate"
+    )
+    parser.add_argument(
+        "--resend-on-gap", action="store_true", help="answer a gap by re-sending the unacknowledged moves from it"
+    )
     parser.add_argument("--ping-interval", type=float, default=None, help="client-side keepalive (default: off)")
     parser.add_argument(
         "--clients-per-process",

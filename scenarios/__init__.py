@@ -44,4 +44,6 @@ ORDER = (
     "frame_delay",
     "thundering_herd",
     "mass_failover",
+    "frame_drop",
+    "frame_duplicate",
 )

@@ -28,16 +28,28 @@ the move was in flight if it was invoked on that client connection before the we
 acknowledged (`ok`) by then. That move may have reached the old backend and be re-sent once by the
 relay on the new one. A move sent after the transition and delivered to two backends is the
 two-upstreams defect and fails.
+
+A fault that repeats frames toward the backends (``frame_duplicate`` upstream: a middlebox
+sending one message twice) makes a backend receive a move once more than anyone sent it, which no
+relay can prevent. Each frame such a fault repeated (its evidence: one per connection its upstream
+toxic touched) allows one extra delivery of one move, received while the fault was in place (or
+``REPEAT_GRACE_S`` after its heal, for a copy still on its way); never two extra of the same move.
+The counters are read at the start of the heal, before the toxic is removed, so a frame repeated
+during the heal is not in them: an extra delivery past the count whose copy arrived during a heal
+cannot be judged, and is noted as such rather than failed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.analysis import client_histories, fault_windows, run_end_time, windows_by_target
+from harness.analysis import client_histories, fault_evidence, fault_windows, run_end_time, windows_by_target
+from harness.faults.model import KINDS
 from harness.history import Record, Run
+from harness.records import num
 
 from .base import (
     CheckResult,
@@ -55,6 +67,8 @@ from .journal import UpstreamConn, index_upstreams
 NAME = "single_upstream"
 DEFAULT_OVERLAP_TOLERANCE_S = 0.25
 DELIVERY_RULE = "deliveries <= sends + 1 per server transition with the move in flight"
+#: A frame repeated just before a heal reaches its backend at most this long after it.
+REPEAT_GRACE_S = 1.0
 
 Window = tuple[float, float]
 
@@ -247,8 +261,70 @@ def _allowances(run: Run) -> tuple[dict[tuple[str, int], _Allowance], int]:
     return out, transitions
 
 
+@dataclass
+class _Repeats:
+    """Frames that faults repeated toward the backends, and when those faults were in place."""
+
+    budget: int = 0
+    windows: list[Window] = field(default_factory=list)
+    uncounted: list[str] = field(default_factory=list)  # fault ids whose proxy kept no counters
+    used: int = 0
+    #: From each repeating fault's heal invoke (its counters read) to its end plus the grace.
+    heals: list[Window] = field(default_factory=list)
+    unjudged: int = 0
+
+    def take(self, recvs: list[Record]) -> bool:
+        """Spends one repeated frame on a move delivered once too often, if its last delivery (the
+        copy) fell inside a repeating fault's window."""
+        times = [t for t in (time_of(r) for r in recvs) if t is not None]
+        if not times:
+            return False
+        if self.used < self.budget and any(lo <= max(times) <= hi for lo, hi in self.windows):
+            self.used += 1
+            return True
+        if any(lo <= max(times) <= hi for lo, hi in self.heals):
+            self.unjudged += 1
+            return True
+        return False
+
+
+def _repeated_frames(run: Run) -> _Repeats:
+    repeats = _Repeats()
+    nemesis = run.nemesis()
+    windows = {w.fault_id: w for w in fault_windows(nemesis, run_end_time(run))}
+    heal_starts = {
+        str(r.get("fault_id")): t
+        for r in nemesis
+        if r.get("f") == "heal" and r.get("type") == "invoke" and (t := time_of(r)) is not None
+    }
+    for ev in fault_evidence(run):
+        kind = KINDS.get(ev.kind)
+        if kind is None or not kind.repeats_upstream_frames or ev.fault_id not in windows:
+            continue
+        if ev.counts is None:
+            repeats.uncounted.append(ev.fault_id)
+            continue
+        frames = sum(
+            int(num(counts.get("connections")) or 0)
+            for toxic, counts in ev.counts.items()
+            if toxic.endswith("_upstream")
+        )
+        w = windows[ev.fault_id]
+        if any(toxic.endswith("_upstream") for toxic in ev.counts):
+            repeats.budget += frames
+            repeats.windows.append((w.start, w.end + REPEAT_GRACE_S))
+            if ev.fault_id in heal_starts:
+                repeats.heals.append((heal_starts[ev.fault_id], w.end + REPEAT_GRACE_S))
+    return repeats
+
+
+def _last_time(recvs: list[Record]) -> float:
+    return max((t for t in (time_of(r) for r in recvs) if t is not None), default=math.inf)
+
+
 def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str]) -> int:
     allowances, transitions = _allowances(run)
+    repeats = _repeated_frames(run)
 
     delivered: dict[tuple[str, int], list[Record]] = {}
     unattributed = 0
@@ -262,11 +338,21 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
                 continue
             delivered.setdefault((addressee, seq), []).append({"journal": name, **rec})
 
+    # Repeated frames explain copies in the order the copies arrived, so one during a heal (past
+    # the counters) never takes the place of one counted earlier.
+    once_too_often = [
+        key for key, recvs in delivered.items() if len(recvs) == allowances.get(key, _Allowance()).allowed + 1
+    ]
+    explained = {
+        key for key in sorted(once_too_often, key=lambda k: _last_time(delivered[k])) if repeats.take(delivered[key])
+    }
     resent_in_flight = 0
     for (client, seq), recvs in sorted(delivered.items()):
         allowance = allowances.get((client, seq), _Allowance())
         if len(recvs) <= allowance.allowed:
             resent_in_flight += len(recvs) > allowance.sent
+            continue
+        if (client, seq) in explained:
             continue
         if allowance.transitions:
             at = ", ".join(fmt_t(time_of(w)) for w in allowance.transitions)
@@ -288,6 +374,21 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
         notes.append(
             f"delivery rule: {DELIVERY_RULE} ({transitions} transition(s) seen; {resent_in_flight} "
             "in-flight move(s) delivered more often than sent, within that allowance)"
+        )
+    if repeats.budget:
+        notes.append(
+            f"{repeats.used} of {repeats.budget} frame(s) repeated toward the backends by a fault "
+            "explain one extra delivery each"
+        )
+    if repeats.unjudged:
+        notes.append(
+            f"{repeats.unjudged} extra delivery(ies) past that count arrived while a repeating fault was "
+            "being healed, after its counters were read: not judged"
+        )
+    if repeats.uncounted:
+        notes.append(
+            f"fault(s) {', '.join(repeats.uncounted)} repeat frames but their proxy kept no counters, "
+            "so no extra delivery is allowed for them"
         )
     if unattributed:
         notes.append(f"{unattributed} journal move recv(s) without client or seq not counted")

@@ -902,3 +902,90 @@ class FrameDelay(ToxicKind):
 
     def detect_s(self, fault: Fault, keepalive: Keepalive) -> float:
         return self.latency_s(fault) + keepalive_detect_s(keepalive)
+
+
+#: Why a frame is only dropped or duplicated on an uncompressed link (docs/toxiproxy-extensions.md).
+UNCOMPRESSED = (
+    False,
+    "a lost or repeated permessage-deflate frame desynchronises the receiver's decompressor, "
+    "which no balancer can repair",
+)
+
+
+@register
+class FrameDrop(ToxicKind):
+    """The ``nth`` data frame on each connection through the link (counted from when the fault met
+    it) is not forwarded; everything else is, in order. A middlebox losing one message.
+
+    A balancer is a relay: it cannot recover a frame lost on its client leg (``lb``) or on its leg
+    to a backend, and it sees nothing wrong either. What a correct balancer does is nothing
+    special: it closes nobody, fails over from nobody, and relays what follows as it is. The game's
+    own seq/ack shows the loss, and only it:
+
+    - a lost move (upstream): the backend answers the next move with ``gap`` (expected the lost
+      seq), the client re-sends its unacknowledged moves from there (workload ``resend_on_gap``),
+      and the game goes on from the state it had: ``ordered``, ``state_continuity`` and
+      ``single_upstream`` hold as they are (re-sends are sends);
+    - a lost ack (downstream): that one move stays unacknowledged on the client (an ``info``
+      record when it stops); later acks carry the cumulative state, so nothing regresses.
+
+    So no invariant is relaxed for it: no close code is allowed, no failover, no extra delivery.
+    Needs an uncompressed workload whose clients answer a gap (``workload_needs``). On a backend
+    link it is fair only for a build that keeps that leg uncompressed too, as the reference does
+    (a build may deflate it whatever the client chose; the named scenario hits ``lb`` only).
+    """
+
+    name = "frame_drop"
+    toxic_type = "ws_drop"
+    params: ClassVar = {"nth": Param(int, 1, minimum=1), "stream": stream_param("upstream")}
+    generated = False  # needs its own workload (below), which generated plans do not draw
+    workload_needs: ClassVar = {
+        "compression": UNCOMPRESSED,
+        "resend_on_gap": (True, "a move lost on the way is recovered only by a client that answers the gap"),
+    }
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return {"nth": params["nth"]}, STREAM_DIRECTIONS[params["stream"]]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"nth": st.integers(1, 5), "stream": st.sampled_from(ONE_WAY)})
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return False  # data frames only: keepalive pings and pongs pass, so no connection ends
+
+
+@register
+class FrameDuplicate(ToxicKind):
+    """The ``nth`` data frame on each connection through the link (counted from when the fault met
+    it) is forwarded twice (upstream, the copy re-masked with a fresh key).
+
+    A correct balancer relays both copies as they are and closes nobody. The game shows the
+    repeat, and only it:
+
+    - a repeated move (upstream): the backend acknowledges the copy with ``dup: true`` and does not
+      apply it again (``ordered``: one ack with dup false per seq). The backend received the move
+      once more than the client sent it, so ``single_upstream`` allows one extra delivery per
+      frame this fault duplicated upstream (the count is the toxic's evidence: the connections
+      it touched), of a move delivered while it was in place, at most one per move;
+    - a repeated ack (downstream): the client records the second one as a ``reply``, not a second
+      acknowledgement, so nothing changes.
+
+    Needs an uncompressed workload (``workload_needs``); on a backend link, fair only for a build
+    that keeps that leg uncompressed too (see ``FrameDrop``).
+    """
+
+    name = "frame_duplicate"
+    toxic_type = "ws_duplicate"
+    params: ClassVar = {"nth": Param(int, 1, minimum=1), "stream": stream_param("upstream")}
+    generated = False  # needs an uncompressed workload, which generated plans do not draw
+    repeats_upstream_frames = True
+    workload_needs: ClassVar = {"compression": UNCOMPRESSED}
+
+    def toxic(self, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return {"nth": params["nth"]}, STREAM_DIRECTIONS[params["stream"]]
+
+    def params_strategy(self, intensity: Intensity, bounds: Bounds) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({"nth": st.integers(1, 5), "stream": _streams()})
+
+    def is_disruptive(self, fault: Fault, keepalive: Keepalive) -> bool:
+        return False

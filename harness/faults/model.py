@@ -161,6 +161,12 @@ class FaultKind:
     #: Drawn in generated plans by default (fault_plans' vocabulary); kinds whose interplay with
     #: others the expectations cannot predict say False and are only drawn when asked for by name.
     generated: ClassVar[bool] = True
+    #: Workload switches the kind is only fair with: field name -> (value it needs, why). A
+    #: scenario with a step of this kind and another value is refused, naming the field.
+    workload_needs: ClassVar[Mapping[str, tuple[bool, str]]] = {}
+    #: Repeats data frames toward the backends, so a move can reach a backend more often than the
+    #: client sent it: ``single_upstream`` allows one extra delivery per frame its evidence counts.
+    repeats_upstream_frames: ClassVar[bool] = False
 
     # -- the schema ---------------------------------------------------------------------------
     def validate(self, params: dict[str, Any], where: str) -> None:

@@ -700,3 +700,80 @@ async def test_frame_delay_holds_exactly_one_frame(player: Player, recorded: Rec
     sent = json.dumps({"type": "move", "client": player.client_id, "seq": held_seq, "dx": dx, "dy": dy})
     # One masked text frame of that move (2 header bytes, 4 of mask: it is under 126 bytes).
     assert counts["connections"] == 1 and counts["bytes_delayed"] == 2 + 4 + len(sent), counts
+
+
+# -- frame_drop and frame_duplicate (uncompressed links: the player offers no deflate) ----------
+
+
+async def message_where(p: Player, wanted: Any, timeout: float, what: str) -> dict[str, Any]:
+    """The first message ``wanted(msg)`` accepts, read with a deadline."""
+    found: list[dict[str, Any]] = []
+
+    async def seen() -> bool:
+        with contextlib.suppress(TimeoutError):
+            msg = await p.next_message(READ_SLICE_S)
+            if wanted(msg):
+                found.append(msg)
+        return bool(found)
+
+    await wait_until_async(seen, timeout=timeout, interval=0, what=what)
+    return found[0]
+
+
+def move_json(p: Player, seq: int) -> str:
+    dx, dy = move_for(seq)
+    return json.dumps({"type": "move", "client": p.client_id, "seq": seq, "dx": dx, "dy": dy})
+
+
+def primary_recvs(cluster: Cluster, seq: int) -> int:
+    recs, _problems = read_jsonl(cluster.journal_path("primary"))
+    return sum(
+        1
+        for r in recs
+        if r["event"] == "recv" and r.get("kind") == "move" and r.get("seq") == seq and r.get("client") == "p1"
+    )
+
+
+@pytest.mark.parametrize("target", ["lb", "primary"])
+async def test_frame_drop_loses_one_move_and_the_backend_answers_the_next_with_a_gap(
+    cluster: Cluster, player: Player, recorded: Recorded, target: str
+) -> None:
+    active = recorded.nemesis.apply(fault("frame_drop", target, nth=1, stream="upstream"))
+    lost = player.state["seq"] + 1
+    await player.ws.send(move_json(player, lost))  # dropped on the way
+    await player.ws.send(move_json(player, lost + 1))
+    gap = await message_where(player, lambda m: m.get("type") == "gap", 5.0, "the gap after the lost move")
+    assert (gap["seq"], gap["expected"], gap["server"]) == (lost + 1, lost, "primary"), gap
+    assert primary_recvs(cluster, lost) == 0
+    # Re-sent from the gap, the game goes on from where it was: nothing else was lost.
+    for seq in (lost, lost + 1):
+        await player.ws.send(move_json(player, seq))
+    for seq in (lost, lost + 1):
+        ack = await player.ack_of(seq, timeout=5.0)
+        assert ack["dup"] is False and ack["state"]["seq"] == seq, ack
+    assert player.welcomes[-1]["server"] == "primary" and len(player.welcomes) == 1  # no failover
+    recorded.nemesis.heal(active.fault_id)
+    [heal] = recorded.records("heal", "ok")
+    counts = heal["evidence"][f"{active.fault_id}_frame_drop_upstream"]
+    # One masked text frame of that move (2 header bytes, 4 of mask: it is under 126 bytes).
+    assert counts["connections"] == 1 and counts["bytes_dropped"] == 2 + 4 + len(move_json(player, lost)), counts
+
+
+@pytest.mark.parametrize("target", ["lb", "primary"])
+async def test_frame_duplicate_repeats_one_move_which_the_backend_acknowledges_as_a_dup(
+    cluster: Cluster, player: Player, recorded: Recorded, target: str
+) -> None:
+    active = recorded.nemesis.apply(fault("frame_duplicate", target, nth=1, stream="upstream"))
+    first = await player.move()
+    assert first["dup"] is False
+    repeat = await message_where(player, lambda m: m.get("type") == "ack", 5.0, "the ack of the copy")
+    assert (repeat["seq"], repeat["dup"], repeat["state"]) == (first["seq"], True, first["state"]), repeat
+    ack = await player.move()  # the next frames pass once: only the first one was repeated
+    assert ack["dup"] is False and ack["state"]["seq"] == first["seq"] + 1
+    with pytest.raises(TimeoutError):
+        await message_where(player, lambda m: True, SILENCE_S, "anything more")
+    assert primary_recvs(cluster, first["seq"]) == 2 and primary_recvs(cluster, ack["seq"]) == 1
+    recorded.nemesis.heal(active.fault_id)
+    [evidence] = fault_evidence_of(recorded.records())
+    assert evidence.touched is True and evidence.counts is not None, evidence
+    assert evidence.counts[f"{active.fault_id}_frame_duplicate_upstream"]["connections"] == 1

@@ -14,7 +14,7 @@ from harness.expectations import derive_expect
 from harness.faults import KINDS, LINK_KINDS, PROCESS_KINDS, STREAMS, Fault, FaultError, FaultKind, fault
 from harness.faults.kinds import ToxicKind
 from harness.faults.model import FAILOVER_WAIT_S
-from harness.scenario import Keepalive, Scenario, ScenarioError, Step
+from harness.scenario import Keepalive, Scenario, ScenarioError, Step, Workload, workload_for
 from harness.strategies import BOUNDS, INTENSITIES, Intensity
 
 KA = Keepalive()
@@ -99,6 +99,8 @@ def test_disruptiveness() -> None:
     harmless = {"bandwidth", "slicer", "ping_flood", "split_frames", "frame_delay"}
     # Upgrade faults meet only new handshakes: a live session never notices them.
     harmless |= {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
+    # One data frame lost or repeated: the game's seq/ack shows it, and no connection ends.
+    harmless |= {"frame_drop", "frame_duplicate"}
     # Latency and idle_timeout depend on the keepalive (their own tests below).
     for kind in set(LINK_KINDS) - {"latency", "idle_timeout", "client_protocol_error"}:
         f = fault(kind, "primary")
@@ -400,3 +402,72 @@ def test_upgrade_faults_on_one_backend_allow_no_1013_and_on_both_do() -> None:
     )
     # Nothing to fail over to: 1013; and a stalled backend may hold a session as long as it lasts.
     assert both.close_codes == (1013,) and both.failover_deadline_s == 7.0
+
+
+# -- frame_drop and frame_duplicate: one data frame lost or repeated --------------------------
+
+
+@pytest.mark.parametrize(("kind", "toxic_type"), [("frame_drop", "ws_drop"), ("frame_duplicate", "ws_duplicate")])
+@pytest.mark.parametrize("stream", STREAMS)
+def test_frame_drop_and_duplicate_put_one_toxic_per_stream(kind: str, toxic_type: str, stream: str) -> None:
+    f = fault(kind, "lb", nth=3, stream=stream)
+    spec = f.spec
+    assert isinstance(spec, ToxicKind) and spec.toxic_type == toxic_type
+    attrs, streams = spec.toxic(f.params)
+    assert attrs == {"nth": 3}
+    assert streams == ({"both": ("upstream", "downstream")}.get(stream) or (stream,))
+    # Nothing closes and nothing fails over: no code allowed, and the expectations add none.
+    assert spec.balancer_close_codes(f) == ()
+    assert derive_expect([Step(at_s=0.5, fault=f, duration_s=1.0)], keepalive=KA, fault_phase_s=3.0).close_codes == ()
+
+
+def test_only_frame_duplicate_explains_extra_deliveries() -> None:
+    assert [name for name, kind in KINDS.items() if kind.repeats_upstream_frames] == ["frame_duplicate"]
+
+
+def test_a_lost_or_repeated_frame_is_refused_on_a_compressed_workload() -> None:
+    for kind in ("frame_drop", "frame_duplicate"):
+        data = {"name": "x", "steps": [{"at_s": 0.5, "fault": {"kind": kind, "target": "lb"}}]}
+        with pytest.raises(
+            ScenarioError, match=rf"^workload\.compression: steps\[0\] \({kind}\) needs compression false: "
+        ):
+            Scenario.from_dict(data)
+    # A lost move is recovered only by clients that answer the gap.
+    data = {
+        "name": "x",
+        "workload": {"compression": False},
+        "steps": [{"at_s": 0.5, "fault": {"kind": "frame_drop", "target": "primary"}}],
+    }
+    with pytest.raises(
+        ScenarioError, match=r"^workload\.resend_on_gap: steps\[0\] \(frame_drop\) needs resend_on_gap true"
+    ):
+        Scenario.from_dict(data)
+    data["workload"] = {"compression": False, "resend_on_gap": True}
+    assert Scenario.from_dict(data).steps[0].fault.kind == "frame_drop"
+
+
+@pytest.mark.parametrize("field", ["compression", "resend_on_gap"])
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_the_workload_switches_take_only_booleans(field: str, value: Any) -> None:
+    with pytest.raises(ScenarioError, match=rf"^workload\.{field}: expected true or false, got "):
+        Scenario.from_dict({"name": "x", "workload": {field: value}})
+
+
+def test_the_workload_switches_round_trip() -> None:
+    step = Step(at_s=0.5, fault=fault("frame_drop", "lb"), duration_s=1.0)
+    scenario = Scenario(name="x", workload=workload_for([step]), steps=(step,))
+    assert (scenario.workload.compression, scenario.workload.resend_on_gap) == (False, True)
+    again = Scenario.from_json(scenario.to_json())
+    assert again == scenario
+    assert json.loads(scenario.to_json())["workload"]["compression"] is False
+    # Defaults: what every client did before the switches existed.
+    assert (Workload().compression, Workload().resend_on_gap) == (True, False)
+
+
+def test_a_generated_plan_gets_the_workload_its_steps_need() -> None:
+    plain = [Step(at_s=0.5, fault=fault("latency", "lb"), duration_s=1.0)]
+    assert workload_for(plain) == Workload()
+    repeated = [*plain, Step(at_s=1.0, fault=fault("frame_duplicate", "primary"), duration_s=1.0)]
+    assert workload_for(repeated) == Workload(compression=False)
+    base = Workload(clients=9)
+    assert workload_for(repeated, base) == Workload(clients=9, compression=False)

@@ -196,3 +196,13 @@ def test_move_book_resend_counts_attempts_in_seq_order() -> None:
     assert second == [(1, 3), (3, 3), (4, 3)]
     # Latency is measured from the first send, so a failover's delay is in it.
     assert book.on_ack(3, game.expected_state(3), now=10.0).latency == pytest.approx(8.0)
+
+
+def test_move_book_resend_after_a_gap_starts_at_the_expected_seq() -> None:
+    book = MoveBook("c1")
+    for i in range(5):
+        book.new_move(now=float(i))
+    book.on_ack(1, game.expected_state(1), now=5.0)
+    # The backend expects 3: move 2's ack may be lost, but the backend has it, so it is not re-sent.
+    assert [(m.seq, a) for m, a in book.resend(from_seq=3)] == [(3, 2), (4, 2), (5, 2)]
+    assert [m.seq for m, _ in book.resend()] == [2, 3, 4, 5]

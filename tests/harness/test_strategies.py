@@ -174,7 +174,9 @@ def test_the_default_vocabulary_is_every_generated_kind() -> None:
     assert set(DEFAULT_KINDS) == {k for k, v in KINDS.items() if v.generated}
     # Upgrade faults cost what the build's open timeout says, which generated plans do not set.
     upgrade = {"backend_upgrade_refused", "backend_upgrade_stalled", "backend_upgrade_slow"}
-    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout", "drain", "frame_close"} | upgrade
+    # A lost or repeated frame needs its own workload (uncompressed, clients answering a gap).
+    frames = {"frame_drop", "frame_duplicate"}
+    assert set(KINDS) - set(DEFAULT_KINDS) == {"idle_timeout", "drain", "frame_close"} | upgrade | frames
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -208,3 +208,92 @@ def test_without_journals_it_is_not_checked(rb: RunBuilder) -> None:
     rb.journals.clear()
     assert check_single_upstream(rb.build()).status == "not_checked"
     assert check_single_upstream(make_run()).status == "not_checked"
+
+
+# -- frames repeated toward the backends (frame_duplicate) -------------------------------------
+
+
+def repeating_fault(
+    rb: RunBuilder,
+    at: float,
+    heal_at: float,
+    connections: int | None,
+    stream: str = "upstream",
+    fault_id: str = "f1",
+    heal_took: float = 0.01,
+) -> None:
+    """A frame_duplicate step whose heal records that its toxic touched `connections` connections
+    (None: a proxy that keeps no counters)."""
+    fault = {"kind": "frame_duplicate", "target": "lb", "params": {"nth": 1, "stream": stream}}
+    rb.rec(at, "nemesis", "invoke", "apply", fault=fault, fault_id=fault_id)
+    rb.rec(at + 0.01, "nemesis", "ok", "apply", fault=fault, fault_id=fault_id)
+    rb.rec(heal_at, "nemesis", "invoke", "heal", fault=fault, fault_id=fault_id)
+    toxic = f"{fault_id}_frame_duplicate_{stream}"
+    evidence = None if connections is None else {toxic: {"name": toxic, "connections": connections}}
+    rb.rec(heal_at + heal_took, "nemesis", "ok", "heal", fault=fault, fault_id=fault_id, evidence=evidence)
+
+
+def copies_delivered(rb: RunBuilder, *seq_times: tuple[int, float]) -> None:
+    """c1 plays moves 1-6 on the primary from T0+0.1 (one each 0.1 s); each (seq, t) is one more
+    delivery of that move, as a repeated frame makes."""
+    rb.backend_start("primary", T0 - 1)
+    rb.play("c1", T0, range(1, 7))
+    server_conn = rb.records("c1", "welcome")[0]["server_conn"]
+    for seq, t in seq_times:
+        rb.journal("primary", t, "recv", conn=server_conn, client="c1", kind="move", seq=seq, applied=False)
+
+
+def test_a_move_repeated_by_a_duplicating_fault_may_be_delivered_once_more(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.5, connections=1)
+    copies_delivered(rb, (2, T0 + 0.2011))
+    result = check_single_upstream(rb.build())
+    assert result.status == "pass", result.violations
+    assert "1 of 1 frame(s) repeated toward the backends by a fault explain one extra delivery each" in result.note
+
+
+def test_more_extra_deliveries_than_repeated_frames_fail(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.5, connections=1)
+    copies_delivered(rb, (2, T0 + 0.2011), (3, T0 + 0.3011))
+    result = check_single_upstream(rb.build())
+    assert result.status == "fail"
+    [violation] = result.violations
+    assert "move 3 was delivered to backends 2 times but sent 1 time(s)" in violation.message
+
+
+def test_a_repeated_frame_never_explains_two_extra_deliveries_of_one_move(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.5, connections=5)
+    copies_delivered(rb, (2, T0 + 0.2011), (2, T0 + 0.2012))
+    result = check_single_upstream(rb.build())
+    assert result.status == "fail"
+    assert "move 2 was delivered to backends 3 times" in result.violations[0].message
+
+
+def test_an_extra_delivery_outside_the_duplicating_fault_fails(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.2, connections=1)
+    copies_delivered(rb, (6, T0 + 1.6))  # past the heal and its grace
+    result = check_single_upstream(rb.build())
+    assert result.status == "fail"
+    assert "move 6 was delivered to backends 2 times" in result.violations[0].message
+
+
+def test_frames_repeated_downstream_explain_no_extra_delivery(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.5, connections=4, stream="downstream")
+    copies_delivered(rb, (2, T0 + 0.2011))
+    assert check_single_upstream(rb.build()).status == "fail"
+
+
+def test_a_duplicating_fault_without_counters_explains_nothing_and_says_so(rb: RunBuilder) -> None:
+    repeating_fault(rb, T0 + 0.15, T0 + 0.5, connections=None)
+    copies_delivered(rb, (2, T0 + 0.2011))
+    result = check_single_upstream(rb.build())
+    assert result.status == "fail"
+    assert "fault(s) f1 repeat frames but their proxy kept no counters" in result.note
+
+
+def test_a_copy_past_the_count_during_the_heal_is_not_judged_and_says_so(rb: RunBuilder) -> None:
+    # The counters are read when the heal starts (T0+0.25); the toxic acts until it is removed.
+    repeating_fault(rb, T0 + 0.15, T0 + 0.25, connections=1, heal_took=0.2)
+    copies_delivered(rb, (2, T0 + 0.2011), (3, T0 + 0.3011))
+    result = check_single_upstream(rb.build())
+    assert result.status == "pass", result.violations
+    assert "1 extra delivery(ies) past that count arrived while a repeating fault was being healed" in result.note

@@ -54,6 +54,8 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "ping_flood",
             "backend_upgrade_slow",
             "frame_delay",
+            "frame_drop",
+            "frame_duplicate",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -218,6 +220,12 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         "clean_failover",
         ["frame_delay"],
         "one backend reply held 200 ms: more than 150 ms after the move it answers, the session is closed with 1011",
+    ),
+    "repeated_ack_crashes": (
+        "clean_failover",
+        ["frame_duplicate"],
+        "a move or its ack repeated on a link (frame_duplicate): the second ack of one move crashes the "
+        "session's relay, and the client is closed with 1011 instead of seeing one more reply",
     ),
 }
 

@@ -66,6 +66,7 @@ DEFECTS = (
     "ping_flood_guard",
     "open_budget_short",
     "reply_deadline",
+    "repeated_ack_crashes",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 REPLY_OVERDUE = "reply_overdue"  # reply_deadline only
@@ -102,6 +103,16 @@ def emit(event: str, ts: float | None = None, **fields: Any) -> None:
         return
     """One contract event line on stdout, flushed so the harness sees it even if we are killed."""
     print(json.dumps({"event": event, "ts": time.time() if ts is None else ts, **fields}), flush=True)
+
+
+def move_seq(msg: str | bytes, kind: str) -> int | None:
+    """repeated_ack_crashes only: the seq of a game message of type ``kind``, if it is one."""
+    try:
+        obj = json.loads(msg)
+    except ValueError:
+        return None
+    seq = obj.get("seq") if isinstance(obj, dict) and obj.get("type") == kind else None
+    return seq if isinstance(seq, int) else None
 
 
 def hostport(text: str) -> tuple[str, int]:
@@ -162,6 +173,7 @@ class Session:
     # set whenever that queue changes.
     reply_dues: collections.deque[float] = field(default_factory=collections.deque)
     replies_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    forwarded: set[int] = field(default_factory=set)  # repeated_ack_crashes only: moves awaiting an ack
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def reply_came(self) -> None:
@@ -344,6 +356,8 @@ class Balancer:
             # DEFECT(reply_deadline): every message must be answered within REPLY_DEADLINE_S.
             s.reply_dues.append(asyncio.get_running_loop().time() + REPLY_DEADLINE_S)
             s.replies_changed.set()
+        if defect("repeated_ack_crashes") and (seq := move_seq(msg, "move")) is not None:
+            s.forwarded.add(seq)  # DEFECT(repeated_ack_crashes): every move is expected to be acked once
         for old in list(s.old_upstreams):
             # DEFECT(two_upstreams): client messages also go to the upstream we failed over from.
             with contextlib.suppress(Exception):
@@ -400,6 +414,10 @@ class Balancer:
             except ConnectionClosed:
                 return UPSTREAM_LOST
             s.reply_came()  # reply_deadline only
+            if defect("repeated_ack_crashes") and (seq := move_seq(msg, "ack")) is not None:
+                # DEFECT(repeated_ack_crashes): a second ack of one move (a repeated frame, a dup) has
+                # nothing left to remove: KeyError, the relay task fails, the client is closed 1011.
+                s.forwarded.remove(seq)
             try:
                 await s.client.send(msg)
             except ConnectionClosed:
