@@ -619,19 +619,42 @@ def estimated_s(scenario: Scenario) -> float:
     return scenario.phases.warmup_s + scenario.fault_phase_s + scenario.workload.clients / 50
 
 
+def fault_kind_of(scenario: Scenario) -> str:
+    """What a scenario exercises, for ``job_order``: its first step's fault kind; a limit's edge
+    (tag "boundary") or a scenario without fault steps probes something of its own, whatever fault
+    it uses to get there."""
+    if "boundary" in scenario.tags or not scenario.steps:
+        return f"probe:{scenario.name}"
+    return scenario.steps[0].fault.kind
+
+
 def job_order(scenarios: list[Scenario], chunks: int, fail_fast: bool) -> list[tuple[int, Scenario | None]]:
     """The lanes' queue: ``(index, scenario)`` for a named scenario, ``(chunk, None)`` for a chunk
     of generated plans.
 
     Normally the longest first (longest-processing-time scheduling: no lane is left running a long
-    job alone at the end), the generated chunks, which run several plans each, before all. With
-    ``--fail-fast`` the other way round: the shortest scenarios first and the chunks last, so
-    that as many scenarios as possible have judged the build by the time the first one fails.
+    job alone at the end), the generated chunks, which run several plans each, before all.
+
+    With ``--fail-fast`` the aim is the earliest first failure instead: every fault kind once
+    before any kind twice (a defect shows under some kind of fault, and which one is not known in
+    advance; each limit probe counts as a kind of its own), each round in catalog order
+    (``scenarios.ORDER`` puts the classic faults first), and the generated chunks last. Within a
+    kind the shortest scenario goes in the earliest round.
     """
-    ranked = sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1]), reverse=not fail_fast)
-    named: list[tuple[int, Scenario | None]] = list(ranked)
-    generated: list[tuple[int, Scenario | None]] = [(chunk, None) for chunk in range(chunks)]
-    return named + generated if fail_fast else generated + named
+    if not fail_fast:
+        ranked = sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1]), reverse=True)
+        return [(chunk, None) for chunk in range(chunks)] + list(ranked)
+    by_kind: dict[str, list[tuple[int, Scenario]]] = {}
+    for index, scenario in sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1])):
+        by_kind.setdefault(fault_kind_of(scenario), []).append((index, scenario))
+    rounds: list[list[tuple[int, Scenario]]] = []
+    for members in by_kind.values():
+        for depth, member in enumerate(members):
+            if depth == len(rounds):
+                rounds.append([])
+            rounds[depth].append(member)
+    named: list[tuple[int, Scenario | None]] = [item for round_ in rounds for item in sorted(round_)]
+    return named + [(chunk, None) for chunk in range(chunks)]
 
 
 def generated_chunks(examples: int, lanes: int) -> list[int]:

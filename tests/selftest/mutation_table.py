@@ -42,6 +42,9 @@ class Row:
     seconds: float = 0.0
     #: From certify's start to its first failing scenario (certificate.json ``first_failure_s``).
     first_failure_s: float | None = None
+    #: The --fail-fast run stopped at another invariant; ``caught_by`` comes from a second run of
+    #: the build on the scenarios aimed at it (MUTANTS).
+    confirmed_by_aimed_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -101,7 +104,25 @@ def certify(build: str, reports: Path, fail_fast: bool) -> Row:
         verdict = f"error: {str(cert['error']).splitlines()[0]}"
     first = cert.get("first_failure_s")
     first_failure_s = float(first) if isinstance(first, (int, float)) else None
-    return Row(build, expected, verdict, caught_by, sorted(others), seconds, first_failure_s)
+    row = Row(build, expected, verdict, caught_by, sorted(others), seconds, first_failure_s)
+    if fail_fast and expected and verdict == "rejected" and not caught_by:
+        # Stopped at a failure of another invariant (a real catch: the defect shows there too)
+        # before the scenario aimed at it ran: confirm the expected invariant on those scenarios.
+        row.confirmed_by_aimed_run = True
+        aimed = [a for name in spec["scenarios"] for a in ("--scenario", name)]
+        confirm = reports / f"{build}-aimed"
+        argv = [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], *aimed]
+        argv += ["--report", str(confirm)]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=CERTIFY_TIMEOUT_S)
+        (reports / f"{build}-aimed.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+        try:
+            aimed_cert = json.loads((confirm / "certificate.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return row
+        for scenario in aimed_cert.get("scenarios", []):
+            if any(i == expected and r.get("status") == "fail" for i, r in scenario.get("results", {}).items()):
+                row.caught_by.append(f"{scenario['name']} (aimed run)")
+    return row
 
 
 def markdown(rows: list[Row], fail_fast: bool, commit: str | None, planned: int) -> str:
@@ -120,7 +141,10 @@ def markdown(rows: list[Row], fail_fast: bool, commit: str | None, planned: int)
         "its expected invariant is among those violated. The control build must be certified. "
         "*First failure after* is the time from certify's start (build start and smoke gate "
         "included) to the first failing scenario; *certify time* adds the scenarios still under "
-        "way in the other lanes, which are finished and judged rather than cut off.",
+        "way in the other lanes, which are finished and judged rather than cut off. When the "
+        "fail-fast run stopped at another invariant before the scenario aimed at the mutant ran "
+        "(a catch all the same), the expected invariant is confirmed by a second certify of the "
+        "build on its aimed scenarios, marked *(aimed run)*.",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at commit `{commit}` on "
         f"{platform.node()} ({platform.platform()}, Python {platform.python_version()}): "
