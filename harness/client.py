@@ -209,6 +209,10 @@ class GameClient:
             if not self._stop.is_set():
                 closer.cancel()
             # else: the closer is finishing a close it started; it has its own deadline.
+        # The reader marked what was unacknowledged at the close indeterminate; a move the sender
+        # invoked after that (the two tasks race at a close) needs it too, or it would be re-sent
+        # on the next connection with no info before it.
+        self._record_info()
 
     async def _closer(self, ws: ClientConnection) -> None:
         await self._stop.wait()

@@ -25,6 +25,16 @@ from harness.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test will interrupt: SIGINT back to its default disposition.
+
+    A command started in the background of a non-interactive shell (``cmd &``, as CI scripts and
+    nohup wrappers do) ignores SIGINT, and its children inherit that; the harness then rightly
+    never sees the Ctrl-C the test sends, and the test would not be testing anything.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_env(token: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, OWNER_ENV: token, **extra}
     # An inner harness run is not part of this xdist worker's session.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.waiting import wait_until
-from tests.chaos.cli_support import ROOT, assert_no_survivors, new_token, run_env
+from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, new_token, run_env
 
 pytestmark = pytest.mark.chaos
 
@@ -44,6 +44,7 @@ def test_certify_interrupted_mid_scenario(tmp_path: Path, sig: signal.Signals) -
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "certify", "--scenario", SCENARIO, "--report", str(report)],
             cwd=ROOT, env=run_env(token), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=default_sigint,
         )  # fmt: skip
     try:
         # In the middle of the scenario: its warm-up is over, its fault phase (1.5 s) has begun.

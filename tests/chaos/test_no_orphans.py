@@ -15,7 +15,7 @@ import pytest
 from harness.procs import OWNER_ENV
 from harness.procs import owned_processes as survivors
 from harness.waiting import wait_until
-from tests.chaos.cli_support import assert_no_survivors
+from tests.chaos.cli_support import assert_no_survivors, default_sigint
 
 pytestmark = pytest.mark.chaos
 
@@ -42,7 +42,7 @@ def test_interrupted_run_leaves_no_orphans(tmp_path: Path, sig: signal.Signals) 
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(tmp_path / "test_inner.py"), "--rootdir", str(tmp_path)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="inner cluster up")
