@@ -69,6 +69,12 @@ def text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def is_op(rec: Mapping[str, Any], type_: str, f: str) -> bool:
+    """Whether a history record is this operation's record: its ``type`` (invoke, ok, fail, info,
+    event) and its ``f`` (move, welcome, conn_close, ...)."""
+    return rec.get("type") == type_ and rec.get("f") == f
+
+
 def time_of(rec: Mapping[str, Any]) -> float | None:
     """History and journal records carry `t`; balancer event lines carry `ts`."""
     t = num(rec.get("t"))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from harness.analysis import client_histories, run_end_time
-from harness.records import RecoveryFigures, integer, mapping, num, time_of
+from harness.records import RecoveryFigures, integer, is_op, mapping, num, time_of
 
 if TYPE_CHECKING:
     from harness.history import Run
@@ -91,10 +91,6 @@ class RecoveryEpisode:
         }
 
 
-def _is(rec: Mapping[str, Any], type_: str, f: str) -> bool:
-    return rec.get("type") == type_ and rec.get("f") == f
-
-
 def _disruption(rec: Mapping[str, Any], welcomes_in_conn: dict[Any, int]) -> str | None:
     """What a record says interrupted play, or None (it is no disruption)."""
     if rec.get("type") != "event":
@@ -125,13 +121,13 @@ def recovery_episodes(
         t = time_of(rec)
         if t is None:
             continue
-        if _is(rec, "ok", "move"):
+        if is_op(rec, "ok", "move"):
             if opened is not None:
                 out.append(RecoveryEpisode(client, opened[0], opened[1], t, True, tuple(opened[2])))
                 opened = None
             last_ack = t
             continue
-        if _is(rec, "event", "stopped"):
+        if is_op(rec, "event", "stopped"):
             stopped_at = t if stopped_at is None else stopped_at
             continue
         cause = _disruption(rec, welcomes_in_conn)
@@ -171,7 +167,7 @@ def longest_gap(
         previous: float | None = None
         for rec in recs:
             t = time_of(rec)
-            if t is None or not _is(rec, "ok", "move"):
+            if t is None or not is_op(rec, "ok", "move"):
                 continue
             if previous is not None and (best is None or t - previous > best.duration_s):
                 best = PlayGap(client, previous, t)
@@ -219,7 +215,7 @@ def resent_count(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
         1
         for recs in histories.values()
         for r in recs
-        if _is(r, "invoke", "move") and (integer(r.get("attempt")) or 1) > 1
+        if is_op(r, "invoke", "move") and (integer(r.get("attempt")) or 1) > 1
     )
 
 
@@ -237,8 +233,8 @@ def lost_moves(
                 taken.add((str(r.get("client")), seq))
     lost: list[tuple[str, int]] = []
     for client, recs in histories.items():
-        sent = {s for r in recs if _is(r, "invoke", "move") and (s := integer(r.get("seq"))) is not None}
-        acked = {s for r in recs if _is(r, "ok", "move") and (s := integer(r.get("seq"))) is not None}
+        sent = {s for r in recs if is_op(r, "invoke", "move") and (s := integer(r.get("seq"))) is not None}
+        acked = {s for r in recs if is_op(r, "ok", "move") and (s := integer(r.get("seq"))) is not None}
         lost.extend((client, seq) for seq in sorted(sent - acked) if (client, seq) not in taken)
     return lost
 

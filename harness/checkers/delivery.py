@@ -27,6 +27,7 @@ from itertools import pairwise
 from harness.analysis import client_histories, conn_key
 from harness.backend import client_id_of
 from harness.history import Record, Run
+from harness.records import is_op
 
 from .base import (
     CheckResult,
@@ -43,10 +44,6 @@ from .journal import UpstreamConn, index_upstreams
 
 NAME = "failover_delivery"
 DEFAULT_MARGIN_S = 0.25
-
-
-def _is(rec: Record, type_: str, f: str) -> bool:
-    return rec.get("type") == type_ and rec.get("f") == f
 
 
 def _before_resume(run: Run, uc: UpstreamConn) -> set[int] | None:
@@ -95,8 +92,8 @@ def check_failover_delivery(run: Run) -> CheckResult:
             if key is not None:
                 by_conn.setdefault(key, []).append(rec)
         for conn, conn_recs in by_conn.items():
-            welcomes = [r for r in conn_recs if _is(r, "event", "welcome")]
-            invokes = [(time_of(r) or 0.0, integer(r.get("seq"))) for r in conn_recs if _is(r, "invoke", "move")]
+            welcomes = [r for r in conn_recs if is_op(r, "event", "welcome")]
+            invokes = [(time_of(r) or 0.0, integer(r.get("seq"))) for r in conn_recs if is_op(r, "invoke", "move")]
             for old_w, new_w in pairwise(welcomes):
                 old = index.find(old_w.get("server"), old_w.get("server_conn"), time_of(old_w))
                 new = index.find(new_w.get("server"), new_w.get("server_conn"), time_of(new_w))

@@ -36,26 +36,20 @@ from harness.analysis import (
     slowness,
 )
 from harness.history import Record, Run
-from harness.records import integer, num, time_of
+from harness.records import integer, is_op, num, time_of
 
 from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded
 
+# As recovers_after_heal judges them: the recovery deadline's default, the window too short to
+# judge, and the codes (1013, the only close a build may answer a herd with; 1006, no close frame).
+from .liveness import ABNORMAL_CLOSURE, DEFAULT_RECOVERY_DEADLINE_S, MIN_RECOVERY_WINDOW_S, TRY_AGAIN_LATER
+
 HERD_RECOVERED = "herd_recovered"
-DEFAULT_RECOVERY_DEADLINE_S = 10.0
-#: The only close a build may answer a herd with: try again later.
-TRY_AGAIN_LATER = 1013
-ABNORMAL_CLOSURE = 1006
 #: The only handshake refusal that sheds load (RFC 6455 leaves it to HTTP: 503 Service Unavailable).
 SHED_STATUS = 503
 #: An attempt begun this soon after the fault's end may still have met it (the monitor's and the
 #: nemesis' view of "over" lag the proxies' and the build's).
 FAULT_END_GRACE_S = 0.5
-#: A client the run gave less than this to come back is not judged (as in recovers_after_heal).
-MIN_RECOVERY_WINDOW_S = 1.0
-
-
-def _is(rec: Record, type_: str, f: str) -> bool:
-    return rec.get("type") == type_ and rec.get("f") == f
 
 
 def _failure_kind(error: str) -> str:
@@ -102,21 +96,23 @@ class _Judge:
         start = max(drop.t, fault_end)
         due = start + self.deadline
         recs = self.clients.get(drop.client, [])
-        stopped = next((time_of(r) for r in recs if _is(r, "event", "stopped")), None)
+        stopped = next((time_of(r) for r in recs if is_op(r, "event", "stopped")), None)
         opened_after: set[Any] = set()
         welcomed: set[Any] = set()
         for rec in recs:
             t = time_of(rec)
             if t is None or t <= drop.t or t > due:
                 continue
-            if _is(rec, "event", "conn_open"):
+            if is_op(rec, "event", "conn_open"):
                 opened_after.add(rec.get("conn"))
-            elif _is(rec, "event", "welcome"):
+            elif is_op(rec, "event", "welcome"):
                 welcomed.add(rec.get("conn"))
-            elif _is(rec, "event", "conn_fail"):
+            elif is_op(rec, "event", "conn_fail"):
                 self._failed_connect(drop.client, rec, t, fault_end)
             elif (
-                _is(rec, "event", "conn_close") and rec.get("initiator") == "remote" and rec.get("conn") in opened_after
+                is_op(rec, "event", "conn_close")
+                and rec.get("initiator") == "remote"
+                and rec.get("conn") in opened_after
             ):
                 self._readmitted_close(drop.client, rec, rec.get("conn") in welcomed)
         back = drop.back_t
@@ -217,7 +213,8 @@ class _Judge:
         limit = integer(self.run.run_meta.balancer_config.get("max_connections"))
         samples = [
             r for r in self.run.history
-            if _is(r, "event", "status") and r.get("process") == "monitor" and (time_of(r) or 0.0) >= herd.window.start
+            if is_op(r, "event", "status") and r.get("process") == "monitor"
+            and (time_of(r) or 0.0) >= herd.window.start
         ]  # fmt: skip
         most = 0
         for rec in samples:

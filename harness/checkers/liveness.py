@@ -19,6 +19,7 @@ from harness.analysis import (
     slowness,
 )
 from harness.history import Record, Run
+from harness.records import is_op
 
 from .base import (
     CheckResult,
@@ -43,10 +44,6 @@ TRY_AGAIN_LATER = 1013
 #: A backend's rejected handshake within this long of a client's drop is named as its likely cause.
 REJECTION_EXPLAINS_S = 2.0
 ABNORMAL_CLOSURE = 1006
-
-
-def _is(rec: Record, type_: str, f: str) -> bool:
-    return rec.get("type") == type_ and rec.get("f") == f
 
 
 def _expected_close_codes(run: Run) -> set[int]:
@@ -109,27 +106,27 @@ class _StallTracker:
         t = time_of(rec)
         if t is None:
             return
-        if _is(rec, "event", "conn_open"):
+        if is_op(rec, "event", "conn_open"):
             self.connected = True
             self._start_waiting(t, rec)
-        elif _is(rec, "invoke", "move"):
+        elif is_op(rec, "invoke", "move"):
             # A move can only be sent on an open connection, whether or not conn_open survived.
             self.connected = True
             seq = integer(rec.get("seq"))
             if seq is not None:
                 self.outstanding.add(seq)
             self._start_waiting(t, rec)
-        elif _is(rec, "ok", "move"):
+        elif is_op(rec, "ok", "move"):
             self._stop_waiting(t, rec)
             self._settle(rec)
             self._start_waiting(t, rec)
-        elif _is(rec, "info", "move"):
+        elif is_op(rec, "info", "move"):
             # Indeterminate: the client gave up on it with its connection; if it is re-sent, the
             # re-send's invoke makes it outstanding again.
             self._settle(rec)
             if not self.outstanding:
                 self._stop_waiting(t, rec)
-        elif _is(rec, "event", "conn_close") or _is(rec, "event", "stopped"):
+        elif is_op(rec, "event", "conn_close") or is_op(rec, "event", "stopped"):
             self._stop_waiting(t, rec)
             self.connected = False
 
@@ -166,9 +163,9 @@ def check_clean_failover(run: Run) -> CheckResult:
         stopped: Record | None = None
         for rec in recs:
             tracker.feed(rec)
-            if _is(rec, "event", "stopped"):
+            if is_op(rec, "event", "stopped"):
                 stopped = rec
-            if not _is(rec, "event", "conn_close"):
+            if not is_op(rec, "event", "conn_close"):
                 continue
             initiator = rec.get("initiator")
             if initiator not in ("client", "remote"):
@@ -245,7 +242,7 @@ def check_clean_failover(run: Run) -> CheckResult:
         )
     # A failover is only judged if some client was attached to a server at all; drops and hangs
     # seen without one still fail, but nothing attached is nothing checked, never a pass.
-    attached = any(_is(r, "event", "welcome") for recs in clients.values() for r in recs)
+    attached = any(is_op(r, "event", "welcome") for recs in clients.values() for r in recs)
     if not attached:
         notes.append("no client was ever attached to a server (no welcome), so no failover could be judged")
     if excused:
@@ -299,7 +296,7 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
         if not recs:
             continue
         first_t = time_of(recs[0])
-        stopped_t = next((time_of(r) for r in recs if _is(r, "event", "stopped")), None)
+        stopped_t = next((time_of(r) for r in recs if is_op(r, "event", "stopped")), None)
         if first_t is None or (stopped_t is not None and stopped_t <= heal_end):
             continue  # gone before the heal: nothing to recover
         # A client that joined after the heal gets the same deadline from its own start.
@@ -307,7 +304,7 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
         # An ok counts as long as it came within the recovery deadline, whenever the client was
         # stopped; the deadline is only shortened for judging a client that never got one.
         due = start + deadline
-        acks = [r for r in recs if _is(r, "ok", "move") and start <= (time_of(r) or float("-inf")) <= due]
+        acks = [r for r in recs if is_op(r, "ok", "move") and start <= (time_of(r) or float("-inf")) <= due]
         if acks:
             judged += 1
             continue
