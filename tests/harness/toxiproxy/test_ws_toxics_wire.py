@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from toxiproxy import Toxiproxy
 from toxiproxy.proxy import Proxy
-from toxiproxy_support import DEADLINE, ServerThread, port_of
+from toxiproxy_support import DEADLINE, ServerThread, port_of, proxy_to, ws_server_thread
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import Server, ServerConnection
 
 from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS
 
@@ -28,18 +26,13 @@ def _echo(ws: ServerConnection) -> None:
 
 @pytest.fixture
 def ws_server() -> Iterator[Server]:
-    server = serve(_echo, "127.0.0.1", 0, compression=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join(DEADLINE)
+    with ws_server_thread(_echo) as server:
+        yield server
 
 
 @pytest.fixture
 def proxy(tp: ServerThread, ws_server: Server) -> Proxy:
-    host, port = ws_server.socket.getsockname()[:2]
-    return Toxiproxy().create(upstream=f"{host}:{port}", name="ws")
+    return proxy_to(ws_server, "ws")
 
 
 def open_ws(proxy: Proxy, **kwargs: Any) -> ClientConnection:

@@ -7,18 +7,16 @@ toxic created by the official client, and a stock server (--no-extensions) that 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from test_toxiproxy_stages import Collect, FakeHost
-from toxiproxy import Toxiproxy
 from toxiproxy.proxy import Proxy
-from toxiproxy_support import DEADLINE, ServerThread, port_of
+from toxiproxy_support import DEADLINE, ServerThread, port_of, proxy_to, ws_server_thread
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import Server, ServerConnection
 
 from harness.faults.proxy_ext import ExtensionMissing, _request, add_toxic, capabilities, require, toxic_evidence
 from harness.toxiproxy.errors import ApiError
@@ -135,18 +133,13 @@ def _hello(ws: ServerConnection) -> None:
 
 @pytest.fixture
 def ws_server() -> Iterator[Server]:
-    server = serve(_hello, "127.0.0.1", 0, compression=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join(DEADLINE)
+    with ws_server_thread(_hello) as server:
+        yield server
 
 
 @pytest.fixture
 def proxy(tp: ServerThread, ws_server: Server) -> Proxy:
-    host, port = ws_server.socket.getsockname()[:2]
-    return Toxiproxy().create(upstream=f"{host}:{port}", name="backend")
+    return proxy_to(ws_server, "backend")
 
 
 def url_of(proxy: Proxy, client: str = "c1") -> str:

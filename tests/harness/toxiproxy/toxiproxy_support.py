@@ -5,13 +5,17 @@ conftest, whose module name other directories' conftest files share.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import requests
+from toxiproxy import Toxiproxy
+from toxiproxy.proxy import Proxy
+from websockets.sync.server import Server, ServerConnection, serve
 
 from harness.toxiproxy import ToxiproxyServer
 from harness.toxiproxy.addresses import HostPolicy
@@ -197,3 +201,22 @@ class Upstream(socketserver.ThreadingTCPServer):
                 pass
         self.server_close()
         self._thread.join(DEADLINE)
+
+
+@contextlib.contextmanager
+def ws_server_thread(handler: Callable[[ServerConnection], None]) -> Iterator[Server]:
+    """A real WebSocket server (no compression, so frames cross a proxy as they are) in a thread."""
+    server = serve(handler, "127.0.0.1", 0, compression=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(DEADLINE)
+
+
+def proxy_to(server: Server, name: str) -> Proxy:
+    """A proxy named ``name`` in front of ``server``, created through the official client."""
+    host, port = server.socket.getsockname()[:2]
+    return Toxiproxy().create(upstream=f"{host}:{port}", name=name)
