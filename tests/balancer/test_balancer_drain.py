@@ -31,6 +31,16 @@ async def refused(url: str) -> str:
     raise AssertionError("unreachable")
 
 
+async def start_drain(bal: Any) -> None:
+    """SIGHUP, then wait (bounded) until /status says the build is draining."""
+    bal.proc.send_signal(signal.SIGHUP)
+
+    async def draining() -> bool:
+        return bool((await bal.status())["draining"])
+
+    await wait_for(draining, what="/status draining")
+
+
 async def test_sighup_refuses_new_sessions_keeps_live_ones_for_the_drain_timeout_then_1001(
     balancer_factory: Any, echo_backends: Any
 ) -> None:
@@ -42,12 +52,7 @@ async def test_sighup_refuses_new_sessions_keeps_live_ones_for_the_drain_timeout
             await ws.send("hi")
             await recv_json(ws)
         t0 = time.monotonic()
-        bal.proc.send_signal(signal.SIGHUP)
-
-        async def draining() -> bool:
-            return bool((await bal.status())["draining"])
-
-        await wait_for(draining, what="/status draining")
+        await start_drain(bal)
         await refused(bal.url)
         # Live sessions still relay, both ways, while the drain lasts (sent after it began, answered
         # before the close, which comes no sooner than DRAIN_S: asserted below).
@@ -78,12 +83,7 @@ async def test_drain_ends_as_soon_as_the_last_session_ends(balancer_factory: Any
     async with client(bal.url) as ws:
         await ws.send("hi")
         await recv_json(ws)
-        bal.proc.send_signal(signal.SIGHUP)
-
-        async def draining() -> bool:
-            return bool((await bal.status())["draining"])
-
-        await wait_for(draining, what="/status draining")
+        await start_drain(bal)
         t0 = time.monotonic()
     # The client left on its own: nothing is left to wait for.
     rc = await asyncio.to_thread(bal.proc.wait, SHUTDOWN_BOUND_S + 5)
@@ -101,12 +101,7 @@ async def test_sigterm_during_a_drain_shuts_down_at_once(balancer_factory: Any, 
     async with client(bal.url) as ws:
         await ws.send("hi")
         await recv_json(ws)
-        bal.proc.send_signal(signal.SIGHUP)
-
-        async def draining() -> bool:
-            return bool((await bal.status())["draining"])
-
-        await wait_for(draining, what="/status draining")
+        await start_drain(bal)
         t0 = time.monotonic()
         bal.proc.send_signal(signal.SIGTERM)
         assert await wait_closed_code(ws) == 1001
