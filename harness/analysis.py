@@ -65,6 +65,43 @@ def client_histories(history: Iterable[Any]) -> dict[str, list[Record]]:
     return out
 
 
+@dataclass(frozen=True)
+class ClientConnection:
+    """One game-client connection: when it opened, and when and how it ended.
+
+    ``closed`` is the time of its ``conn_close``, or of the client's ``stopped`` when that came
+    first (``close`` is then None), or +inf when the history never shows it ended.
+    """
+
+    client: str
+    opened: float
+    closed: float
+    close: Record | None
+
+    def live_at(self, t: float) -> bool:
+        return self.opened < t <= self.closed
+
+
+def client_connections(history: Iterable[Any]) -> list[ClientConnection]:
+    """Every game-client connection in a history, from its client's own records."""
+    out: list[ClientConnection] = []
+    for client, recs in client_histories(history).items():
+        opened: dict[str | None, float] = {}
+        for rec in recs:
+            if rec.get("type") != "event":
+                continue
+            t = time_of(rec) or 0.0
+            if rec.get("f") == "conn_open":
+                opened[conn_key(rec)] = t
+            elif rec.get("f") == "conn_close" and conn_key(rec) in opened:
+                out.append(ClientConnection(client, opened.pop(conn_key(rec)), t, rec))
+            elif rec.get("f") == "stopped":
+                out.extend(ClientConnection(client, t_open, t, None) for t_open in opened.values())
+                opened.clear()
+        out.extend(ClientConnection(client, t_open, math.inf, None) for t_open in opened.values())
+    return out
+
+
 def run_end_time(run: Run) -> float | None:
     """The latest time anything was recorded: where an unfinished interval is cut off."""
     meta = run.run_meta

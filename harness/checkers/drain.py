@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.analysis import client_histories, conn_key
+from harness.analysis import client_connections, client_histories
 from harness.history import Record, Run
 
 from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded, integer, mapping, num, records, time_of
@@ -68,26 +68,9 @@ def _drain_steps(run: Run) -> tuple[list[_Drain], int]:
     return declared, undeclared
 
 
-def _live_at(histories: dict[str, list[Record]], t: float) -> list[_Connection]:
-    """Client connections opened before ``t`` and not closed by then, with their close record."""
-    live: list[_Connection] = []
-    for client, recs in histories.items():
-        opened: dict[str | None, float] = {}
-        closes: dict[str | None, Record] = {}
-        for rec in recs:
-            rt = time_of(rec) or 0.0
-            if rec.get("type") != "event":
-                continue
-            if rec.get("f") == "conn_open":
-                opened[conn_key(rec)] = rt
-                closes.pop(conn_key(rec), None)
-            elif rec.get("f") == "conn_close":
-                closes.setdefault(conn_key(rec), rec)
-        for key, t_open in opened.items():
-            close = closes.get(key)
-            if t_open < t and (close is None or (time_of(close) or 0.0) >= t):
-                live.append(_Connection(client, t_open, close))
-    return live
+def _live_at(run: Run, t: float) -> list[_Connection]:
+    """Client connections opened before ``t`` and not ended by then, with their close record."""
+    return [_Connection(c.client, c.opened, c.close) for c in client_connections(run.history) if c.live_at(t)]
 
 
 def _welcomed_after(recs: list[Record], t: float) -> bool:
@@ -144,7 +127,7 @@ def check_drain_graceful(run: Run) -> CheckResult:
             )
         elif exited_at is not None:
             notes.append(f"the old process exited {exited_at - t0:.2f} s after the signal")
-        live = _live_at(histories, t0)
+        live = _live_at(run, t0)
         if not live:
             notes.append(f"no client connection was live at {where}")
         for conn in live:

@@ -14,7 +14,7 @@ without that probe.
 
 from __future__ import annotations
 
-from harness.analysis import client_histories, conn_key
+from harness.analysis import client_connections
 from harness.history import Record, Run
 from harness.probes import PROBE_PROCESS
 
@@ -50,22 +50,7 @@ def _configured(run: Run, key: str) -> int | None:
 
 def _client_intervals(run: Run) -> list[tuple[float, float]]:
     """(open, close) of every game-client connection; close is +inf when never seen closed."""
-    intervals: list[tuple[float, float]] = []
-    for recs in client_histories(run.history).values():
-        opened: dict[str | None, float] = {}
-        for rec in recs:
-            t = time_of(rec) or 0.0
-            if rec.get("type") != "event":
-                continue
-            if rec.get("f") == "conn_open":
-                opened[conn_key(rec)] = t
-            elif rec.get("f") in ("conn_close", "stopped"):
-                keys = [conn_key(rec)] if rec.get("f") == "conn_close" else list(opened)
-                for key in keys:
-                    if key in opened:
-                        intervals.append((opened.pop(key), t))
-        intervals.extend((t, float("inf")) for t in opened.values())
-    return intervals
+    return [(c.opened, c.closed) for c in client_connections(run.history)]
 
 
 @guarded(CONNECTION_LIMIT)

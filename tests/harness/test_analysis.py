@@ -192,6 +192,25 @@ def test_progress_needs_every_live_client_to_play_after_the_moment() -> None:
     assert not p.all_played_since(T0 + 2)
 
 
+def test_client_connections_end_at_their_close_at_the_stop_or_never() -> None:
+    from harness.analysis import client_connections
+
+    conns = client_connections(
+        [
+            rec(1.0, "c01", "event", "conn_open", conn=1),
+            rec(2.0, "c01", "event", "conn_close", conn=1, code=1006),
+            rec(2.5, "c01", "event", "conn_open", conn=2),
+            rec(4.0, "c01", "event", "stopped"),
+            rec(1.0, "c02", "event", "conn_open", conn=1),
+        ]
+    )
+    by = {(c.client, c.opened): c for c in conns}
+    assert (by["c01", T0 + 1.0].closed, by["c01", T0 + 1.0].close["code"]) == (T0 + 2.0, 1006)
+    assert (by["c01", T0 + 2.5].closed, by["c01", T0 + 2.5].close) == (T0 + 4.0, None)
+    assert by["c02", T0 + 1.0].closed == float("inf")
+    assert [c.client for c in conns if c.live_at(T0 + 3.0)] == ["c01", "c02"]
+
+
 def test_progress_counts_the_clients_that_played_since_a_moment() -> None:
     # The warm-up ends when this reaches the workload's client count.
     p = Progress()
