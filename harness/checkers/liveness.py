@@ -7,12 +7,15 @@ they depend on the scenario's expectations in run.json (`expect`) and on its pha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import (
+    FaultWindow,
     Slowness,
     client_histories,
     describe_excused,
+    fault_windows,
     is_keepalive_close,
     run_end_time,
     run_excused_keepalive_closes,
@@ -57,29 +60,70 @@ def _clipped(start: float, end: float, lo: float, hi: float) -> float:
     return max(0.0, min(end, hi) - max(start, lo))
 
 
+@dataclass(frozen=True)
+class HealRescuedStall:
+    """A stall the slowness stretch would have passed although no failover ended it: the client's
+    connection got no new upstream (no welcome) and resumed only after a fault was removed, and it
+    waited longer than the scenario's own, unstretched deadline. On a machine not slow that is a
+    failure; on a slow one the stretch cannot tell a slow failover from none, so it is inconclusive."""
+
+    client: str
+    start: float
+    stalled_s: float
+    heal: FaultWindow
+
+
 class _StallTracker:
     """Follows one client's records and measures each period in which it had a connection open and
-    moves outstanding but got no acknowledgement."""
+    moves outstanding but got no acknowledgement.
 
-    def __init__(self, client: str, deadline: float, lo: float, hi: float) -> None:
+    ``deadline`` is the stretched failover deadline, ``base_deadline`` the scenario's own; ``heals``
+    are the run's healed faults, to tell a stall that a failover ended from one the heal ended."""
+
+    def __init__(
+        self,
+        client: str,
+        deadline: float,
+        lo: float,
+        hi: float,
+        base_deadline: float | None = None,
+        heals: list[FaultWindow] | None = None,
+    ) -> None:
         self.client = client
         self.deadline = deadline
+        self.base_deadline = deadline if base_deadline is None else base_deadline
+        self.heals = heals or []
         self.lo, self.hi = lo, hi
         self.outstanding: set[int] = set()
         self.connected = False
         self.waiting_since: float | None = None
         self.waiting_from: Record | None = None
+        self.welcomed_while_waiting = False
         self.violations: list[Violation] = []
+        self.heal_rescued: list[HealRescuedStall] = []
 
     def _start_waiting(self, t: float, rec: Record) -> None:
         if self.waiting_since is None and self.connected and self.outstanding:
             self.waiting_since, self.waiting_from = t, rec
+            self.welcomed_while_waiting = False
+
+    def _rescuing_heal(self, since: float, t: float, ended_by: Record | dict[str, Any]) -> FaultWindow | None:
+        """The healed fault that ended this stall, if no failover did: it ended with an
+        acknowledgement on the connection it started on, with no welcome (a new upstream) between,
+        and a fault's removal completed inside it."""
+        if self.welcomed_while_waiting or not is_op(ended_by, "ok", "move"):
+            return None
+        return next((w for w in self.heals if since < w.end <= t), None)
 
     def _stop_waiting(self, t: float, ended_by: Record | dict[str, Any]) -> None:
         if self.waiting_since is None:
             return
         stalled = _clipped(self.waiting_since, t, self.lo, self.hi)
-        if stalled > self.deadline:
+        heal = self._rescuing_heal(self.waiting_since, t, ended_by)
+        if heal is not None and self.base_deadline < stalled <= self.deadline:
+            # Within the stretched deadline only: the stretch is for a slow failover, and none came.
+            self.heal_rescued.append(HealRescuedStall(self.client, self.waiting_since, stalled, heal))
+        elif stalled > self.deadline:
             self.violations.append(
                 Violation(
                     CLEAN_FAILOVER,
@@ -106,7 +150,10 @@ class _StallTracker:
         t = time_of(rec)
         if t is None:
             return
-        if is_op(rec, "event", "conn_open"):
+        if is_op(rec, "event", "welcome"):
+            # A new upstream for this connection: whatever ends the stall now, a failover happened.
+            self.welcomed_while_waiting = self.waiting_since is not None or self.welcomed_while_waiting
+        elif is_op(rec, "event", "conn_open"):
             self.connected = True
             self._start_waiting(t, rec)
         elif is_op(rec, "invoke", "move"):
@@ -135,6 +182,17 @@ class _StallTracker:
             self._stop_waiting(run_end, {"end_of_run": run_end})
 
 
+def describe_heal_rescued(stalls: list[HealRescuedStall], base_deadline: float, slow: Slowness) -> str:
+    worst = max(stalls, key=lambda s: s.stalled_s)
+    return (
+        f"inconclusive: {len(stalls)} stall(s) ended by a heal, not by a failover, longer than the "
+        f"unstretched failover_deadline_s {base_deadline:g} (worst: client {worst.client} got no "
+        f"acknowledgement for {worst.stalled_s:.3f} s from {fmt_t(worst.start)} until the heal of "
+        f"{worst.heal.label} at {fmt_t(worst.heal.end)}); only the slowness stretch "
+        f"x{slow.scale:.2f} would pass it ({slow.describe()})"
+    )
+
+
 @guarded(CLEAN_FAILOVER)
 def check_clean_failover(run: Run) -> CheckResult:
     clients = client_histories(run.history)
@@ -144,11 +202,14 @@ def check_clean_failover(run: Run) -> CheckResult:
     notes: list[str] = []
     allowed_codes = _expected_close_codes(run)
     slow = slowness(run.history)
-    deadline = run.run_meta.expect_number("failover_deadline_s", DEFAULT_FAILOVER_DEADLINE_S) * slow.scale
+    base_deadline = run.run_meta.expect_number("failover_deadline_s", DEFAULT_FAILOVER_DEADLINE_S)
+    deadline = base_deadline * slow.scale
     warmup_end, deadline_end = run.run_meta.phase("warmup_end"), run.run_meta.phase("deadline_end")
     lo = warmup_end if warmup_end is not None else float("-inf")
     hi = deadline_end if deadline_end is not None else float("inf")
     run_end = run_end_time(run)
+    heals = [w for w in fault_windows(run.nemesis(), run_end) if w.healed]
+    heal_rescued: list[HealRescuedStall] = []
     unknown_initiator = 0
     # Keepalive closes that the client's own starved swarm process explains are the harness's
     # failure: not judged here (the verdict says inconclusive, naming the stall).
@@ -159,7 +220,7 @@ def check_clean_failover(run: Run) -> CheckResult:
     balancer_survived = run.run_meta.final.get("balancer_alive") is True
 
     for client, recs in clients.items():
-        tracker = _StallTracker(client, deadline, lo, hi)
+        tracker = _StallTracker(client, deadline, lo, hi, base_deadline, heals)
         stopped: Record | None = None
         for rec in recs:
             tracker.feed(rec)
@@ -194,6 +255,7 @@ def check_clean_failover(run: Run) -> CheckResult:
                 )
             violations.append(Violation(CLEAN_FAILOVER, message, evidence([rec])))
         tracker.finish(run_end)
+        heal_rescued.extend(tracker.heal_rescued)
         if slow.too_slow:
             set_aside += len(tracker.violations)
         else:
@@ -248,8 +310,12 @@ def check_clean_failover(run: Run) -> CheckResult:
     if excused:
         notes.insert(0, "inconclusive: " + describe_excused(excused))
     _note_slowness(notes, slow, set_aside)
+    if heal_rescued:
+        notes.insert(0, describe_heal_rescued(heal_rescued, base_deadline, slow))
     # With excused findings and nothing else wrong, the run did not show the build doing right.
-    return finish(CLEAN_FAILOVER, violations, checked=attached and not (excused or set_aside), notes=notes)
+    return finish(
+        CLEAN_FAILOVER, violations, checked=attached and not (excused or set_aside or heal_rescued), notes=notes
+    )
 
 
 def rejected_handshakes(run: Run) -> list[Record]:

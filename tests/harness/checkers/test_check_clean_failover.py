@@ -89,3 +89,78 @@ def test_a_hung_client_fails(rb: RunBuilder) -> None:
 
 def test_no_clients_is_not_checked() -> None:
     assert check_clean_failover(make_run()).status == "not_checked"
+
+
+# -- a stall the heal ended, not a failover ----------------------------------------------------------
+
+
+def one_way_partition(rb: RunBuilder, slowness: float | None, stall_s: float = 6.0, fail_over: bool = False) -> None:
+    """c1 plays through the primary; its move 3 gets no ack for `stall_s` under a partition of the
+    primary healed just before the ack, against a 4 s failover deadline. With `fail_over`, the
+    balancer moved it to the secondary (a welcome) just before the ack instead."""
+    rb.meta["expect"]["failover_deadline_s"] = 4.0
+    if slowness is not None:
+        rb.rec(T0 - 1.0, "swarm-1", "event", "swarm_start", clients=["c1"], slowness=slowness)
+    rb.play("c1", T0, range(1, 3))
+    rb.fault(T0 + 0.5, "partition", "primary", "f1", heal_at=T0 + 0.5 + stall_s - 0.05)
+    if fail_over:
+        rb.welcome("c1", t=T0 + 0.5 + stall_s - 0.02, server="secondary")
+    rb.move("c1", T0 + 0.5, 3, latency=stall_s)
+    finished(rb, "c1", T0 + 0.5 + stall_s + 1.0)
+
+
+def test_a_heal_rescued_stall_on_a_calm_machine_fails(rb: RunBuilder) -> None:
+    one_way_partition(rb, slowness=1.0)
+    result = check_clean_failover(rb.build())
+    assert result.status == "fail"
+    assert "waited 6.000 s" in result.violations[0].message
+
+
+def test_a_heal_rescued_stall_within_only_the_stretched_deadline_is_inconclusive(rb: RunBuilder) -> None:
+    # x4 measured: the deadline stretches x3 to 12 s, but no failover ended the 6 s stall; the heal did.
+    one_way_partition(rb, slowness=4.0)
+    result = check_clean_failover(rb.build())
+    assert result.status == "not_checked", result.summary()
+    assert not result.violations
+    assert result.note.startswith("inconclusive: 1 stall(s) ended by a heal, not by a failover")
+    assert "unstretched failover_deadline_s 4" in result.note
+    assert "client c1 got no acknowledgement for 6.000 s" in result.note
+    assert "partition:primary" in result.note
+
+
+def test_a_heal_rescued_stall_on_a_stretched_machine_is_inconclusive_too(rb: RunBuilder) -> None:
+    one_way_partition(rb, slowness=2.0)  # stretched to 8 s, not "too slow"
+    result = check_clean_failover(rb.build())
+    assert result.status == "not_checked", result.summary()
+    assert "only the slowness stretch x2.00 would pass it" in result.note
+
+
+def test_a_heal_rescued_stall_past_even_the_stretched_deadline_fails(rb: RunBuilder) -> None:
+    one_way_partition(rb, slowness=2.0, stall_s=9.0)
+    result = check_clean_failover(rb.build())
+    assert result.status == "fail"
+    assert "waited 9.000 s" in result.violations[0].message
+    assert "failover_deadline_s 8" in result.violations[0].message
+
+
+def test_a_slow_failover_within_the_stretched_deadline_passes(rb: RunBuilder) -> None:
+    # The same stall, but ended by a failover (a new upstream's welcome): what the stretch is for.
+    one_way_partition(rb, slowness=4.0, fail_over=True)
+    result = check_clean_failover(rb.build())
+    assert result.status == "pass", result.summary()
+
+
+def test_a_heal_rescued_stall_within_the_unstretched_deadline_passes(rb: RunBuilder) -> None:
+    one_way_partition(rb, slowness=4.0, stall_s=3.5)
+    assert check_clean_failover(rb.build()).status == "pass"
+
+
+def test_a_slow_stall_with_no_heal_in_it_is_still_stretched(rb: RunBuilder) -> None:
+    # The partition was healed before the move was sent: the heal cannot have ended this stall.
+    rb.meta["expect"]["failover_deadline_s"] = 4.0
+    rb.rec(T0 - 1.0, "swarm-1", "event", "swarm_start", clients=["c1"], slowness=4.0)
+    rb.play("c1", T0, range(1, 3))
+    rb.fault(T0 + 0.3, "partition", "primary", "f1", heal_at=T0 + 0.4)
+    rb.move("c1", T0 + 0.5, 3, latency=6.0)
+    finished(rb, "c1", T0 + 7.5)
+    assert check_clean_failover(rb.build()).status == "pass"
