@@ -491,6 +491,53 @@ def process_exits(history: Iterable[Any]) -> list[ProcessExit]:
     return sorted(out, key=lambda e: e.t)
 
 
+#: The runner's monitor records this when a client swarm gave up: it said ``NOT READY`` (not every
+#: client had its first welcome within the swarm's ready timeout), stopped its clients and exited.
+SWARM_GAVE_UP = "swarm_gave_up"
+
+
+@dataclass(frozen=True)
+class SwarmGaveUp:
+    """A client swarm that gave up and stopped its clients before the runner did.
+
+    ``during_setup``: it gave up while the runner was still waiting for it to be ready, before the
+    run began; the build may well be why (it welcomed too few clients). Otherwise it gave up after
+    the runner had moved on, a swarm too starved even to say READY in time: the harness' failure."""
+
+    name: str
+    pid: int | None
+    t: float
+    during_setup: bool
+
+    def describe(self, started: float | None = None) -> str:
+        at = f"t+{self.t - started:.1f} s" if started is not None else f"t={self.t:.3f}"
+        if self.during_setup:
+            return (
+                f"client swarm {self.name} (pid {self.pid}) gave up before the run began (NOT READY: not "
+                "every client had its first welcome within the ready timeout) and stopped all its clients"
+            )
+        return (
+            f"client swarm {self.name} (pid {self.pid}) gave up mid-run, seen at {at} (NOT READY: too late "
+            "for the runner, which had moved on) and stopped all its clients before deadline_end: the "
+            "harness ended their games, not the build"
+        )
+
+
+def swarm_give_ups(history: Iterable[Any]) -> list[SwarmGaveUp]:
+    out = []
+    for rec in _records(history):
+        t = time_of(rec)
+        if rec.get("f") != SWARM_GAVE_UP or t is None:
+            continue
+        pid = rec.get("pid")
+        out.append(
+            SwarmGaveUp(
+                str(rec.get("name") or "?"), pid if isinstance(pid, int) else None, t, rec.get("during_setup") is True
+            )
+        )
+    return sorted(out, key=lambda g: g.t)
+
+
 def unexpected_exits(run: Run) -> list[ProcessExit]:
     """Harness processes that ended with no stopping fault (kill, terminate, restart) on them.
     The build's own exits (``BUILD_PROCESS``) are not the harness': the checkers judge them."""

@@ -4,6 +4,9 @@ Pure: a recorded run and its invariants' results in, an outcome out. The checker
 invariant held; this says whether the run could say anything at all. A run is inconclusive when
 - a harness process (backend, proxy, client swarm) ended without the nemesis having stopped it:
   whatever failed after that is not the build's doing, so this outranks even a violation;
+- a client swarm gave up mid-run (NOT READY after the runner had moved on) and stopped its clients:
+  the harness ended their games, so this outranks a violation too; one that gave up before the run
+  began may have had the build's reason (too few welcomes), so there a violation outranks it;
 - no client completed a game exchange during warm-up: nothing was under way to disturb;
 - a disruptive fault demonstrably touched nothing (:func:`harness.analysis.step_evidence`);
 - a check the scenario asked for could not run (its checker raised), or none could judge anything.
@@ -45,6 +48,8 @@ def inconclusive_reasons(run: Run, results: Sequence[CheckResult]) -> tuple[list
     """(reasons that outrank a violation, reasons that only outrank a pass)."""
     overriding = [e.describe() for e in analysis.unexpected_exits(run)]
     weak: list[str] = []
+    for gave_up in analysis.swarm_give_ups(run.history):
+        (weak if gave_up.during_setup else overriding).append(gave_up.describe(run.run_meta.started))
     warmup_end = run.run_meta.phase("warmup_end")
     if warmup_end is not None and not analysis.clients_played_by(run.history, warmup_end):
         seen = len(analysis.client_ids(run.history))

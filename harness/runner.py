@@ -197,16 +197,20 @@ class _Monitor(threading.Thread):
         self.writer = writer
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
-        self._watched: dict[str, tuple[ManagedProcess, frozenset[int]]] = {}
+        self._watched: dict[str, tuple[ManagedProcess, frozenset[int], bool]] = {}
         self._reported: set[tuple[str, int | None]] = set()
         # The build too: an exit no fault caused is the build falling over (herd_recovered).
         for name in (*analysis.HARNESS_PROCESSES, analysis.BUILD_PROCESS):
             with contextlib.suppress(KeyError):
                 self.watch(name, cluster.supervisor[name])
 
-    def watch(self, name: str, proc: ManagedProcess, expected_codes: frozenset[int] = frozenset()) -> None:
+    def watch(
+        self, name: str, proc: ManagedProcess, gave_up_codes: frozenset[int] = frozenset(), during_setup: bool = False
+    ) -> None:
+        """An exit with one of ``gave_up_codes`` is recorded as ``swarm_gave_up`` (``during_setup``:
+        it happened while the runner still waited for the process), any other as ``process_exit``."""
         with self._lock:
-            self._watched[name] = (proc, expected_codes)
+            self._watched[name] = (proc, gave_up_codes, during_setup)
 
     def unwatch(self, name: str) -> None:
         """Before the runner stops a process itself: that exit is expected."""
@@ -216,15 +220,18 @@ class _Monitor(threading.Thread):
     def _check_processes(self) -> None:
         with self._lock:
             watched = list(self._watched.items())
-        for name, (proc, expected_codes) in watched:
+        for name, (proc, gave_up_codes, during_setup) in watched:
             pid, code = proc.pid, proc.poll()
-            if code is None or code in expected_codes or (name, pid) in self._reported:
+            if code is None or (name, pid) in self._reported:
                 continue
             with self._lock:
                 if name not in self._watched:  # unwatched meanwhile: the runner stopped it
                     continue
             self._reported.add((name, pid))
-            self.writer.event("process_exit", name=name, pid=pid, exit_code=code)
+            if code in gave_up_codes:
+                self.writer.event(analysis.SWARM_GAVE_UP, name=name, pid=pid, exit_code=code, during_setup=during_setup)
+            else:
+                self.writer.event("process_exit", name=name, pid=pid, exit_code=code)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -401,10 +408,10 @@ class ScenarioRunner:
 
     @staticmethod
     def _watch_swarm(state: _RunState, swarm: ManagedProcess) -> None:
-        # A swarm that gave up because the build welcomed too few clients (NOT READY) ended for
-        # the build's reason, which the checkers judge; any other early end is the harness'.
-        if swarm.running:
-            state.monitor.watch(swarm.name, swarm, frozenset({EXIT_NOT_READY}))
+        # A swarm that gave up (NOT READY) stopped its clients: recorded as such, and judged by
+        # harness.outcome; one already gone gave up while the runner waited for it, before the run
+        # began. Any other end is the harness' own failure (process_exit).
+        state.monitor.watch(swarm.name, swarm, frozenset({EXIT_NOT_READY}), during_setup=not swarm.running)
 
     def _heal_phase(self, state: _RunState) -> None:
         state.nemesis.heal_all()

@@ -88,6 +88,37 @@ def test_an_exit_the_nemesis_caused_is_expected(rb: RunBuilder) -> None:
     assert outcome(rb) == (PASSED, [])
 
 
+def test_a_swarm_that_gave_up_mid_run_is_inconclusive_never_a_pass(rb: RunBuilder) -> None:
+    # Every checker passes (clients gone before the heal are not judged), yet the harness ended
+    # the games: the run showed nothing about the build.
+    rb.healthy()
+    rb.rec(T0 + 2.4, "monitor", "event", analysis.SWARM_GAVE_UP, name="swarm-c-run", pid=99, exit_code=3)
+    verdict, reasons = outcome(rb)
+    assert verdict == INCONCLUSIVE
+    assert reasons[0].startswith("client swarm swarm-c-run (pid 99) gave up mid-run, seen at t+2.4 s (NOT READY")
+    assert "the harness ended their games, not the build" in reasons[0]
+
+
+def test_a_swarm_that_gave_up_mid_run_outranks_a_violation(rb: RunBuilder) -> None:
+    rb.healthy()
+    rb.rec(T0 + 2.4, "monitor", "event", analysis.SWARM_GAVE_UP, name="swarm-c-run", pid=99, exit_code=3)
+    rb.conn_close("c2", T0 + 2.5, code=1011, initiator="remote")  # a drop the checkers fail
+    run = rb.build()
+    assert any(r.status == FAIL for r in judge(run))
+    assert decide(run, judge(run))[0] == INCONCLUSIVE
+
+
+def test_a_swarm_that_gave_up_before_the_run_is_inconclusive_but_a_violation_outranks_it(rb: RunBuilder) -> None:
+    # Too few welcomes before the run began may be the build's doing: a failure seen still fails.
+    rb.healthy()
+    rb.rec(T0, "monitor", "event", analysis.SWARM_GAVE_UP, name="swarm-c-run", pid=99, exit_code=3, during_setup=True)
+    verdict, reasons = outcome(rb)
+    assert verdict == INCONCLUSIVE
+    assert "gave up before the run began" in reasons[0]
+    run = rb.build()
+    assert decide(run, [*judge(run), CheckResult("ordered", FAIL)])[0] == FAILED
+
+
 def test_nobody_playing_during_warmup_is_inconclusive(rb: RunBuilder) -> None:
     rb.healthy()
     rb.meta["phases"]["warmup_end"] = T0 - 0.5
