@@ -9,7 +9,9 @@ invariant held; this says whether the run could say anything at all. A run is in
   began may have had the build's reason (too few welcomes), so there a violation outranks it;
 - no client completed a game exchange during warm-up: nothing was under way to disturb;
 - a disruptive fault demonstrably touched nothing (:func:`harness.analysis.step_evidence`);
-- a check the scenario asked for could not run (its checker raised), or none could judge anything.
+- a check the scenario asked for could not run (its checker raised), or none could judge anything;
+- a check set findings aside as inconclusive (its note says "inconclusive: ..."): on a machine too
+  slow, around a starved swarm, or a stall that only the slowness stretch would have passed.
 Apart from a harness process' exit, a violation outranks these: a failure seen is proof of a bug.
 """
 
@@ -19,7 +21,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from harness import analysis
-from harness.records import FAIL, FAILED, INCONCLUSIVE, NOT_CHECKED, PASSED, CheckResult, Outcome, could_not_run, num
+from harness.records import (
+    FAIL,
+    FAILED,
+    INCONCLUSIVE,
+    NOT_CHECKED,
+    PASSED,
+    CheckResult,
+    Outcome,
+    could_not_run,
+    num,
+    set_aside_as_inconclusive,
+)
 
 if TYPE_CHECKING:
     from harness.history import Run
@@ -63,6 +76,8 @@ def inconclusive_reasons(run: Run, results: Sequence[CheckResult]) -> tuple[list
     for r in results:
         if could_not_run(r):
             weak.append(f"check {r.invariant} could not run: {r.note}")
+        elif set_aside_as_inconclusive(r):
+            weak.append(f"check {r.invariant} set findings aside: {r.note}")
     if results and all(r.status == NOT_CHECKED for r in results):
         weak.append("no invariant had anything to judge")
     return overriding, weak

@@ -330,6 +330,19 @@ def could_not_run(result: CheckResult) -> bool:
     return result.status == NOT_CHECKED and result.note.startswith(CHECK_ERROR_PREFIX)
 
 
+#: A checker that set findings aside because the run cannot judge them (a slow machine, a starved
+#: swarm, a stall only the slowness stretch would pass) says so in a note starting with this.
+INCONCLUSIVE_NOTE = "inconclusive:"
+
+
+def set_aside_as_inconclusive(result: CheckResult) -> bool:
+    """The check found something it could not judge and said "inconclusive: ..." in one of its
+    notes: not a pass, whatever else it saw."""
+    return result.status == NOT_CHECKED and any(
+        part.strip().startswith(INCONCLUSIVE_NOTE) for part in result.note.split("; ")
+    )
+
+
 # -- verdict.json ---------------------------------------------------------------------------------
 
 

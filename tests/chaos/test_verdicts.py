@@ -94,3 +94,53 @@ def test_a_toxic_on_a_link_with_no_traffic_is_inconclusive(cluster: Cluster, tmp
     assert judged.outcome == INCONCLUSIVE, judged.summary()
     assert any("(partition on secondary) touched nothing" in r for r in judged.reasons), judged.summary()
     assert not judged.failures, judged.summary()  # nothing is blamed on the build
+
+
+def test_a_swarm_that_gave_up_mid_run_is_inconclusive(cluster: Cluster, tmp_path: Path) -> None:
+    # A starved swarm, made for real: stopped (SIGSTOP) once its ready timeout runs, it cannot say
+    # READY while the runner waits, so the runner moves on; resumed mid-run, it finds its ready
+    # timeout long past, says NOT READY and stops every client. No checker fails on that.
+    starved = Scenario(
+        name="starved_swarm",
+        # Spread connects, so that when it is stopped some clients have not even started.
+        workload=Workload(clients=3, rate_hz=10.0, connect_spread_s=6.0),
+        steps=(Step(at_s=0.5, fault=fault("partition", "secondary"), duration_s=2.0),),
+        phases=Phases(warmup_s=1.0, faults_s=3.0, deadline_s=5.0, quiesce_s=3.0),
+    )
+    history = tmp_path / "run" / "history"
+    judged_box: list[object] = []
+    runner = ScenarioRunner(cluster)
+    worker = threading.Thread(target=lambda: judged_box.append(runner.run(starved, tmp_path / "run")))
+    worker.start()
+    pids: list[int] = []
+    try:
+
+        def first_client_started() -> bool:
+            # The first client connects as the ready timeout starts; the others 2 s and 4 s later.
+            for path in history.glob("clients-c-*.jsonl"):
+                if "conn_open" in path.read_text():
+                    pids.append(int(path.stem.rsplit("-", 1)[1]))
+                    return True
+            return False
+
+        wait_until(first_client_started, timeout=60, interval=0.01, what="the swarm's first client")
+        os.kill(pids[0], signal.SIGSTOP)
+        wait_until(
+            lambda: '"apply"' in (history / "nemesis.jsonl").read_text(),
+            timeout=90,
+            what="the runner to give up waiting and begin the faults",
+        )
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    judged = judged_box[0]
+    assert judged.outcome == INCONCLUSIVE, judged.summary()  # type: ignore[attr-defined]
+    assert any(
+        f"client swarm swarm-c-run (pid {pids[0]}) gave up mid-run" in r
+        for r in judged.reasons  # type: ignore[attr-defined]
+    ), judged.summary()  # type: ignore[attr-defined]
+    monitor = [json.loads(line) for line in (history / "monitor.jsonl").read_text().splitlines()]
+    gave_up = [r for r in monitor if r["f"] == "swarm_gave_up"]
+    assert gave_up and gave_up[0]["exit_code"] == 3 and gave_up[0]["during_setup"] is False

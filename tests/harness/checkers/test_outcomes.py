@@ -265,3 +265,19 @@ def test_a_rejection_far_from_any_drop_is_not_named(rb: RunBuilder) -> None:
     rb.journal("secondary", T0 + 0.2, "rejected", path="/", status=400, reason="missing client id")  # a health probe
     result = check_clean_failover(rb.build())
     assert result.status == FAIL and "rejected" not in result.note
+
+
+def test_a_check_that_set_findings_aside_makes_the_run_inconclusive(rb: RunBuilder) -> None:
+    # A stall only the slowness stretch would pass (test_check_clean_failover): not a pass.
+    rb.healthy()
+    rb.rec(T0 - 1.0, "swarm-1", "event", "swarm_start", clients=["c1"], slowness=4.0)
+    rb.meta["expect"]["failover_deadline_s"] = 0.5
+    rb.move("c3", T0 + 4.0, 50, latency=0.9)  # c3 is on the restarted primary, healed at T0+3
+    rb.fault(T0 + 3.9, "partition", "primary", "f9", heal_at=T0 + 4.85)
+    run = rb.build()
+    results = judge(run)
+    assert next(r for r in results if r.invariant == "clean_failover").status == NOT_CHECKED
+    verdict, reasons = decide(run, results)
+    assert verdict == INCONCLUSIVE
+    assert any(r.startswith("check clean_failover set findings aside: inconclusive: 1 stall(s)") for r in reasons)
+    assert decide(run, [*results, CheckResult("ordered", FAIL)])[0] == FAILED
