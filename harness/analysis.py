@@ -168,6 +168,8 @@ class FaultWindow:
     start: float = math.inf
     end: float = math.inf
     healed: bool = False
+    #: When the nemesis began removing it (its heal's invoke); inf without one, e.g. a restart.
+    heal_start: float = math.inf
 
     @property
     def label(self) -> str:
@@ -210,6 +212,8 @@ def fault_windows(nemesis_records: Iterable[Any], run_end: float | None) -> list
         elif rec.get("f") == "heal" and done and key in windows:
             ends[key] = max(t, ends.get(key, t))
             windows[key].healed = True
+        elif rec.get("f") == "heal" and rec.get("type") == "invoke" and key in windows:
+            windows[key].heal_start = min(windows[key].heal_start, t)
     open_end = run_end if run_end is not None else math.inf
     for key, w in windows.items():
         w.end = max(w.start, ends.get(key, open_end))

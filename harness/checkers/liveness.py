@@ -62,10 +62,12 @@ def _clipped(start: float, end: float, lo: float, hi: float) -> float:
 
 @dataclass(frozen=True)
 class HealRescuedStall:
-    """A stall the slowness stretch would have passed although no failover ended it: the client's
-    connection got no new upstream (no welcome) and resumed only after a fault was removed, and it
-    waited longer than the scenario's own, unstretched deadline. On a machine not slow that is a
-    failure; on a slow one the stretch cannot tell a slow failover from none, so it is inconclusive."""
+    """A stall the slowness stretch would have passed although the build's failover did not end
+    it: the client's connection got no new upstream (no welcome) before the nemesis began removing
+    the fault, and resumed after that, and it waited longer than the scenario's own, unstretched
+    deadline. A welcome after the heal began is the heal's doing (removing a toxic resets the
+    connections it held, and any build then reconnects). On a machine not slow that is a failure;
+    on a slow one the stretch cannot tell a slow failover from none, so it is inconclusive."""
 
     client: str
     start: float
@@ -98,22 +100,29 @@ class _StallTracker:
         self.connected = False
         self.waiting_since: float | None = None
         self.waiting_from: Record | None = None
-        self.welcomed_while_waiting = False
+        self.welcomes_while_waiting: list[float] = []
         self.violations: list[Violation] = []
         self.heal_rescued: list[HealRescuedStall] = []
 
     def _start_waiting(self, t: float, rec: Record) -> None:
         if self.waiting_since is None and self.connected and self.outstanding:
             self.waiting_since, self.waiting_from = t, rec
-            self.welcomed_while_waiting = False
+            self.welcomes_while_waiting = []
 
     def _rescuing_heal(self, since: float, t: float, ended_by: Record | dict[str, Any]) -> FaultWindow | None:
-        """The healed fault that ended this stall, if no failover did: it ended with an
-        acknowledgement on the connection it started on, with no welcome (a new upstream) between,
-        and a fault's removal completed inside it."""
-        if self.welcomed_while_waiting or not is_op(ended_by, "ok", "move"):
+        """The healed fault that ended this stall, if the build's failover did not: the stall ended
+        with an acknowledgement on the connection it started on, a fault's removal began inside it,
+        and no welcome (a new upstream) came before that removal began."""
+        if not is_op(ended_by, "ok", "move"):
             return None
-        return next((w for w in self.heals if since < w.end <= t), None)
+        return next(
+            (
+                w
+                for w in self.heals
+                if since < w.heal_start <= t and not any(at < w.heal_start for at in self.welcomes_while_waiting)
+            ),
+            None,
+        )
 
     def _stop_waiting(self, t: float, ended_by: Record | dict[str, Any]) -> None:
         if self.waiting_since is None:
@@ -151,8 +160,9 @@ class _StallTracker:
         if t is None:
             return
         if is_op(rec, "event", "welcome"):
-            # A new upstream for this connection: whatever ends the stall now, a failover happened.
-            self.welcomed_while_waiting = self.waiting_since is not None or self.welcomed_while_waiting
+            # A new upstream for this connection: a failover, the build's own if it came before a heal.
+            if self.waiting_since is not None:
+                self.welcomes_while_waiting.append(t)
         elif is_op(rec, "event", "conn_open"):
             self.connected = True
             self._start_waiting(t, rec)
@@ -187,8 +197,8 @@ def describe_heal_rescued(stalls: list[HealRescuedStall], base_deadline: float, 
     return (
         f"inconclusive: {len(stalls)} stall(s) ended by a heal, not by a failover, longer than the "
         f"unstretched failover_deadline_s {base_deadline:g} (worst: client {worst.client} got no "
-        f"acknowledgement for {worst.stalled_s:.3f} s from {fmt_t(worst.start)} until the heal of "
-        f"{worst.heal.label} at {fmt_t(worst.heal.end)}); only the slowness stretch "
+        f"acknowledgement for {worst.stalled_s:.3f} s from {fmt_t(worst.start)}, with no failover before "
+        f"the heal of {worst.heal.label} began at {fmt_t(worst.heal.heal_start)}); only the slowness stretch "
         f"x{slow.scale:.2f} would pass it ({slow.describe()})"
     )
 
@@ -208,7 +218,7 @@ def check_clean_failover(run: Run) -> CheckResult:
     lo = warmup_end if warmup_end is not None else float("-inf")
     hi = deadline_end if deadline_end is not None else float("inf")
     run_end = run_end_time(run)
-    heals = [w for w in fault_windows(run.nemesis(), run_end) if w.healed]
+    heals = [w for w in fault_windows(run.nemesis(), run_end) if w.heal_start < float("inf")]
     heal_rescued: list[HealRescuedStall] = []
     unknown_initiator = 0
     # Keepalive closes that the client's own starved swarm process explains are the harness's
