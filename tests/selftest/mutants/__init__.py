@@ -156,8 +156,9 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
     ),
     "half_open_unnoticed": (
         "clean_failover",
-        ["partition_primary"],
-        "the primary is blackholed: pings go unanswered and nothing acts on it, clients stall",
+        ["partition_primary", "one_way_partition"],
+        "the primary is blackholed (both ways, or only its replies): pings go unanswered and nothing acts "
+        "on it, clients stall until the heal; on a slow machine the stall is inconclusive, never a pass",
     ),
     "drain_drops_all": (
         "drain_graceful",
