@@ -61,18 +61,21 @@ def _clipped(start: float, end: float, lo: float, hi: float) -> float:
 
 
 @dataclass(frozen=True)
-class HealRescuedStall:
-    """A stall the slowness stretch would have passed although the build's failover did not end
+class StallThroughHeal:
+    """A stall the slowness stretch would have passed although no failover of the build's ended
     it: the client's connection got no new upstream (no welcome) before the nemesis began removing
-    the fault, and resumed after that, and it waited longer than the scenario's own, unstretched
-    deadline. A welcome after the heal began is the heal's doing (removing a toxic resets the
-    connections it held, and any build then reconnects). On a machine not slow that is a failure;
-    on a slow one the stretch cannot tell a slow failover from none, so it is inconclusive."""
+    a fault, the stall went on past that moment, and it was longer than the scenario's own,
+    unstretched deadline. ``resumed``: it ended with an acknowledgement after the heal began;
+    otherwise it never ended before the client stopped. A welcome after the heal began is the
+    heal's doing (removing a toxic resets the connections it held, and any build then reconnects).
+    On a machine not slow that is a failure; on a slow one the stretch cannot tell a slow failover
+    from none, so it is inconclusive."""
 
     client: str
     start: float
     stalled_s: float
     heal: FaultWindow
+    resumed: bool
 
 
 class _StallTracker:
@@ -102,19 +105,15 @@ class _StallTracker:
         self.waiting_from: Record | None = None
         self.welcomes_while_waiting: list[float] = []
         self.violations: list[Violation] = []
-        self.heal_rescued: list[HealRescuedStall] = []
+        self.through_heal: list[StallThroughHeal] = []
 
     def _start_waiting(self, t: float, rec: Record) -> None:
         if self.waiting_since is None and self.connected and self.outstanding:
             self.waiting_since, self.waiting_from = t, rec
             self.welcomes_while_waiting = []
 
-    def _rescuing_heal(self, since: float, t: float, ended_by: Record | dict[str, Any]) -> FaultWindow | None:
-        """The healed fault that ended this stall, if the build's failover did not: the stall ended
-        with an acknowledgement on the connection it started on, a fault's removal began inside it,
-        and no welcome (a new upstream) came before that removal began."""
-        if not is_op(ended_by, "ok", "move"):
-            return None
+    def _heal_without_failover(self, since: float, t: float) -> FaultWindow | None:
+        """A fault whose removal began inside this stall with no welcome (a new upstream) before."""
         return next(
             (
                 w
@@ -128,10 +127,17 @@ class _StallTracker:
         if self.waiting_since is None:
             return
         stalled = _clipped(self.waiting_since, t, self.lo, self.hi)
-        heal = self._rescuing_heal(self.waiting_since, t, ended_by)
+        resumed = is_op(ended_by, "ok", "move")
+        # Ended by the client's own stop (or the run's end), not by the balancer closing it.
+        never_resumed = (
+            is_op(ended_by, "event", "stopped")
+            or (is_op(ended_by, "event", "conn_close") and ended_by.get("initiator") == "client")
+            or "end_of_run" in ended_by
+        )
+        heal = self._heal_without_failover(self.waiting_since, t) if resumed or never_resumed else None
         if heal is not None and self.base_deadline < stalled <= self.deadline:
             # Within the stretched deadline only: the stretch is for a slow failover, and none came.
-            self.heal_rescued.append(HealRescuedStall(self.client, self.waiting_since, stalled, heal))
+            self.through_heal.append(StallThroughHeal(self.client, self.waiting_since, stalled, heal, resumed))
         elif stalled > self.deadline:
             self.violations.append(
                 Violation(
@@ -192,14 +198,15 @@ class _StallTracker:
             self._stop_waiting(run_end, {"end_of_run": run_end})
 
 
-def describe_heal_rescued(stalls: list[HealRescuedStall], base_deadline: float, slow: Slowness) -> str:
+def describe_through_heal(stalls: list[StallThroughHeal], base_deadline: float, slow: Slowness) -> str:
     worst = max(stalls, key=lambda s: s.stalled_s)
+    after = "resumed only after it" if worst.resumed else "never resumed"
     return (
-        f"inconclusive: {len(stalls)} stall(s) ended by a heal, not by a failover, longer than the "
+        f"inconclusive: {len(stalls)} stall(s) with no failover before the heal, longer than the "
         f"unstretched failover_deadline_s {base_deadline:g} (worst: client {worst.client} got no "
-        f"acknowledgement for {worst.stalled_s:.3f} s from {fmt_t(worst.start)}, with no failover before "
-        f"the heal of {worst.heal.label} began at {fmt_t(worst.heal.heal_start)}); only the slowness stretch "
-        f"x{slow.scale:.2f} would pass it ({slow.describe()})"
+        f"acknowledgement for {worst.stalled_s:.3f} s from {fmt_t(worst.start)}, no failover before "
+        f"the heal of {worst.heal.label} began at {fmt_t(worst.heal.heal_start)}, {after}); only the "
+        f"slowness stretch x{slow.scale:.2f} would pass it ({slow.describe()})"
     )
 
 
@@ -219,7 +226,7 @@ def check_clean_failover(run: Run) -> CheckResult:
     hi = deadline_end if deadline_end is not None else float("inf")
     run_end = run_end_time(run)
     heals = [w for w in fault_windows(run.nemesis(), run_end) if w.heal_start < float("inf")]
-    heal_rescued: list[HealRescuedStall] = []
+    through_heal: list[StallThroughHeal] = []
     unknown_initiator = 0
     # Keepalive closes that the client's own starved swarm process explains are the harness's
     # failure: not judged here (the verdict says inconclusive, naming the stall).
@@ -265,7 +272,7 @@ def check_clean_failover(run: Run) -> CheckResult:
                 )
             violations.append(Violation(CLEAN_FAILOVER, message, evidence([rec])))
         tracker.finish(run_end)
-        heal_rescued.extend(tracker.heal_rescued)
+        through_heal.extend(tracker.through_heal)
         if slow.too_slow:
             set_aside += len(tracker.violations)
         else:
@@ -320,11 +327,11 @@ def check_clean_failover(run: Run) -> CheckResult:
     if excused:
         notes.insert(0, "inconclusive: " + describe_excused(excused))
     _note_slowness(notes, slow, set_aside)
-    if heal_rescued:
-        notes.insert(0, describe_heal_rescued(heal_rescued, base_deadline, slow))
+    if through_heal:
+        notes.insert(0, describe_through_heal(through_heal, base_deadline, slow))
     # With excused findings and nothing else wrong, the run did not show the build doing right.
     return finish(
-        CLEAN_FAILOVER, violations, checked=attached and not (excused or set_aside or heal_rescued), notes=notes
+        CLEAN_FAILOVER, violations, checked=attached and not (excused or set_aside or through_heal), notes=notes
     )
 
 
