@@ -34,9 +34,8 @@ sending one message twice) makes a backend receive a move once more than anyone 
 relay can prevent. Each frame such a fault repeated (its evidence: one per connection its upstream
 toxic touched) allows one extra delivery of one move, received while the fault was in place (or
 ``REPEAT_GRACE_S`` after its heal, for a copy still on its way); never two extra of the same move.
-The counters are read at the start of the heal, before the toxic is removed, so a frame repeated
-during the heal is not in them: an extra delivery past the count whose copy arrived during a heal
-cannot be judged, and is noted as such rather than failed.
+The counters are final: the heal reads them once the toxic is removed (``ToxicKind.heal``), so an
+extra delivery past the count is a failure, also during a heal.
 """
 
 from __future__ import annotations
@@ -269,9 +268,6 @@ class _Repeats:
     windows: list[Window] = field(default_factory=list)
     uncounted: list[str] = field(default_factory=list)  # fault ids whose proxy kept no counters
     used: int = 0
-    #: From each repeating fault's heal invoke (its counters read) to its end plus the grace.
-    heals: list[Window] = field(default_factory=list)
-    unjudged: int = 0
 
     def take(self, recvs: list[Record]) -> bool:
         """Spends one repeated frame on a move delivered once too often, if its last delivery (the
@@ -282,9 +278,6 @@ class _Repeats:
         if self.used < self.budget and any(lo <= max(times) <= hi for lo, hi in self.windows):
             self.used += 1
             return True
-        if any(lo <= max(times) <= hi for lo, hi in self.heals):
-            self.unjudged += 1
-            return True
         return False
 
 
@@ -292,11 +285,6 @@ def _repeated_frames(run: Run) -> _Repeats:
     repeats = _Repeats()
     nemesis = run.nemesis()
     windows = {w.fault_id: w for w in fault_windows(nemesis, run_end_time(run))}
-    heal_starts = {
-        str(r.get("fault_id")): t
-        for r in nemesis
-        if r.get("f") == "heal" and r.get("type") == "invoke" and (t := time_of(r)) is not None
-    }
     for ev in fault_evidence(run):
         kind = KINDS.get(ev.kind)
         if kind is None or not kind.repeats_upstream_frames or ev.fault_id not in windows:
@@ -313,8 +301,6 @@ def _repeated_frames(run: Run) -> _Repeats:
         if any(toxic.endswith("_upstream") for toxic in ev.counts):
             repeats.budget += frames
             repeats.windows.append((w.start, w.end + REPEAT_GRACE_S))
-            if ev.fault_id in heal_starts:
-                repeats.heals.append((heal_starts[ev.fault_id], w.end + REPEAT_GRACE_S))
     return repeats
 
 
@@ -338,8 +324,8 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
                 continue
             delivered.setdefault((addressee, seq), []).append({"journal": name, **rec})
 
-    # Repeated frames explain copies in the order the copies arrived, so one during a heal (past
-    # the counters) never takes the place of one counted earlier.
+    # Repeated frames explain copies in the order the copies arrived, so that which copies a
+    # limited count explains does not depend on the order of the journals.
     once_too_often = [
         key for key, recvs in delivered.items() if len(recvs) == allowances.get(key, _Allowance()).allowed + 1
     ]
@@ -379,11 +365,6 @@ def _duplicate_deliveries(run: Run, violations: list[Violation], notes: list[str
         notes.append(
             f"{repeats.used} of {repeats.budget} frame(s) repeated toward the backends by a fault "
             "explain one extra delivery each"
-        )
-    if repeats.unjudged:
-        notes.append(
-            f"{repeats.unjudged} extra delivery(ies) past that count arrived while a repeating fault was "
-            "being healed, after its counters were read: not judged"
         )
     if repeats.uncounted:
         notes.append(

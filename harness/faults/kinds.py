@@ -25,7 +25,7 @@ from harness.faults.model import (
     register,
     stream_param,
 )
-from harness.faults.proxy_ext import NO_COUNTERS, require, toxic_evidence
+from harness.faults.proxy_ext import NO_COUNTERS, remove_toxic_with_evidence, require
 from harness.faults.proxy_ext import add_toxic as add_extended_toxic
 from harness.toxiproxy.toxic_spec import sendable_close_code
 from harness.toxiproxy.ws_toxics import PROTOCOL_ERRORS as WS_PROTOCOL_ERRORS
@@ -160,8 +160,8 @@ class ToxicKind(LinkKind):
 
     An aimed or triggered fault sends the toxic's ``aim`` / ``trigger`` extension (refused up front
     by a server without it).
-    The heal first asks the embedded proxy what each toxic did and records it as the step's
-    evidence (``evidence: null`` and the reason with a server that keeps no counters).
+    The heal removes each toxic with the embedded proxy's final count of what it did, and records
+    that as the step's evidence (``evidence: null`` and the reason with a server that keeps no counters).
     """
 
     toxic_type: ClassVar[str]
@@ -200,15 +200,14 @@ class ToxicKind(LinkKind):
         for name in applied.toxics:
             if name not in present:
                 continue
-            # Before the removal: the counters go with the toxic.
-            counts = toxic_evidence(cluster.toxiproxy.url, proxy, name) if evidence is not None else None
+            # Removed and counted in one request: the counters are read once the toxic can no
+            # longer act, so none of what it did goes uncounted.
+            counts = remove_toxic_with_evidence(cluster.toxiproxy.url, proxy, name) if evidence is not None else None
             if counts is None:
+                cluster.toxiproxy.remove_toxic(proxy, name)
                 evidence, reason = None, NO_COUNTERS
             elif evidence is not None:
                 evidence[name] = counts
-        for name in applied.toxics:
-            if name in present:
-                cluster.toxiproxy.remove_toxic(proxy, name)
         if evidence is not None and not evidence and applied.toxics:
             reason = "missing: the toxics were gone before the heal"
             evidence = None

@@ -81,3 +81,21 @@ def toxic_evidence(url: str, proxy: str, toxic: str) -> dict[str, Any] | None:
         return None
     error = body.get("error") if isinstance(body, dict) else body
     raise RuntimeError(f"evidence of toxic {toxic!r} on {proxy!r}: {status} {error}")
+
+
+def remove_toxic_with_evidence(url: str, proxy: str, toxic: str) -> dict[str, Any] | None:
+    """Remove the toxic and return what it did up to its removal, in one request.
+
+    Counters read in one request and a removal in the next miss whatever the toxic did in between;
+    the server removes it first and then reads them, so these are final. None, with the toxic
+    left in place, if the server keeps no counters (the caller removes it the 2.x way). A 404
+    from a server that has the extension means the toxic is gone, which is an error worth raising.
+    """
+    path = f"/{PREFIX}/proxies/{quote(proxy, safe='')}/toxics/{quote(toxic, safe='')}/evidence"
+    status, body = _request("DELETE", url + path)
+    if status == 200 and isinstance(body, dict):
+        return body
+    if status == 404 and "evidence" not in capabilities(url):
+        return None
+    error = body.get("error") if isinstance(body, dict) else body
+    raise RuntimeError(f"removing toxic {toxic!r} on {proxy!r} with its evidence: {status} {error}")

@@ -50,7 +50,7 @@ _METHODS = {
     "toxic": ("GET", "POST", "PATCH", "DELETE"),
     "ext_capabilities": ("GET",),
     "ext_proxy_evidence": ("GET",),
-    "ext_toxic_evidence": ("GET",),
+    "ext_toxic_evidence": ("GET", "DELETE"),
 }
 
 _JSON = {"Content-Type": "application/json"}
@@ -212,7 +212,13 @@ class ApiApp:
         if name == "ext_proxy_evidence":
             return _json(200, proxy.evidence())
         if name == "ext_toxic_evidence":
-            return _json(200, toxic_evidence(proxies.toxic(proxy, params["toxic"])))
+            spec = proxies.toxic(proxy, params["toxic"])
+            if method == "DELETE":
+                # Removed before its counters are read, in one step of the loop: from here on the
+                # toxic cannot act, so these counts are final (read first, a frame acted on
+                # between the read and the removal would be missed).
+                proxies.remove_toxic(proxy, spec)
+            return _json(200, toxic_evidence(spec))
         if name == "proxy":
             if method == "GET":
                 return _json(200, proxy.to_json())

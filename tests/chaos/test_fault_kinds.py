@@ -777,3 +777,68 @@ async def test_frame_duplicate_repeats_one_move_which_the_backend_acknowledges_a
     [evidence] = fault_evidence_of(recorded.records())
     assert evidence.touched is True and evidence.counts is not None, evidence
     assert evidence.counts[f"{active.fault_id}_frame_duplicate_upstream"]["connections"] == 1
+
+
+def extra_move_deliveries(cluster: Cluster) -> int:
+    """Move frames the primary received more often than once, summed over (client, seq)."""
+    recs, _problems = read_jsonl(cluster.journal_path("primary"))
+    seen: dict[tuple[Any, Any], int] = {}
+    for r in recs:
+        if r["event"] == "recv" and r.get("kind") == "move":
+            key = (r.get("client"), r.get("seq"))
+            seen[key] = seen.get(key, 0) + 1
+    return sum(n - 1 for n in seen.values())
+
+
+#: Apply/heal rounds while clients keep opening connections.
+CHURN_ROUNDS = 8
+
+
+async def test_a_heal_counts_every_frame_its_toxic_repeated_up_to_its_removal(
+    cluster: Cluster, recorded: Recorded
+) -> None:
+    # Clients keep opening connections, each playing two moves, while a frame_duplicate step (the
+    # first frame of each connection, toward the balancer) is applied and healed over and over,
+    # the heal in a thread so that frames keep coming while it runs. Every frame the toxic repeated
+    # reaches the primary twice; the evidence must count each of them, also one repeated while the
+    # heal was under way (counters read in one request and the toxic removed in the next missed it).
+    moves = [0]
+    stop = asyncio.Event()
+
+    async def churn(client: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            async with joined(cluster, f"{client}-{n}", close_timeout=2.0) as p:
+                moves[0] += 1
+                await p.move()
+                moves[0] += 1
+
+    async with asyncio.TaskGroup() as tg:
+        for k in range(4):
+            tg.create_task(churn(f"churn{k}"))
+        try:
+            for _ in range(CHURN_ROUNDS):
+                active = recorded.nemesis.apply(fault("frame_duplicate", "lb", nth=1, stream="upstream"))
+                since = moves[0]
+                await wait_until_async(
+                    lambda since=since: moves[0] >= since + 4, timeout=10.0, what="moves under the fault"
+                )
+                await asyncio.to_thread(recorded.nemesis.heal, active.fault_id)
+        finally:
+            stop.set()
+    counted = sum(
+        counts["connections"]
+        for heal in recorded.records("heal", "ok")
+        for name, counts in heal["evidence"].items()
+        if name.endswith("_upstream")
+    )
+    assert counted >= CHURN_ROUNDS, counted  # every step landed
+    try:
+        await wait_until_async(
+            lambda: extra_move_deliveries(cluster) == counted, timeout=5.0, what="every repeated frame journaled"
+        )
+    except TimeoutError:
+        raise AssertionError(
+            f"the primary received {extra_move_deliveries(cluster)} repeated move(s); the heals counted {counted}"
+        ) from None

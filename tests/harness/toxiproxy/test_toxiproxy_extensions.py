@@ -16,7 +16,14 @@ import pytest
 from toxiproxy import Toxiproxy
 from toxiproxy_support import Api, ServerThread, Upstream, connect, port_of, read_to_eof, recv_exactly, wait_for
 
-from harness.faults.proxy_ext import NO_COUNTERS, ExtensionMissing, capabilities, require, toxic_evidence
+from harness.faults.proxy_ext import (
+    NO_COUNTERS,
+    ExtensionMissing,
+    capabilities,
+    remove_toxic_with_evidence,
+    require,
+    toxic_evidence,
+)
 from harness.toxiproxy.extensions import Aim, fraction_draw
 from harness.toxiproxy.wsframes import Opcode, make_frame
 
@@ -491,3 +498,25 @@ def test_the_harness_client_tells_a_stock_server_from_ours(stock: Api, api: Api,
     assert toxic_evidence(api.url, "p", "t") == evidence(api, "p", "t")
     with pytest.raises(RuntimeError, match="evidence of toxic 'gone' on 'p': 404 toxic not found"):
         toxic_evidence(api.url, "p", "gone")
+
+
+def test_a_toxic_removed_with_its_evidence_is_counted_up_to_its_removal(stock: Api, api: Api, echo: Upstream) -> None:
+    port = proxied(api, echo)
+    api.add_toxic("p", name="t", type="latency", attributes={"latency": 1})
+    with connect(port) as sock:
+        echo_once(sock, upgrade("c1"))
+        counted = evidence(api, "p", "t")
+        assert counted["connections"] == 1 and counted["bytes_delayed"] > 0, counted
+        # One request: removed first, then counted, so nothing it does in between is missed.
+        assert remove_toxic_with_evidence(api.url, "p", "t") == counted
+        assert api.request("GET", "/proxies/p/toxics/t").status_code == 404
+        assert api.request("GET", "/wschaos/proxies/p/toxics/t/evidence").status_code == 404
+        echo_once(sock, b"after the removal")  # the link goes on, without the toxic
+    with pytest.raises(RuntimeError, match="removing toxic 't' on 'p' with its evidence: 404 toxic not found"):
+        remove_toxic_with_evidence(api.url, "p", "t")
+    # A stock server keeps no counters: None, and the toxic is left for the 2.x removal.
+    proxied(stock, echo)
+    stock.add_toxic("p", name="t", type="latency")
+    assert remove_toxic_with_evidence(stock.url, "p", "t") is None
+    assert stock.request("GET", "/proxies/p/toxics/t").status_code == 200
+    stock.request("DELETE", "/proxies/p")

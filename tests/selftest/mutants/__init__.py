@@ -19,8 +19,15 @@ from typing import Any
 
 MINIBALANCER = str(Path(__file__).with_name("minibalancer.py"))
 
+#: Mutants of the reference balancer rather than the minibalancer: each is a launcher ``<name>.py``
+#: beside this file that patches one method of the ``balancer`` package, then runs it. For defects
+#: only a build with its own frame parser can have (the minibalancer leaves framing to websockets).
+REFERENCE_MUTANTS = ("partial_frame_dropped",)
+
 
 def _cmd(defect: str | None) -> list[str]:
+    if defect in REFERENCE_MUTANTS:
+        return [sys.executable, str(Path(__file__).with_name(f"{defect}.py")), "{config}"]
     return [sys.executable, MINIBALANCER, *(["--defect", defect] if defect else []), "{config}"]
 
 
@@ -56,6 +63,7 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
             "frame_delay",
             "frame_drop",
             "frame_duplicate",
+            "split_frames",
         ],
         "none: the correct build, it must be certified",
     ),
@@ -227,6 +235,13 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         ["frame_duplicate"],
         "a move or its ack repeated on a link (frame_duplicate): the second ack of one move crashes the "
         "session's relay, and the client is closed with 1011 instead of seeing one more reply",
+    ),
+    "partial_frame_dropped": (
+        "clean_failover",
+        ["split_frames"],
+        "an uncompressed client's frame split across TCP segments (split_frames): the reference's frame "
+        "splitter drops the part a read ends with, parses the next read from mid-frame, and the client "
+        "is closed with 1002",
     ),
 }
 
