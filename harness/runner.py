@@ -53,7 +53,7 @@ from harness.records import (
 from harness.recovery import recovery_figures
 from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
-from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, swarm_argv
+from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, says_ready_within_s, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
@@ -282,6 +282,8 @@ class _RunState:
     baseline_sockets: int
     notes: list[str] = field(default_factory=list)
     swarms: list[ManagedProcess] = field(default_factory=list)
+    #: Swarms that did not say READY in time: their clients never all got in, or were stopped.
+    unready_swarms: set[str] = field(default_factory=set)
     phases: dict[str, float] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     #: Every history writer of the runner's own (nemesis, monitor, probes): was any record lost?
@@ -307,7 +309,12 @@ class ScenarioRunner:
         state.monitor.start()
         try:
             self._warmup_phase(state)
-            self._fault_phase(scenario, state.nemesis, state.notes, state.progress)
+            if self._swarm_ready(state):
+                self._fault_phase(scenario, state.nemesis, state.notes, state.progress)
+            else:
+                # Its clients are stopped or never got in: a fault now would only be judged on a
+                # workload the harness ended (harness.outcome says why the run is inconclusive).
+                state.notes.append("faults not applied: the client swarm was not ready")
             state.phase("faults_end")
             self._heal_phase(state)
             self._deadline_phase(state)
@@ -382,7 +389,7 @@ class ScenarioRunner:
 
     def _warmup_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
-        state.swarms.append(self._start_swarm(state.run_dir, "c", w, w.clients, w.connect_spread_s, state.notes))
+        state.swarms.append(self._start_swarm(state, "c", w, w.clients, w.connect_spread_s))
         self._watch_swarm(state, state.swarms[-1])
         since = state.phases["started"]
 
@@ -407,6 +414,10 @@ class ScenarioRunner:
             probe_log.close()
 
     @staticmethod
+    def _swarm_ready(state: _RunState) -> bool:
+        return bool(state.swarms) and state.swarms[0].running and state.swarms[0].name not in state.unready_swarms
+
+    @staticmethod
     def _watch_swarm(state: _RunState, swarm: ManagedProcess) -> None:
         # A swarm that gave up (NOT READY) stopped its clients: recorded as such, and judged by
         # harness.outcome; one already gone gave up while the runner waited for it, before the run
@@ -421,7 +432,7 @@ class ScenarioRunner:
     def _deadline_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
         if w.probe_clients:
-            state.swarms.append(self._start_swarm(state.run_dir, "n", w, w.probe_clients, 0.0, state.notes))
+            state.swarms.append(self._start_swarm(state, "n", w, w.probe_clients, 0.0))
             self._watch_swarm(state, state.swarms[-1])
         self._wait_progress(state.progress, state.phases["heal_end"], state.scenario.phases.deadline_s)
         state.phase("deadline_end")
@@ -542,8 +553,9 @@ class ScenarioRunner:
         )
 
     def _start_swarm(
-        self, run_dir: Path, prefix: str, workload: Workload, clients: int, spread_s: float, notes: list[str]
+        self, state: _RunState, prefix: str, workload: Workload, clients: int, spread_s: float
     ) -> ManagedProcess:
+        run_dir, notes = state.run_dir, state.notes
         name = f"swarm-{prefix}-{run_dir.name}"
         ready_timeout_s = swarm_ready_timeout_s(clients, spread_s)
         argv = swarm_argv(
@@ -569,11 +581,18 @@ class ScenarioRunner:
             return any(line.startswith(("READY", "NOT READY")) for line in seen) or not proc.running
 
         try:
-            wait_until(is_ready, timeout=ready_timeout_s + 5, what=f"client swarm {prefix} ready")
+            # As long as the swarm itself may take to say READY or NOT READY: a runner that moved
+            # on earlier would fault a run whose swarm then stops its clients under it.
+            wait_until(
+                is_ready,
+                timeout=says_ready_within_s(clients, ready_timeout_s) + 5,
+                what=f"client swarm {prefix} ready",
+            )
         except TimeoutError as exc:
             notes.append(str(exc))
         if not any(line.startswith("READY") for line in seen):
             notes.append(f"client swarm {prefix}: not every client got a welcome ({' '.join(seen)[-200:]})")
+            state.unready_swarms.add(name)
         return proc
 
     def _fault_phase(self, scenario: Scenario, nemesis: Nemesis, notes: list[str], progress: _Progress) -> None:

@@ -208,6 +208,12 @@ def _say(stream: TextIO, line: str) -> None:
     print(line, file=stream, flush=True)
 
 
+def says_ready_within_s(clients: int, ready_timeout_s: float, per_process: int = CLIENTS_PER_PROCESS) -> float:
+    """How long a swarm may take to say READY or NOT READY: its ready timeout, plus the workers'
+    start margin when it splits into worker processes."""
+    return ready_timeout_s + (WORKER_START_MARGIN_S if clients > per_process else 0.0)
+
+
 def split_clients(n: int, per_process: int) -> list[int]:
     """How many clients each worker process runs: as few processes as `per_process` allows,
     sharing the clients evenly (so no worker is left with a starving remainder)."""

@@ -126,9 +126,9 @@ def test_a_swarm_that_gave_up_mid_run_is_inconclusive(cluster: Cluster, tmp_path
         wait_until(first_client_started, timeout=60, interval=0.01, what="the swarm's first client")
         os.kill(pids[0], signal.SIGSTOP)
         wait_until(
-            lambda: '"apply"' in (history / "nemesis.jsonl").read_text(),
+            lambda: '"warmup_end"' in (history / "monitor.jsonl").read_text(),
             timeout=90,
-            what="the runner to give up waiting and begin the faults",
+            what="the runner to give up waiting and move on",
         )
     finally:
         for pid in pids:
@@ -137,6 +137,9 @@ def test_a_swarm_that_gave_up_mid_run_is_inconclusive(cluster: Cluster, tmp_path
     assert not worker.is_alive()
     judged = judged_box[0]
     assert judged.outcome == INCONCLUSIVE, judged.summary()  # type: ignore[attr-defined]
+    # Nothing was faulted on a workload that never got in whole.
+    assert "faults not applied: the client swarm was not ready" in judged.notes  # type: ignore[attr-defined]
+    assert '"apply"' not in (history / "nemesis.jsonl").read_text()
     assert any(
         f"client swarm swarm-c-run (pid {pids[0]}) gave up mid-run" in r
         for r in judged.reasons  # type: ignore[attr-defined]

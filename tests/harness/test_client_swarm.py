@@ -411,3 +411,10 @@ async def test_swarm_duration_ends_the_run(spawn: Callable[..., Proc], tmp_path:
     assert await swarm.await_exit(DEADLINE) == 0
     swarm.cleanup()
     assert swarm.out[0] == "READY 2" and swarm.out[-1].startswith("STOPPED 2 ")
+
+
+def test_a_swarm_of_workers_may_take_their_start_margin_to_say_ready() -> None:
+    from harness.swarm import CLIENTS_PER_PROCESS, WORKER_START_MARGIN_S, says_ready_within_s
+
+    assert says_ready_within_s(CLIENTS_PER_PROCESS, 15.0) == 15.0
+    assert says_ready_within_s(CLIENTS_PER_PROCESS + 1, 15.0) == 15.0 + WORKER_START_MARGIN_S
