@@ -454,6 +454,11 @@ class ScenarioRunner:
             with contextlib.suppress(OSError):
                 free = shutil.disk_usage(state.run_dir).free
                 lost.append(f"{free} bytes free on the file system of {state.run_dir}")
+        # The cluster's own record of the run (the backends' journals, the build's event lines).
+        lost += self.cluster.journal_losses()
+        cluster_disk = self.cluster.disk_full()
+        if cluster_disk:
+            lost.append(cluster_disk)
         return lost
 
     def _not_recorded(self, scenario: Scenario, run_dir: Path, why: list[str], notes: list[str]) -> JudgedRun:
