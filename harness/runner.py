@@ -53,7 +53,7 @@ from harness.records import (
 from harness.recovery import recovery_figures
 from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
-from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, swarm_argv
+from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, history_lost_reason, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
@@ -444,12 +444,7 @@ class ScenarioRunner:
         for swarm in state.swarms:
             if swarm.poll() != EXIT_HISTORY_LOST:
                 continue
-            said = [
-                line.split(":", 1)[1].strip()
-                for line in tail(swarm.stderr_path, 20).splitlines()
-                if line.startswith(HISTORY_LOST + ":")
-            ]
-            lost.append(f"client swarm {swarm.name}: " + (said[-1] if said else "its history could not be written"))
+            lost.append(f"client swarm {swarm.name}: {history_lost_reason(tail(swarm.stderr_path, 20))}")
         if lost:
             with contextlib.suppress(OSError):
                 free = shutil.disk_usage(state.run_dir).free
