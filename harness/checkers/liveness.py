@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis import (
+    ABNORMAL_CLOSURE,
     Slowness,
     client_histories,
     describe_excused,
@@ -43,7 +44,6 @@ MIN_RECOVERY_WINDOW_S = 1.0
 TRY_AGAIN_LATER = 1013
 #: A backend's rejected handshake within this long of a client's drop is named as its likely cause.
 REJECTION_EXPLAINS_S = 2.0
-ABNORMAL_CLOSURE = 1006
 
 
 def _expected_close_codes(run: Run) -> set[int]:
