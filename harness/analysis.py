@@ -727,6 +727,8 @@ def smoke_facts(history: Iterable[Any]) -> SmokeFacts:
 # websockets closes a connection whose ping went unanswered with 1011 "keepalive ping timeout",
 # on whichever side sent the ping.
 KEEPALIVE_CLOSE_CODE = 1011
+#: The code websockets reports for a connection that ended without a close frame received.
+ABNORMAL_CLOSURE = 1006
 KEEPALIVE_REASON = "keepalive"
 # How much of ping_timeout one stall of the client's own process must cover to excuse its
 # keepalive close: the rest of the timeout is the pinging side's own scheduling (the balancer
@@ -807,6 +809,24 @@ def is_keepalive_close(rec: Mapping[str, Any]) -> bool:
     )
 
 
+#: What ended a connection when this client's own write found the peer already gone (conn_close ``cause``).
+WRITE_AFTER_CLOSE_CAUSES = ("BrokenPipeError", "ConnectionResetError")
+
+
+def is_close_lost_to_own_write(rec: Mapping[str, Any]) -> bool:
+    """A 1006 that this client's own write caused: it sent no close frame, and a write failed on a
+    connection the peer had already closed (EPIPE/ECONNRESET). After a stall, a client that writes
+    before it reads aborts with the peer's close frame still unread in its socket (docs/verdicts.md
+    "A 1006 after the client's own stall"); old histories without ``cause`` never match."""
+    return (
+        rec.get("f") == "conn_close"
+        and num(rec.get("code")) == ABNORMAL_CLOSURE
+        and "sent_code" in rec
+        and rec.get("sent_code") is None
+        and str(rec.get("cause") or "").startswith(WRITE_AFTER_CLOSE_CAUSES)
+    )
+
+
 @dataclass(frozen=True)
 class ExcusedClose:
     """A keepalive close that the client's own starved process explains: the harness's failure,
@@ -830,9 +850,14 @@ def excused_keepalive_closes(
     *,
     ping_interval_s: float,
     ping_timeout_s: float,
+    balancer_survived: bool = False,
 ) -> list[ExcusedClose]:
     """The keepalive closes (1011 "keepalive ping timeout") of clients whose own process had a
     loop stall of at least :data:`STALL_EXCUSE_FRACTION` times `ping_timeout_s` around the close.
+
+    With `balancer_survived`, also the 1006s that such a client's own write caused
+    (:func:`is_close_lost_to_own_write`): the keepalive close it never read. A balancer that died
+    leaves the same record, so without that evidence a 1006 is never excused.
 
     "Around" is the keepalive's own window: the unanswered ping was sent at most `ping_interval_s`
     + `ping_timeout_s` before the close was recorded (and the record itself waited for the starved
@@ -852,7 +877,7 @@ def excused_keepalive_closes(
             continue
         for rec in _records(recs):
             t = num(rec.get("t"))
-            if t is None or not is_keepalive_close(rec):
+            if t is None or not (is_keepalive_close(rec) or (balancer_survived and is_close_lost_to_own_write(rec))):
                 continue
             lo = t - ping_interval_s - ping_timeout_s - STALL_WINDOW_SLACK_S
             hi = t + STALL_WINDOW_SLACK_S
@@ -884,6 +909,7 @@ def run_excused_keepalive_closes(run: Run) -> list[ExcusedClose]:
         run_harness_stalls(run),
         ping_interval_s=interval if interval is not None else DEFAULT_PING_INTERVAL_S,
         ping_timeout_s=timeout if timeout is not None else DEFAULT_PING_TIMEOUT_S,
+        balancer_survived=run.run_meta.final.get("balancer_alive") is True,
     )
 
 

@@ -18,8 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,37 +27,70 @@ from websockets.http11 import Request, Response
 
 from harness import game
 from harness.eventloop import LOOP_LAG, watch_loop_lag
+from harness.history import LineFile, describe_write_failure, say
 
 EXIT_BIND_FAILED = 2
+#: The HTTP path where a backend tells whether its journal lost lines (Journal.health).
+JOURNAL_PATH = "/journal"
+#: How a backend says on stderr that its journal lost lines (a full disk).
+JOURNAL_LOST = "JOURNAL LOST"
 # Bounds the wait for handlers after Server.close(): a client that never answers the close
 # frame must not keep a SIGTERMed backend alive.
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
 class Journal:
-    """JSONL journal, appended to across restarts, flushed per line."""
+    """JSONL journal, appended to across restarts, flushed per line.
+
+    A full disk never takes the backend down (that would read as the build's failure or a harness
+    process dying): the journal remembers the first failed write, drops every later line
+    (:class:`harness.history.LineFile`), says so once on stderr, and answers ``GET /journal``
+    with the loss, where the runner asks for it and sets the run aside as not recorded.
+    """
 
     def __init__(
         self, path: str | os.PathLike[str] | None, server: str, clock: Callable[[], float] = time.time
     ) -> None:
         self.server = server
         self._clock = clock
-        self._file: IO[str] | None = None
+        self._lines: LineFile | None = None
+        # A journal that could not even be opened (a full disk at a restart) counts as lost too.
+        self._unopened: str | None = None
+        self._unopened_dropped = 0
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")
+            try:
+                self._lines = LineFile(path)
+            except OSError as exc:
+                self._unopened = describe_write_failure(path, exc)
+                say(sys.stderr, f"{JOURNAL_LOST}: {self._unopened}")
+
+    @property
+    def lost(self) -> str | None:
+        """Why journal lines were lost, or None while the journal is whole."""
+        return self._unopened or (self._lines.lost if self._lines else None)
+
+    @property
+    def dropped(self) -> int:
+        return self._unopened_dropped + (self._lines.dropped if self._lines else 0)
 
     def write(self, event: str, **fields: Any) -> None:
-        if self._file is None:
+        if self._lines is None:
+            if self._unopened:
+                self._unopened_dropped += 1
             return
         rec: dict[str, Any] = {"t": self._clock(), "server": self.server, "event": event}
         rec.update(fields)
-        self._file.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
-        self._file.flush()
+        was_whole = self._lines.lost is None
+        if not self._lines.append(rec) and was_whole:
+            say(sys.stderr, f"{JOURNAL_LOST}: {self._lines.lost}")
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /journal`` answers."""
+        return {"server": self.server, "lost": self.lost, "dropped": self.dropped}
 
     def close(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        if self._lines is not None:
+            self._lines.close()
 
 
 def client_id_of(path: str) -> str | None:
@@ -102,6 +134,12 @@ class GameServer:
         if urlsplit(request.path).path == "/healthz" and "Upgrade" not in request.headers:
             # Lets an HTTP health probe check the backend without joining the game.
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if urlsplit(request.path).path == JOURNAL_PATH and "Upgrade" not in request.headers:
+            # Asked by the runner after a run: a journal with lost lines cannot be judged from.
+            response = connection.respond(HTTPStatus.OK, json.dumps(self.journal.health()) + "\n")
+            del response.headers["Content-Type"]  # respond() said text/plain
+            response.headers["Content-Type"] = "application/json"
+            return response
         if client_id_of(request.path) is None:
             return self._reject(
                 connection, request, HTTPStatus.BAD_REQUEST, "missing client id: connect to /play?client=ID"
@@ -200,7 +238,7 @@ class GameServer:
 
     def _log(self, line: str) -> None:
         if self.verbose:
-            print(f"backend {self.name}: {line}", flush=True)
+            say(sys.stdout, f"backend {self.name}: {line}")
 
 
 async def run(
@@ -221,11 +259,11 @@ async def run(
         try:
             server = await serve(app.handler, host, port, process_request=app.process_request, ping_interval=None)
         except OSError as exc:
-            print(f"backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+            say(sys.stderr, f"backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}")
             return EXIT_BIND_FAILED
         bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
         journal.write("start", pid=os.getpid(), port=bound_port, host=host)
-        print(f"backend {name} listening on {host}:{bound_port}", flush=True)
+        say(sys.stdout, f"backend {name} listening on {host}:{bound_port}")
         if ready is not None:
             ready(server)
         # The journal also carries evidence of this process being starved (harness.eventloop).
@@ -242,11 +280,7 @@ async def run(
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
                 await server.wait_closed()
         except TimeoutError:
-            print(
-                f"backend {name}: connections still open after {SHUTDOWN_TIMEOUT_S}s; exiting anyway",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(sys.stderr, f"backend {name}: connections still open after {SHUTDOWN_TIMEOUT_S}s; exiting anyway")
         journal.write("stop", pid=os.getpid(), port=bound_port)
         return 0
     finally:

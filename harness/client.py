@@ -231,21 +231,28 @@ class GameClient:
             self.hung = True  # the peer never answered our close frame
 
     async def _reader(self, ws: ClientConnection, conn: int) -> None:
+        cause: BaseException | None = None
         try:
             while True:
                 frame = await ws.recv()
                 self._on_frame(frame, conn)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            cause = exc.__cause__
         rcvd_first = ws.protocol.close_rcvd_then_sent
         if rcvd_first is None:
             # No closing handshake (an abort, a reset): ours if we were stopping.
             initiator = "client" if self._stop.is_set() else "remote"
         else:
             initiator = "remote" if rcvd_first else "client"
+        # `code` is the close frame received (1006: none). Which end gave up is only told by
+        # whether this client sent a close frame itself (its own websockets failing the
+        # connection records 1006 too) and by what ended the TCP connection (EOF, reset).
+        sent = ws.protocol.close_sent
         self._rec(
-            "event", "conn_close", conn=conn, code=ws.close_code, reason=ws.close_reason or "", initiator=initiator
-        )
+            "event", "conn_close", conn=conn, code=ws.close_code, reason=ws.close_reason or "", initiator=initiator,
+            sent_code=sent.code if sent is not None else None,
+            cause=f"{type(cause).__name__}: {cause}" if cause is not None else None,
+        )  # fmt: skip
         self._record_info()
 
     async def _sender(self, ws: ClientConnection, conn: int) -> None:

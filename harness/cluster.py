@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import psutil
 
+from harness.backend import JOURNAL_PATH
 from harness.ports import allocate_port, release_port
 from harness.procs import (
     ManagedProcess,
@@ -44,6 +45,8 @@ BALANCER_CMD_ENV = "WSCHAOS_BALANCER_CMD"
 TOXIPROXY_URL_ENV = "TOXIPROXY_URL"
 BACKEND_NAMES = ("primary", "secondary")
 HOST = "127.0.0.1"
+#: Fewer free blocks than this and the file system is full: a line that needs a new block fails.
+FULL_DISK_BLOCKS = 2
 
 
 class BuildFailed(ProcessFailed):
@@ -404,6 +407,37 @@ class Cluster:
             proc = self.process(name)
             out[name] = established_on_port(proc.pid, self.ports[name]) if proc.pid and proc.running else 0
         return out
+
+    def journal_losses(self) -> list[str]:
+        """Why a running backend's journal lost lines (a full disk under the cluster), or []."""
+        lost = []
+        for name in BACKEND_NAMES:
+            if not self.process(name).running:
+                continue
+            try:
+                health = http_get_json(f"http://{HOST}:{self.ports[name]}{JOURNAL_PATH}", timeout=2.0)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                lost.append(f"backend {name} did not say whether its journal is whole: {exc}")
+                continue
+            if isinstance(health, dict) and health.get("lost"):
+                lost.append(f"backend {name}'s journal: {health['lost']}; {health.get('dropped')} line(s) dropped")
+        return lost
+
+    def disk_full(self) -> str | None:
+        """Says so when the cluster's journals and logs are on a full file system, else None.
+
+        The build's event lines and the backends' stdout/stderr go straight to files there; a line
+        lost on a full disk leaves no other trace, so a full file system is the evidence."""
+        try:
+            fs = os.statvfs(self.root)
+        except OSError:
+            return None
+        # Root may write into the blocks reserved for it; anyone else stops at f_bavail.
+        free_blocks = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+        if free_blocks >= FULL_DISK_BLOCKS:
+            return None
+        free = free_blocks * fs.f_frsize
+        return f"disk full: {free} bytes free on the file system of the cluster's journals and logs ({self.root})"
 
     def backend_alive(self) -> dict[str, bool]:
         return {name: self.process(name).running for name in BACKEND_NAMES}

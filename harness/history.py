@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 from harness import analysis
 from harness.records import RUN_META_FILE, Record, RecordError, RunMeta, read_json_object
@@ -42,8 +42,52 @@ def describe_write_failure(path: str | os.PathLike[str], exc: OSError) -> str:
     return f"{why} writing {path}"
 
 
+def say(stream: TextIO, line: str) -> None:
+    """Prints a line for a human to a log; a full disk under the log drops the line, not the process."""
+    with contextlib.suppress(OSError):
+        print(line, file=stream, flush=True)
+
+
+class LineFile:
+    """One JSON object per line appended to a file, flushed per line; a failed write is remembered.
+
+    The one home for "a full disk never crashes the writer": the history writers and the game
+    backend's journal both append through it. The first failed write is kept in :attr:`lost` and
+    every later line is dropped (counted in :attr:`dropped`), so the file never has a hole in the
+    middle; whoever owns the file reports the loss, and the run is set aside rather than judged
+    from a record with holes in it. Not thread-safe: an owner with threads locks around it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")
+        #: Why lines were lost (the first failed write), or None while the file is whole.
+        self.lost: str | None = None
+        #: Lines not written since then, the failing one included.
+        self.dropped = 0
+
+    def append(self, obj: Any) -> bool:
+        """Writes and flushes one line; False if it was dropped."""
+        if self.lost is None:
+            try:
+                self._file.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+                self._file.flush()
+                return True
+            except OSError as exc:
+                self.lost = describe_write_failure(self.path, exc)
+        self.dropped += 1
+        return False
+
+    def close(self) -> None:
+        if not self._file.closed:
+            # After a failed write the buffer still holds the lost line; closing flushes it.
+            with contextlib.suppress(OSError):
+                self._file.close()
+
+
 class HistoryWriter:
-    """Appends JSON records to one file, one line each, flushed per record.
+    """Appends JSON records to one file, one line each, flushed per record (a :class:`LineFile`).
 
     Flushing per record matters: a writer process may be SIGKILLed by a test, and whatever it
     recorded before that must still be judged.
@@ -55,31 +99,28 @@ class HistoryWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], process: str, clock: Clock = time.time) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lines = LineFile(path)
+        self.path = self._lines.path
         self.process = process
         self._clock = clock
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8")
         # The nemesis records from worker threads (toxiproxy-python is synchronous).
         self._lock = threading.Lock()
-        #: Why records were lost (the first failed write), or None while the history is whole.
-        self.lost: str | None = None
-        #: Records not written since then, the failing one included.
-        self.dropped = 0
+
+    @property
+    def lost(self) -> str | None:
+        """Why records were lost (the first failed write), or None while the history is whole."""
+        return self._lines.lost
+
+    @property
+    def dropped(self) -> int:
+        """Records not written since then, the failing one included."""
+        return self._lines.dropped
 
     def record(self, type_: str, f: str, *, process: str | None = None, **fields: Any) -> Record:
         rec: Record = {"t": self._clock(), "process": process or self.process, "type": type_, "f": f}
         rec.update(fields)
-        line = json.dumps(rec, separators=(",", ":"), default=str)
         with self._lock:
-            if self.lost is None:
-                try:
-                    self._file.write(line + "\n")
-                    self._file.flush()
-                    return rec
-                except OSError as exc:
-                    self.lost = describe_write_failure(self.path, exc)
-            self.dropped += 1
+            self._lines.append(rec)
         return rec
 
     def event(self, f: str, **fields: Any) -> Record:
@@ -87,10 +128,7 @@ class HistoryWriter:
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                # After a failed write the buffer still holds the lost line; closing flushes it.
-                with contextlib.suppress(OSError):
-                    self._file.close()
+            self._lines.close()
 
     def __enter__(self) -> HistoryWriter:
         return self

@@ -21,10 +21,10 @@ from harness.cluster import Cluster, ClusterSpec, ToxiproxyHandle, default_balan
 from harness.faults import Fault
 from harness.history import HISTORY_DIR, HistoryWriter
 from harness.nemesis import Nemesis
-from harness.procs import ManagedProcess, install_signal_handlers
+from harness.procs import ManagedProcess, install_signal_handlers, tail
 from harness.runner import JudgedRun, ScenarioRunner
 from harness.scenario import Scenario, ScenarioError, Step
-from harness.swarm import swarm_argv
+from harness.swarm import EXIT_HISTORY_LOST, history_lost_reason, swarm_argv
 from harness.waiting import wait_until
 
 FAULT_SPACING_S = 2.0
@@ -106,21 +106,44 @@ def balancer(cluster: Cluster) -> ManagedProcess:
     return cluster.balancer
 
 
+class HistoryLost(AssertionError):
+    """A client swarm's history lost records (a full disk): no chaos test may pass on it."""
+
+
 class Swarm:
     """A running client swarm process; its history lands in ``history_dir``."""
 
     def __init__(self, proc: ManagedProcess, history_dir: Path) -> None:
         self.proc = proc
         self.history_dir = history_dir
+        self._checked = False
 
     def stop(self) -> int | None:
-        return self.proc.terminate(timeout=20.0)
+        """Stops the swarm and returns its exit code; raises HistoryLost if its history has holes."""
+        code = self.proc.terminate(timeout=20.0)
+        self.check_history()
+        return code
+
+    def check_history(self) -> None:
+        """Raises HistoryLost (once) if the swarm exited EXIT_HISTORY_LOST."""
+        if self._checked or self.proc.poll() != EXIT_HISTORY_LOST:
+            return
+        self._checked = True
+        why = history_lost_reason(tail(self.proc.stderr_path, 20))
+        raise HistoryLost(
+            f"HISTORY LOST: client swarm {self.proc.name} could not record its whole history, so the "
+            f"test cannot be judged from it: {why}"
+        )
 
 
 @pytest.fixture
-def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
-    """Starts game clients through the cluster: ``clients(4, rate_hz=10)``; waits for READY."""
+def clients(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Swarm]]:
+    """Starts game clients through the cluster: ``clients(4, rate_hz=10)``; waits for READY.
+
+    A swarm whose history lost records fails the test (``Swarm.stop``) or, if the test never
+    stopped it, errors it at teardown: a test must never pass on a history with holes in it."""
     counter = itertools.count()
+    started: list[Swarm] = []
 
     def start(n: int, *, rate_hz: float = 10.0, prefix: str = "c", ready_timeout: float = 15.0) -> Swarm:
         hist = tmp_path / HISTORY_DIR
@@ -135,6 +158,7 @@ def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
             ready_timeout_s=ready_timeout,
         )
         proc = cluster.supervisor.spawn(name, argv, wait=False)
+        started.append(Swarm(proc, hist))
 
         def ready() -> bool:
             out = proc.stdout_path.read_text(errors="replace") if proc.stdout_path.exists() else ""
@@ -143,9 +167,14 @@ def clients(cluster: Cluster, tmp_path: Path) -> Callable[..., Swarm]:
             return "READY" in out
 
         wait_until(ready, timeout=ready_timeout + 5, what="client swarm READY")
-        return Swarm(proc, hist)
+        return started[-1]
 
-    return start
+    yield start
+    for swarm in started:
+        # Stopped here, before the cluster's teardown kills it, so that its exit code is its own.
+        swarm.proc.terminate(timeout=20.0)
+    for swarm in started:
+        swarm.check_history()
 
 
 @pytest.fixture

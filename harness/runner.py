@@ -53,7 +53,7 @@ from harness.records import (
 from harness.recovery import recovery_figures
 from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
-from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, HISTORY_LOST, says_ready_within_s, swarm_argv
+from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, history_lost_reason, says_ready_within_s, swarm_argv
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
@@ -462,16 +462,16 @@ class ScenarioRunner:
         for swarm in state.swarms:
             if swarm.poll() != EXIT_HISTORY_LOST:
                 continue
-            said = [
-                line.split(":", 1)[1].strip()
-                for line in tail(swarm.stderr_path, 20).splitlines()
-                if line.startswith(HISTORY_LOST + ":")
-            ]
-            lost.append(f"client swarm {swarm.name}: " + (said[-1] if said else "its history could not be written"))
+            lost.append(f"client swarm {swarm.name}: {history_lost_reason(tail(swarm.stderr_path, 20))}")
         if lost:
             with contextlib.suppress(OSError):
                 free = shutil.disk_usage(state.run_dir).free
                 lost.append(f"{free} bytes free on the file system of {state.run_dir}")
+        # The cluster's own record of the run (the backends' journals, the build's event lines).
+        lost += self.cluster.journal_losses()
+        cluster_disk = self.cluster.disk_full()
+        if cluster_disk:
+            lost.append(cluster_disk)
         return lost
 
     def _not_recorded(self, scenario: Scenario, run_dir: Path, why: list[str], notes: list[str]) -> JudgedRun:

@@ -214,6 +214,12 @@ def says_ready_within_s(clients: int, ready_timeout_s: float, per_process: int =
     return ready_timeout_s + (WORKER_START_MARGIN_S if clients > per_process else 0.0)
 
 
+def history_lost_reason(stderr_tail: str) -> str:
+    """Why a swarm that exited EXIT_HISTORY_LOST lost records, from the end of its stderr."""
+    said = [line.split(":", 1)[1].strip() for line in stderr_tail.splitlines() if line.startswith(HISTORY_LOST + ":")]
+    return said[-1] if said else "its history could not be written"
+
+
 def split_clients(n: int, per_process: int) -> list[int]:
     """How many clients each worker process runs: as few processes as `per_process` allows,
     sharing the clients evenly (so no worker is left with a starving remainder)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import (
+    ABNORMAL_CLOSURE,
     FaultWindow,
     Slowness,
     client_histories,
@@ -46,7 +47,6 @@ MIN_RECOVERY_WINDOW_S = 1.0
 TRY_AGAIN_LATER = 1013
 #: A backend's rejected handshake within this long of a client's drop is named as its likely cause.
 REJECTION_EXPLAINS_S = 2.0
-ABNORMAL_CLOSURE = 1006
 
 
 def _expected_close_codes(run: Run) -> set[int]:

@@ -20,6 +20,7 @@ import sys
 from typing import NoReturn
 
 from harness.eventloop import loop_factory
+from harness.history import say
 
 from .addresses import HostPolicy
 from .api import VERSION
@@ -97,7 +98,7 @@ async def _run(args: argparse.Namespace, config: bytes | None) -> int:
             except (ApiError, ValueError) as exc:
                 log.error("failed to populate proxies from %s: %s", args.config, exc)
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"toxiproxy listening on {host}:{server.port}", flush=True)
+        say(sys.stdout, f"toxiproxy listening on {host}:{server.port}")
         await stop.wait()
     finally:
         await server.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+from balancer.events import EventLog
 from balancer.policy import FailoverLimiter
 from balancer.state import (
     ConnectionState,
@@ -100,3 +103,15 @@ def test_unknown_session() -> None:
         t.transition("nope", C.CONNECTED)
     with pytest.raises(SessionError):
         t.limiter("nope", FailoverLimiter)
+
+
+def test_an_event_line_on_a_full_disk_is_dropped_not_raised() -> None:
+    # /dev/full answers every write with ENOSPC: the build's stdout on a full disk must not take
+    # the relay down (the harness sets such a run aside by the full file system).
+    full = open("/dev/full", "w", encoding="utf-8")  # closed below, where it may fail
+    try:
+        EventLog(stream=full).emit("session_open", session="s1")
+        EventLog(stream=full).emit("session_close", session="s1")
+    finally:
+        with contextlib.suppress(OSError):  # the lost line is still in the buffer at close
+            full.close()

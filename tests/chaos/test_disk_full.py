@@ -17,6 +17,9 @@ from tests.chaos import cli_support
 
 pytestmark = pytest.mark.chaos
 
+# The cluster's start and the smoke gate fit; kill_primary's journals and event lines do not.
+CLUSTER_DISK = "64k"
+
 
 def test_a_full_disk_while_the_history_is_written_is_inconclusive(tmp_path: Path) -> None:
     report = tmp_path / "report"
@@ -41,3 +44,32 @@ def test_a_full_disk_while_the_history_is_written_is_inconclusive(tmp_path: Path
     assert entry["results"] == {}  # not judged: no invariant passes or fails on a partial history
     assert "disk full" in output
     assert not [p for p in left_on_disk if p.endswith(".tmp")]  # no half-written file left behind
+
+
+def test_a_full_disk_under_the_clusters_journals_is_inconclusive(tmp_path: Path) -> None:
+    """The cluster's own record (the backends' journals, the build's event lines, every log) fills
+    its disk: no backend or harness process crashes, and the run is set aside naming the disk."""
+    report = tmp_path / "report"
+    token = cli_support.new_token("disk-full-cluster")
+    with cli_support.tmpfs(report / "cluster", f"size={CLUSTER_DISK}") as cluster:
+        result = cli_support.certify(
+            "--scenario", "kill_primary", "--report", str(report), token=token, timeout=300
+        )  # fmt: skip
+        left_on_disk = {str(p.relative_to(cluster)): p.stat().st_size for p in cluster.rglob("*") if p.is_file()}
+    cli_support.assert_no_survivors(token, "a run whose cluster disk is full")
+    output = result.output
+    print(output[-2000:], left_on_disk, sep="\n")
+    assert result.returncode == 3, output[-3000:]
+    assert "Traceback" not in output
+    cert = json.loads((report / "certificate.json").read_text())
+    assert cert["verdict"] == "inconclusive"
+    (entry,) = cert["scenarios"]
+    assert entry["outcome"] == "inconclusive", entry
+    reasons = " ".join(entry["reasons"])
+    # Evidence the fault landed where it was aimed: a backend that stayed up says its journal lost
+    # lines (it did not crash on the write), and the cluster's file system is named as full.
+    assert "journal: disk full" in reasons, entry["reasons"]
+    assert "cluster's journals and logs" in reasons, entry["reasons"]
+    assert entry["results"] == {}  # not judged
+    # Nothing of the cluster died of the full disk: a dead harness process or build would be named.
+    assert "exited" not in reasons and "died" not in reasons, entry["reasons"]

@@ -238,3 +238,46 @@ async def test_http_health_probe(backend: tuple[Proc, int, Path]) -> None:
         assert b" 200 " in status
     finally:
         writer.close()
+
+
+async def http_get(port: int, path: str) -> tuple[bytes, dict[str, Any]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            status = await reader.readline()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            body = await reader.readexactly(length)
+        return status, json.loads(body)
+    finally:
+        # Closed for real before returning: a socket left open would hold up the backend's exit.
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_journal_on_a_full_disk_loses_lines_and_the_backend_plays_on(spawn: Callable[..., Proc]) -> None:
+    # /dev/full answers every write with ENOSPC: a real full disk under the journal.
+    proc, port = start_backend(spawn, "secondary", Path("/dev/full"))
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        assert (await recv_json(ws))["type"] == "welcome"
+        for seq in (1, 2):
+            await send_json(ws, game.make_move("c001", seq).to_json())
+            assert await recv_json(ws) == game.ack("secondary", "c001", seq, False, game.expected_state(seq))
+    status, health = await http_get(port, "/journal")
+    assert b" 200 " in status
+    assert health["server"] == "secondary"
+    assert health["lost"].startswith("disk full (No space left on device) writing /dev/full"), health
+    assert health["dropped"] >= 6  # start, open, welcome, 2 x (recv, send): every line since
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(REPLY_TIMEOUT) == 0  # not a crash
+    proc.cleanup()
+    lost_lines = [line for line in proc.err if line.startswith("JOURNAL LOST:")]
+    assert len(lost_lines) == 1 and "disk full" in lost_lines[0], proc.err  # said once, not per line
+
+
+async def test_a_whole_journal_says_nothing_was_lost(backend: tuple[Proc, int, Path]) -> None:
+    _, port, _ = backend
+    status, health = await http_get(port, "/journal")
+    assert b" 200 " in status
+    assert health == {"server": "primary", "lost": None, "dropped": 0}

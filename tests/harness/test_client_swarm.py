@@ -109,6 +109,7 @@ async def test_client_plays_and_stops_cleanly(spawn: Callable[..., Proc], tmp_pa
     assert [(r["seq"], r["attempt"], r["conn"]) for r in invokes] == [(s, 1, 1) for s in range(1, 31)]
     close = next(r for r in recs if r["f"] == "conn_close")
     assert (close["code"], close["initiator"]) == (1000, "client")
+    assert close["sent_code"] == 1000 and close["cause"] is None  # our own close, answered
     assert recs[-1]["hung"] is False
     assert not [r for r in recs if r["type"] == "info" or r["f"] == "resume"]
 
@@ -150,6 +151,7 @@ async def test_client_reconnects_to_another_backend_and_resumes(spawn: Callable[
     oks = check_client_history(recs, "c001")
     first_close = next(r for r in recs if r["f"] == "conn_close")
     assert (first_close["conn"], first_close["initiator"], first_close["code"]) == (1, "remote", 1006)
+    assert first_close["sent_code"] is None  # the client sent no close frame: the peer vanished
     welcomes = [r for r in recs if r["f"] == "welcome"]
     assert [w["server"] for w in welcomes] == ["primary", "secondary"]
     assert welcomes[1]["state"] == {"seq": 0, "x": 0, "y": 0}  # secondary had never seen c001

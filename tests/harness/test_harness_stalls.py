@@ -300,3 +300,69 @@ def test_a_machine_too_slow_sets_aside_aborts_only_while_the_balancer_lived() ->
     assert judged({"balancer_alive": True}) == "not_checked"
     assert judged({"balancer_alive": False}) == "fail"
     assert judged({}) == "fail"
+
+
+# -- a 1006 the stalled client's own write caused (the keepalive close it never read) ----------------
+
+
+EPIPE = "BrokenPipeError: [Errno 32] Broken pipe"
+
+
+def close_lost_to_own_write(
+    t: float, client: str, *, cause: str | None = EPIPE, sent_code: int | None = None
+) -> dict[str, Any]:
+    return rec(
+        t, client, "event", "conn_close", conn=1, code=1006, reason="", initiator="remote",
+        sent_code=sent_code, cause=cause,
+    )  # fmt: skip
+
+
+def excused_with_live_balancer(history: list[dict[str, Any]], balancer_survived: bool) -> list[str]:
+    found = excused_keepalive_closes(
+        client_histories(history), harness_stalls(history), ping_interval_s=0.5, ping_timeout_s=0.5,
+        balancer_survived=balancer_survived,
+    )  # fmt: skip
+    return [e.client for e in found]
+
+
+def test_a_1006_from_the_stalled_clients_own_write_is_excused_while_the_balancer_lives() -> None:
+    history = [
+        swarm_start(0.0, SWARM, ["c1", "c2"]),
+        *played("c1"),
+        *played("c2"),
+        lag(2.0, SWARM, 900.0),
+        close_lost_to_own_write(2.0, "c1"),
+        close_lost_to_own_write(2.0, "c2", cause="ConnectionResetError: [Errno 104] Connection reset by peer"),
+    ]
+    assert excused_with_live_balancer(history, balancer_survived=True) == ["c1", "c2"]
+    # A balancer that died leaves the same record: then nothing is excused.
+    assert excused_with_live_balancer(history, balancer_survived=False) == []
+
+
+def test_other_1006s_are_not_excused_even_with_a_live_balancer() -> None:
+    history = [
+        swarm_start(0.0, SWARM, ["c1", "c2", "c3", "c4"]),
+        *(r for c in ("c1", "c2", "c3", "c4") for r in played(c)),
+        lag(2.0, SWARM, 900.0),
+        close_lost_to_own_write(2.0, "c1", sent_code=1002),  # the client failed the connection itself
+        close_lost_to_own_write(2.0, "c2", cause=None),  # a plain EOF: the peer closed without a frame
+        keepalive_close(2.0, "c3", code=1006, reason=""),  # an old history: no cause recorded
+        close_lost_to_own_write(9.0, "c4"),  # long after the stall
+    ]
+    assert excused_with_live_balancer(history, balancer_survived=True) == []
+
+
+def test_the_checker_sets_aside_a_1006_lost_to_the_clients_own_write() -> None:
+    history = [
+        swarm_start(0.0, SWARM, ["c1"]),
+        *played("c1"),
+        lag(2.0, SWARM, 900.0),
+        close_lost_to_own_write(2.0, "c1"),
+        rec(3.0, "c1", "event", "stopped", hung=False, acked=0, sent=0),
+    ]
+    alive = {"balancer_config": {"ping_interval_s": 0.5, "ping_timeout_s": 0.5}, "final": {"balancer_alive": True}}
+    result = check_clean_failover(make_run(meta=alive, history=history))
+    assert result.status == "not_checked", result.summary()
+    assert "inconclusive: harness swarm stalled up to 900 ms (loop lag)" in result.note
+    dead = {**alive, "final": {"balancer_alive": False}}
+    assert check_clean_failover(make_run(meta=dead, history=history)).status == "fail"

@@ -8,6 +8,9 @@ certification rejected the build *naming that invariant*, the scenarios in which
 failed, any other invariants that failed, and how long the certification took. The control build
 is run too and must be certified. Exit 0 when every mutant is caught and the control certified.
 
+SIGINT or SIGTERM is forwarded to the running ``certify`` (which stops its cluster and writes a
+partial report); the table waits for it (bounded), keeps the rows it measured, and exits 128 + N.
+
 Certify runs with ``--fail-fast`` when the CLI has it (it stops at the first rejected scenario, so
 "caught by" then lists the first scenario that caught the mutant, not all of them).
 """
@@ -18,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -27,9 +31,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from harness.procs import install_signal_handlers, interrupt_signal  # noqa: E402
 from tests.selftest.mutants import MUTANTS  # noqa: E402
 
 CERTIFY_TIMEOUT_S = 900
+#: An interrupted certify stops its cluster and writes its partial report in seconds (measured
+#: 2.6-5.4 s, tests/chaos/test_certify_interrupt.py); past this it is killed.
+INTERRUPTED_EXIT_TIMEOUT_S = 60.0
+FORWARDED = {signal.SIGINT, signal.SIGTERM}
+
+
+def _unblock_forwarded() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+
+
+def run_certify(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Runs one certify to its end; an interrupt of this process is passed on to it.
+
+    Its own process group, so that a Ctrl-C at the terminal reaches certify once (from here),
+    not twice: a second signal would cut its cleanup short. On SIGINT/SIGTERM here, certify gets the
+    same signal and up to INTERRUPTED_EXIT_TIMEOUT_S to stop its cluster, then the interrupt goes on
+    up; killing this process must never leave a certify (and its cluster) running for an hour.
+    """
+    # Held back until the child is known, so no interrupt can land between its start and the try.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, process_group=0,
+            preexec_fn=_unblock_forwarded,  # a blocked signal mask would survive exec into certify
+        )  # fmt: skip
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        out, err = proc.communicate(timeout=CERTIFY_TIMEOUT_S)
+    except KeyboardInterrupt as exc:
+        proc.send_signal(interrupt_signal(exc))
+        try:
+            proc.communicate(timeout=INTERRUPTED_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @dataclass
@@ -84,7 +133,7 @@ def certify(build: str, reports: Path, fail_fast: bool) -> Row:
     argv = [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], "--profile", "quick"]
     argv += ["--report", str(report)] + (["--fail-fast"] if fail_fast else [])
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=CERTIFY_TIMEOUT_S)
+    proc = run_certify(argv)
     seconds = time.monotonic() - t0
     (reports / f"{build}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     try:
@@ -113,7 +162,7 @@ def certify(build: str, reports: Path, fail_fast: bool) -> Row:
         confirm = reports / f"{build}-aimed"
         argv = [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], *aimed]
         argv += ["--report", str(confirm)]
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=CERTIFY_TIMEOUT_S)
+        done = run_certify(argv)
         (reports / f"{build}-aimed.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         try:
             aimed_cert = json.loads((confirm / "certificate.json").read_text(encoding="utf-8"))
@@ -167,15 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     builds = args.only or ["control", *sorted(n for n, m in MUTANTS.items() if m["expected_invariant"])]
     reports = Path(args.reports)
     reports.mkdir(parents=True, exist_ok=True)
-    fail_fast = has_fail_fast()
+    install_signal_handlers()  # SIGTERM raises like Ctrl-C, so run_certify can pass it on
     rows: list[Row] = []
-    print(" | ".join(HEADER), flush=True)
-    for build in builds:
-        row = certify(build, reports, fail_fast)
-        rows.append(row)
-        print(" | ".join(row.cells()), flush=True)
-        # Rewritten after every row: a long run that is cut short still leaves what it measured.
-        Path(args.out).write_text(markdown(rows, fail_fast, args.commit, len(builds)), encoding="utf-8")
+    under_way = "the --fail-fast probe"
+    try:
+        fail_fast = has_fail_fast()
+        print(" | ".join(HEADER), flush=True)
+        for build in builds:
+            under_way = f"certifying {build}"
+            row = certify(build, reports, fail_fast)
+            rows.append(row)
+            print(" | ".join(row.cells()), flush=True)
+            # Rewritten after every row: a long run that is cut short still leaves what it measured.
+            Path(args.out).write_text(markdown(rows, fail_fast, args.commit, len(builds)), encoding="utf-8")
+    except KeyboardInterrupt as exc:
+        sig = interrupt_signal(exc)
+        kept = f"{len(rows)} row(s) kept in {args.out}" if rows else "no row measured"
+        print(f"INTERRUPTED by {sig.name} during {under_way}: its certify was stopped; {kept}", flush=True)
+        return 128 + sig
     print()
     print(markdown(rows, fail_fast, args.commit, len(builds)))
     print(f"written to {args.out}")
