@@ -91,3 +91,30 @@ def test_without_limits_it_is_not_checked(rb: RunBuilder) -> None:
 def test_without_any_connection_it_is_not_checked() -> None:
     run = make_run(meta={"failover": {"max_attempts": 3, "window_s": 6.0, "min_interval_s": 0.5}})
     assert check_reconnect_limits(run).status == "not_checked"
+
+
+def _measured_slowness(rb: RunBuilder, factor: float) -> None:
+    rb.rec(T0 - 1.0, "swarm-1", "event", "swarm_start", clients=["c1"], slowness=factor)
+
+
+def test_a_small_miss_on_a_slow_machine_is_inconclusive_not_a_failure(rb: RunBuilder) -> None:
+    # 53 ms short of min_interval_s 0.5 (the default tolerance is 50 ms): at slowness x7.5 that is
+    # scheduling delay, not proof of a limiter that let two failovers through.
+    failovers(rb, [1.0, 1.447])
+    _measured_slowness(rb, 7.5)
+    result = check_reconnect_limits(rb.build())
+    assert result.status == "not_checked", result
+    assert result.note.startswith("inconclusive: ") and "0.447 s apart" in result.note, result.note
+
+
+def test_the_same_miss_on_a_machine_not_slow_fails(rb: RunBuilder) -> None:
+    failovers(rb, [1.0, 1.447])
+    _measured_slowness(rb, 1.0)
+    assert check_reconnect_limits(rb.build()).status == "fail"
+
+
+def test_a_miss_beyond_what_slowness_explains_fails_on_a_slow_machine(rb: RunBuilder) -> None:
+    failovers(rb, [1.0, 1.1])  # 400 ms short: more than 50 ms x 7.5
+    _measured_slowness(rb, 7.5)
+    result = check_reconnect_limits(rb.build())
+    assert result.status == "fail" and "0.100 s apart" in result.violations[0].message
