@@ -11,7 +11,6 @@ from typing import Any
 
 from harness.analysis import (
     Slowness,
-    client_histories,
     describe_excused,
     is_keepalive_close,
     run_end_time,
@@ -137,7 +136,7 @@ class _StallTracker:
 
 @guarded(CLEAN_FAILOVER)
 def check_clean_failover(run: Run) -> CheckResult:
-    clients = client_histories(run.history)
+    clients = run.client_histories()
     if not clients:
         return finish(CLEAN_FAILOVER, [], checked=False, notes=["no clients in the history"])
     violations: list[Violation] = []
@@ -292,7 +291,7 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
     too_short: list[str] = []
     shortened = 0
 
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         if not recs:
             continue
         first_t = time_of(recs[0])
