@@ -48,6 +48,7 @@ from harness.records import (
     RecoveryFigures,
     RunMeta,
     Verdict,
+    phase_durations,
     render_violations,
 )
 from harness.recovery import recovery_figures
@@ -93,6 +94,8 @@ class JudgedRun:
     reasons: list[str] = field(default_factory=list)
     #: How the clients recovered (harness.recovery); None when the run could not be measured.
     recovery: RecoveryFigures | None = None
+    #: Seconds spent judging the run directory (the phases' own are in ``meta.durations``).
+    judge_s: float | None = None
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -279,6 +282,8 @@ class _RunState:
     final: dict[str, Any] = field(default_factory=dict)
     #: Every history writer of the runner's own (nemesis, monitor, probes): was any record lost?
     writers: list[HistoryWriter] = field(default_factory=list)
+    #: When the checked reset before the run began (its length is the ``reset`` duration).
+    reset_start: float | None = None
 
     def phase(self, name: str) -> None:
         self.phases[name] = time.time()
@@ -333,6 +338,7 @@ class ScenarioRunner:
             raise RunNotRecorded(describe_write_failure(exc.filename or run_dir, exc)) from None
         c = self.cluster
         notes: list[str] = []
+        reset_start = time.time()
 
         # Checked reset: every earlier fault healed, the build configured for this scenario.
         c.reconfigure(scenario.limits, scenario.keepalive)
@@ -371,6 +377,7 @@ class ScenarioRunner:
             notes=notes,
             phases={"started": time.time()},
             writers=[nemesis_log, monitor_log],
+            reset_start=reset_start,
         )
 
     def _warmup_phase(self, state: _RunState) -> None:
@@ -508,11 +515,13 @@ class ScenarioRunner:
             final=state.final,
             faults=[s.fault.to_dict() for s in scenario.steps],
             notes=state.notes,
+            durations=phase_durations(state.reset_start, state.phases),
         )
         meta.write(run_dir)
         return meta
 
     def _judge(self, state: _RunState, meta: RunMeta) -> JudgedRun:
+        judging_since = time.monotonic()
         run = load_run(state.run_dir)
         results = judge(run, only=list(state.scenario.invariants))
         outcome, reasons = decide(run, results)
@@ -522,8 +531,10 @@ class ScenarioRunner:
             # The evidence was complete and judged; only the verdict's copy on disk is missing.
             why = describe_write_failure(exc.filename or state.run_dir, exc)
             state.notes.append(f"verdict.json not written: {why}")
+        recovery = recovery_figures(run)
         return JudgedRun(
-            recovery=recovery_figures(run),
+            recovery=recovery,
+            judge_s=round(time.monotonic() - judging_since, 3),
             outcome=outcome,
             reasons=reasons,
             scenario=state.scenario,
