@@ -413,6 +413,8 @@ class Progress:
         self.clients: set[str] = set()
         self.stopped: set[str] = set()
         self.last_ok: dict[str, float] = {}
+        #: Per client, the time of its latest acknowledged move from each server.
+        self.last_ok_from: dict[str, dict[str, float]] = {}
         self.last_server: dict[str, str] = {}
         self.failovers: dict[str, int] = {}
 
@@ -431,6 +433,9 @@ class Progress:
             t = num(rec.get("t"))
             if t is not None:
                 self.last_ok[client] = max(t, self.last_ok.get(client, t))
+                served = self.last_ok_from.setdefault(client, {})
+                server = str(rec.get("server"))
+                served[server] = max(t, served.get(server, t))
         elif rec.get("f") == "stopped":
             self.stopped.add(client)
 
@@ -438,6 +443,14 @@ class Progress:
         """Every client still playing has had a move acknowledged after ``t`` (and there is one)."""
         live = self.clients - self.stopped
         return bool(live) and all(self.last_ok.get(c, -math.inf) > t for c in live)
+
+    def all_served_elsewhere_since(self, server: str, t: float) -> bool:
+        """Every client still playing has had a move acknowledged by another server than
+        ``server`` after ``t`` (and there is one): they have all failed over away from it."""
+        live = self.clients - self.stopped
+        return bool(live) and all(
+            any(s != server and last > t for s, last in self.last_ok_from.get(c, {}).items()) for c in live
+        )
 
     def played_since(self, t: float) -> int:
         """How many clients have had a move acknowledged after ``t``."""

@@ -612,8 +612,21 @@ class ScenarioRunner:
                 except Exception as exc:
                     notes.append(f"heal of {fault_ids[action.step]} failed: {exc}")
         rest = t0 + scenario.fault_phase_s - time.monotonic()
-        if rest > 0:
-            time.sleep(rest)
+        if rest <= 0:
+            return
+        if not (scenario.phases.faults_end_on_failover and fault_ids):
+            time.sleep(rest)  # the schedule: the faults stay in place for the phase's length
+            return
+        # The failover the phase is there for, seen in the history: every client served by another
+        # backend since the last fault landed. A build that never fails over gets the whole phase.
+        faulted, landed = scenario.steps[0].fault.target, time.time()
+
+        def everyone_moved_off() -> bool:
+            progress.poll()
+            return progress.state.all_served_elsewhere_since(faulted, landed)
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(everyone_moved_off, timeout=rest, interval=0.1, what=f"every client to move off {faulted}")
 
     @staticmethod
     def _failovers_seen(progress: _Progress, trigger: FailoverTrigger) -> Callable[[], dict[str, Any] | None]:
