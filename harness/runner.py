@@ -21,7 +21,7 @@ from typing import Any
 from harness import analysis
 from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
-from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
+from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd, read_socket_table
 from harness.faults.kinds import declares_drain
 from harness.faults.model import FailoverTrigger
 from harness.history import (
@@ -653,10 +653,11 @@ class ScenarioRunner:
         c = self.cluster
 
         def snapshot() -> dict[str, Any]:
+            sockets = read_socket_table()  # one read of the machine's sockets for both counts
             return {
                 "status": c.status(),
-                "balancer_sockets": c.balancer_sockets(),
-                "backend_open_connections": c.backend_open_connections(),
+                "balancer_sockets": c.balancer_sockets(sockets),
+                "backend_open_connections": c.backend_open_connections(sockets),
                 "backend_alive": c.backend_alive(),
                 "balancer_alive": c.balancer.running,
             }
