@@ -22,7 +22,7 @@ lint: $(STAMP)
 # The whole suite but the slow full-certification self-tests. pytest exits 5 when it
 # collects nothing; that is a failure here, since this suite is never empty.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 -m "not slow" -p no:randomly $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not slow" -p no:randomly --durations=25 $(PYTEST_ARGS)
 
 # Everything, including `certify --profile quick` of every mutant build.
 test-all: $(STAMP) lint

@@ -54,15 +54,29 @@ def client_ids(history: Iterable[Any]) -> list[str]:
 def client_histories(history: Iterable[Any]) -> dict[str, list[Record]]:
     """Each client's records in time order; records without a readable time are dropped because
     every client rule is about order in time."""
-    recs = _records(history)
-    out: dict[str, list[Record]] = {c: [] for c in client_ids(recs)}
-    for r in recs:
+    # One pass, each record's time read once: every checker asks for this, and a herd's history
+    # holds hundreds of thousands of records.
+    clients: set[str] = set()
+    timed: dict[str, list[tuple[float, Record]]] = {}
+    for r in _records(history):
+        client = client_process(r)
+        if client is not None:
+            clients.add(client)
         p = r.get("process")
-        if isinstance(p, str) and p in out and time_of(r) is not None:
-            out[p].append(r)
-    for client_recs in out.values():
-        client_recs.sort(key=lambda r: time_of(r) or 0.0)
+        if isinstance(p, str):
+            t = time_of(r)
+            if t is not None:
+                timed.setdefault(p, []).append((t, r))
+    out: dict[str, list[Record]] = {}
+    for client in sorted(clients):
+        recs = timed.get(client, [])
+        recs.sort(key=_first)  # stable: records at one time keep their order
+        out[client] = [r for _, r in recs]
     return out
+
+
+def _first(item: tuple[float, Record]) -> float:
+    return item[0]
 
 
 @dataclass(frozen=True)
@@ -385,7 +399,7 @@ def failover_gaps_ms(client_records: Iterable[Any]) -> list[float]:
 
 def run_failover_gaps(run: Run) -> list[float]:
     """Every client's failover gaps in one run, clients in name order."""
-    return [g for recs in client_histories(run.history).values() for g in failover_gaps_ms(recs)]
+    return [g for recs in run.client_histories().values() for g in failover_gaps_ms(recs)]
 
 
 # -- progress -------------------------------------------------------------------------------------
@@ -403,6 +417,8 @@ class Progress:
         self.clients: set[str] = set()
         self.stopped: set[str] = set()
         self.last_ok: dict[str, float] = {}
+        #: Per client, the time of its latest acknowledged move from each server.
+        self.last_ok_from: dict[str, dict[str, float]] = {}
         self.last_server: dict[str, str] = {}
         self.failovers: dict[str, int] = {}
 
@@ -421,6 +437,9 @@ class Progress:
             t = num(rec.get("t"))
             if t is not None:
                 self.last_ok[client] = max(t, self.last_ok.get(client, t))
+                served = self.last_ok_from.setdefault(client, {})
+                server = str(rec.get("server"))
+                served[server] = max(t, served.get(server, t))
         elif rec.get("f") == "stopped":
             self.stopped.add(client)
 
@@ -428,6 +447,14 @@ class Progress:
         """Every client still playing has had a move acknowledged after ``t`` (and there is one)."""
         live = self.clients - self.stopped
         return bool(live) and all(self.last_ok.get(c, -math.inf) > t for c in live)
+
+    def all_served_elsewhere_since(self, server: str, t: float) -> bool:
+        """Every client still playing has had a move acknowledged by another server than
+        ``server`` after ``t`` (and there is one): they have all failed over away from it."""
+        live = self.clients - self.stopped
+        return bool(live) and all(
+            any(s != server and last > t for s, last in self.last_ok_from.get(c, {}).items()) for c in live
+        )
 
     def played_since(self, t: float) -> int:
         """How many clients have had a move acknowledged after ``t``."""
@@ -605,7 +632,7 @@ def traffic_evidence(run: Run) -> list[StepEvidence]:
     run_end = run_end_time(run)
     end_default = run_end if run_end is not None else math.inf
     journals = run.journals if isinstance(run.journals, Mapping) else {}
-    clients = client_histories(run.history)
+    clients = run.client_histories()
     applied: dict[str, dict[str, Any]] = {}
     for rec in _records(run.history):
         if rec.get("process") == "nemesis" and rec.get("f") == "apply" and rec.get("type") == "ok":
@@ -905,7 +932,7 @@ def run_excused_keepalive_closes(run: Run) -> list[ExcusedClose]:
     interval = num(config.get("ping_interval_s"))
     timeout = num(config.get("ping_timeout_s"))
     return excused_keepalive_closes(
-        client_histories(run.history),
+        run.client_histories(),
         run_harness_stalls(run),
         ping_interval_s=interval if interval is not None else DEFAULT_PING_INTERVAL_S,
         ping_timeout_s=timeout if timeout is not None else DEFAULT_PING_TIMEOUT_S,
@@ -1046,7 +1073,7 @@ def herd_drops(window: FaultWindow, clients: Mapping[str, list[Record]]) -> list
 def herds(run: Run) -> tuple[list[Herd], int]:
     """Every herd in the run, and the most clients any lb/balancer fault dropped (to say why a
     run without a herd had none)."""
-    clients = client_histories(run.history)
+    clients = run.client_histories()
     found: list[Herd] = []
     most = 0
     for w in fault_windows(run.history, run_end_time(run)):

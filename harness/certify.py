@@ -185,6 +185,13 @@ class Certifier:
         #: The scenario under way: its entry if the run is interrupted (name, kind, run dir, start).
         #: The scenario each lane has under way, by thread: what an interrupt cuts short.
         self._current: dict[int, tuple[Scenario, str, Path, float]] = {}
+        #: Seconds spent in each part of the runs (``RunMeta.durations``, and ``judge``), summed
+        #: over all runs and lanes: where the suite's time went.
+        self.time_in_runs: dict[str, float] = {}
+        #: Seconds from the start to the end of the smoke gate (first cluster started, smoke run).
+        self.startup_s: float | None = None
+        #: How many lanes ran (``parallel``, or fewer when there were fewer jobs).
+        self.lanes_run = 0
 
     def scenarios(self) -> list[Scenario]:
         catalog = named_scenarios()
@@ -237,6 +244,7 @@ class Certifier:
                 f"smoke gate: {SMOKE_CLIENTS} clients must play within {self.smoke_timeout_s:g} s", highlight=False
             )
             smoke_gate(cluster, self.report_dir / "smoke", self.smoke_timeout_s)
+            self.startup_s = round(time.monotonic() - self._started_mono, 1)
             self._run_lanes(scenarios, runs_dir, spec, clusters)
         except _FailFast:
             pass
@@ -269,6 +277,10 @@ class Certifier:
             cert.extra["first_failure_s"] = self.first_failure_s
         if self.seed is not None:
             cert.extra["seed"] = self.seed
+        if self.startup_s is not None:
+            cert.extra["startup_s"] = self.startup_s
+        if self.time_in_runs:
+            cert.extra["time_in_runs_s"] = {k: round(v, 1) for k, v in self.time_in_runs.items()}
         if self.not_run:
             cert.extra["not_run"] = {
                 "scenarios": self.not_run,
@@ -353,9 +365,10 @@ class Certifier:
                         errors.append(exc)
                     stop.set()
 
+            self.lanes_run = max(1, min(self.parallel, n_jobs))
             lanes = [
                 threading.Thread(target=lane, args=(n,), name=f"certify-lane-{n + 1}", daemon=True)
-                for n in range(max(1, min(self.parallel, n_jobs)))
+                for n in range(self.lanes_run)
             ]
             for thread in lanes:
                 thread.start()
@@ -429,6 +442,10 @@ class Certifier:
         finally:
             with self._lock:
                 self._current.pop(lane, None)
+        spent = {**{k: float(v) for k, v in judged.meta.durations.items()}, "judge": judged.judge_s or 0.0}
+        with self._lock:
+            for part, seconds in spent.items():
+                self.time_in_runs[part] = self.time_in_runs.get(part, 0.0) + seconds
         if judged.results:
             with self._lock:
                 for k, v in judged.meta.capabilities.items():
@@ -706,6 +723,14 @@ def console_line(entry: ScenarioEntry) -> str:
     return f"{_MARKS[outcome]} {entry.name:<28} {entry.duration_s or 0.0:5.1f}s{extra}"
 
 
+def time_spent_line(startup_s: float | None, time_in_runs: dict[str, float], lanes: int) -> str:
+    """Where the time went, in one console line: the start and smoke gate, then each part of the
+    runs summed over every run (so over ``lanes`` lanes at once: the sum exceeds the wall time)."""
+    parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in time_in_runs.items())
+    start = f"start and smoke gate {startup_s:.0f} s; " if startup_s is not None else ""
+    return f"time: {start}in runs, summed over {lanes} lane(s): {parts}"
+
+
 def report_dir_problem(report_dir: Path) -> str | None:
     """Why the report cannot be written to ``report_dir``, found before anything runs (a path under
     a regular file, a read-only file system, a full disk), or None."""
@@ -805,6 +830,9 @@ def certify_main(args: Any) -> int:
             undecided = [e.name for e in cert.scenarios if e.effective_outcome == INCONCLUSIVE]
             note += f" ({', '.join(undecided)} could not be judged twice; never certified)"
         console.print(f"verdict: [{color} bold]{verdict.upper()}[/]{note}", highlight=False)
+    if certifier.time_in_runs:
+        spent = time_spent_line(certifier.startup_s, certifier.time_in_runs, certifier.lanes_run)
+        console.print(spent, highlight=False)
     if certifier.first_failure_s is not None:
         console.print(f"first failure after {certifier.first_failure_s:.1f} s", highlight=False)
     code = EXIT_CODES.get(verdict, EXIT_BUILD)

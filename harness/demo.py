@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.analysis import client_histories, failover_gaps_ms
+from harness.analysis import failover_gaps_ms
 from harness.history import Run, load_run
 from harness.runner import JudgedRun
 
@@ -14,7 +14,7 @@ _RECV_RACE = re.compile(r"cannot call recv while another coroutine|ConcurrencyEr
 
 def client_transitions(run: Run, client: str) -> dict[str, Any]:
     """What one client saw: the servers that welcomed it, its connections, remote closes, gaps."""
-    records = client_histories(run.history).get(client, [])
+    records = run.client_histories().get(client, [])
     return {
         "servers": [str(r.get("server")) for r in records if r.get("f") == "welcome"],
         "connections": len({r.get("conn") for r in records if r.get("f") == "conn_open"}),

@@ -75,6 +75,33 @@ def is_op(rec: Mapping[str, Any], type_: str, f: str) -> bool:
     return rec.get("type") == type_ and rec.get("f") == f
 
 
+#: The runner's phase marks in the order it reaches them, each named after the part that ends at
+#: it: ``reset`` (the checked reset before a run: heal, reconfigure, backends healthy) ends at
+#: ``started``, the warm-up at ``warmup_end``, and so on.
+PHASE_PARTS: tuple[tuple[str, str], ...] = (
+    ("reset", "started"),
+    ("warmup", "warmup_end"),
+    ("faults", "faults_end"),
+    ("heal", "heal_end"),
+    ("deadline", "deadline_end"),
+    ("stop_clients", "clients_stopped"),
+    ("quiesce", "quiesce_end"),
+)
+
+
+def phase_durations(reset_start: float | None, phases: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds each part of a run took, from its phase marks (``run.json`` ``phases``): a part
+    whose start or end was not reached (a run cut short) is left out, never guessed."""
+    out: dict[str, float] = {}
+    previous = num(reset_start)
+    for part, mark in PHASE_PARTS:
+        end = num(phases.get(mark))
+        if previous is not None and end is not None:
+            out[part] = round(end - previous, 3)
+        previous = end
+    return out
+
+
 def time_of(rec: Mapping[str, Any]) -> float | None:
     """History and journal records carry `t`; balancer event lines carry `ts`."""
     t = num(rec.get("t"))
@@ -136,6 +163,8 @@ class RunMeta:
     final: dict[str, Any] = field(default_factory=dict)
     faults: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Seconds each part of the run took (:func:`phase_durations`): where a slow suite's time went.
+    durations: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: Any) -> RunMeta:
@@ -155,6 +184,7 @@ class RunMeta:
             final=mapping(m.get("final")),
             faults=listing(m.get("faults")),
             notes=[str(n) for n in listing(m.get("notes"))],
+            durations=mapping(m.get("durations")),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from harness import analysis
 from harness.analysis import Progress
 from harness.checkers import CheckResult, judge
-from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd
+from harness.cluster import BACKEND_NAMES, Cluster, default_balancer_cmd, read_socket_table
 from harness.faults.kinds import declares_drain
 from harness.faults.model import FailoverTrigger
 from harness.history import (
@@ -48,6 +48,7 @@ from harness.records import (
     RecoveryFigures,
     RunMeta,
     Verdict,
+    phase_durations,
     render_violations,
 )
 from harness.recovery import recovery_figures
@@ -93,6 +94,8 @@ class JudgedRun:
     reasons: list[str] = field(default_factory=list)
     #: How the clients recovered (harness.recovery); None when the run could not be measured.
     recovery: RecoveryFigures | None = None
+    #: Seconds spent judging the run directory (the phases' own are in ``meta.durations``).
+    judge_s: float | None = None
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -288,6 +291,8 @@ class _RunState:
     final: dict[str, Any] = field(default_factory=dict)
     #: Every history writer of the runner's own (nemesis, monitor, probes): was any record lost?
     writers: list[HistoryWriter] = field(default_factory=list)
+    #: When the checked reset before the run began (its length is the ``reset`` duration).
+    reset_start: float | None = None
 
     def phase(self, name: str) -> None:
         self.phases[name] = time.time()
@@ -347,6 +352,7 @@ class ScenarioRunner:
             raise RunNotRecorded(describe_write_failure(exc.filename or run_dir, exc)) from None
         c = self.cluster
         notes: list[str] = []
+        reset_start = time.time()
 
         # Checked reset: every earlier fault healed, the build configured for this scenario.
         c.reconfigure(scenario.limits, scenario.keepalive)
@@ -385,6 +391,7 @@ class ScenarioRunner:
             notes=notes,
             phases={"started": time.time()},
             writers=[nemesis_log, monitor_log],
+            reset_start=reset_start,
         )
 
     def _warmup_phase(self, state: _RunState) -> None:
@@ -526,11 +533,13 @@ class ScenarioRunner:
             final=state.final,
             faults=[s.fault.to_dict() for s in scenario.steps],
             notes=state.notes,
+            durations=phase_durations(state.reset_start, state.phases),
         )
         meta.write(run_dir)
         return meta
 
     def _judge(self, state: _RunState, meta: RunMeta) -> JudgedRun:
+        judging_since = time.monotonic()
         run = load_run(state.run_dir)
         results = judge(run, only=list(state.scenario.invariants))
         outcome, reasons = decide(run, results)
@@ -540,8 +549,10 @@ class ScenarioRunner:
             # The evidence was complete and judged; only the verdict's copy on disk is missing.
             why = describe_write_failure(exc.filename or state.run_dir, exc)
             state.notes.append(f"verdict.json not written: {why}")
+        recovery = recovery_figures(run)
         return JudgedRun(
-            recovery=recovery_figures(run),
+            recovery=recovery,
+            judge_s=round(time.monotonic() - judging_since, 3),
             outcome=outcome,
             reasons=reasons,
             scenario=state.scenario,
@@ -627,8 +638,21 @@ class ScenarioRunner:
                 except Exception as exc:
                     notes.append(f"heal of {fault_ids[action.step]} failed: {exc}")
         rest = t0 + scenario.fault_phase_s - time.monotonic()
-        if rest > 0:
-            time.sleep(rest)
+        if rest <= 0:
+            return
+        if not (scenario.phases.faults_end_on_failover and fault_ids):
+            time.sleep(rest)  # the schedule: the faults stay in place for the phase's length
+            return
+        # The failover the phase is there for, seen in the history: every client served by another
+        # backend since the last fault landed. A build that never fails over gets the whole phase.
+        faulted, landed = scenario.steps[0].fault.target, time.time()
+
+        def everyone_moved_off() -> bool:
+            progress.poll()
+            return progress.state.all_served_elsewhere_since(faulted, landed)
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(everyone_moved_off, timeout=rest, interval=0.1, what=f"every client to move off {faulted}")
 
     @staticmethod
     def _failovers_seen(progress: _Progress, trigger: FailoverTrigger) -> Callable[[], dict[str, Any] | None]:
@@ -655,10 +679,11 @@ class ScenarioRunner:
         c = self.cluster
 
         def snapshot() -> dict[str, Any]:
+            sockets = read_socket_table()  # one read of the machine's sockets for both counts
             return {
                 "status": c.status(),
-                "balancer_sockets": c.balancer_sockets(),
-                "backend_open_connections": c.backend_open_connections(),
+                "balancer_sockets": c.balancer_sockets(sockets),
+                "backend_open_connections": c.backend_open_connections(sockets),
                 "backend_alive": c.backend_alive(),
                 "balancer_alive": c.balancer.running,
             }

@@ -177,6 +177,11 @@ class Phases:
     warmup_s: float = 1.0
     #: Minimum length of the fault phase; it also lasts until every step has been applied.
     faults_s: float = 0.0
+    #: The fault phase ends, ``faults_s`` at the latest, as soon as every client has had a move
+    #: acknowledged by another backend than the one the steps fault, after the last was applied:
+    #: the failover the phase waits for has happened. A build that never fails over still gets
+    #: the whole ``faults_s``. Only for steps that all fault one backend and have no duration.
+    faults_end_on_failover: bool = False
     #: After the last heal, how long clients have to make progress again.
     deadline_s: float = 10.0
     #: How long cleanup may take once clients leave.
@@ -260,6 +265,13 @@ class Scenario:
                         f"workload.{field_name}: steps[{i}] ({step.fault.kind}) needs "
                         f"{field_name} {str(needed).lower()}: {why}"
                     )
+        if self.phases.faults_end_on_failover:
+            targets = {st.fault.target for st in self.steps}
+            if len(targets) != 1 or not targets <= {"primary", "secondary"} or any(st.duration_s for st in self.steps):
+                raise ScenarioError(
+                    "phases.faults_end_on_failover: needs steps that all fault one backend (primary or "
+                    f"secondary) without a duration_s; got targets {sorted(targets) or 'none'}"
+                )
         if not isinstance(self.tags, tuple) or not all(isinstance(x, str) for x in self.tags):
             raise ScenarioError("tags: expected a tuple of strings")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from harness.analysis import client_histories, conn_key
+from harness.analysis import conn_key
 from harness.backend import client_id_of
 from harness.history import Record, Run
 from harness.records import is_op
@@ -46,16 +46,23 @@ NAME = "failover_delivery"
 DEFAULT_MARGIN_S = 0.25
 
 
-def _before_resume(run: Run, uc: UpstreamConn) -> set[int] | None:
+def _recvs_by_conn(run: Run) -> dict[tuple[str, str], list[Record]]:
+    """Every journal's ``recv`` records per (journal, backend connection), in time order: indexed
+    once, since a failover of each of hundreds of clients asks for one connection's records."""
+    out: dict[tuple[str, str], list[Record]] = {}
+    for journal, recs in (run.journals or {}).items():
+        for r in records(recs):
+            if r.get("event") == "recv":
+                out.setdefault((journal, str(r.get("conn"))), []).append(r)
+    for recvs in out.values():
+        recvs.sort(key=lambda r: time_of(r) or 0.0)
+    return out
+
+
+def _before_resume(recvs_by_conn: dict[tuple[str, str], list[Record]], uc: UpstreamConn) -> set[int] | None:
     """The move seqs a backend connection received before its first resume; None without one."""
-    recvs = [
-        r
-        for r in records((run.journals or {}).get(uc.journal, []))
-        if r.get("event") == "recv" and str(r.get("conn")) == uc.conn
-    ]
-    recvs.sort(key=lambda r: time_of(r) or 0.0)
     seqs: set[int] = set()
-    for r in recvs:
+    for r in recvs_by_conn.get((uc.journal, uc.conn), []):
         if r.get("kind") == "resume":
             return seqs
         seq = integer(r.get("seq"))
@@ -83,9 +90,10 @@ def check_failover_delivery(run: Run) -> CheckResult:
         if e.get("event") == "upstream_lost" and client is not None:
             losses.setdefault(client, []).append(time_of(e) or 0.0)
     index = index_upstreams(run)
+    recvs_by_conn = _recvs_by_conn(run)
     violations: list[Violation] = []
     judged = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         by_conn: dict[str, list[Record]] = {}
         for rec in recs:
             key = conn_key(rec)
@@ -103,7 +111,7 @@ def check_failover_delivery(run: Run) -> CheckResult:
                     continue
                 start = max(noticed) + margin
                 during = sorted({s for t, s in invokes if s is not None and start < t < tw})
-                received = _before_resume(run, new)
+                received = _before_resume(recvs_by_conn, new)
                 if not during or received is None:
                     continue
                 judged += 1

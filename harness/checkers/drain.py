@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.analysis import client_connections, client_histories
+from harness.analysis import client_connections
 from harness.history import Record, Run
 
 from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded, integer, mapping, num, records, time_of
@@ -88,7 +88,7 @@ def check_drain_graceful(run: Run) -> CheckResult:
             else "no drain step in this run"
         )
         return finish(DRAIN_GRACEFUL, [], checked=False, notes=[why])
-    histories = client_histories(run.history)
+    histories = run.client_histories()
     violations: list[Violation] = []
     notes: list[str] = []
     for drain in drains:

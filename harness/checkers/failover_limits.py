@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from harness.analysis import client_histories, conn_key, slowness
+from harness.analysis import conn_key, slowness
 from harness.history import Record, Run
 
 from .base import (
@@ -153,7 +153,7 @@ def check_reconnect_limits(run: Run) -> CheckResult:
                 )
             )
 
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         welcomes_by_conn: dict[str, list[Record]] = {}
         for rec in recs:
             if rec.get("type") == "event" and rec.get("f") == "welcome":

@@ -24,7 +24,6 @@ from harness.analysis import (
     STOPPING_KINDS,
     Herd,
     HerdDrop,
-    client_histories,
     client_open_timeout_s,
     describe_excused,
     fault_windows,
@@ -68,7 +67,7 @@ class _Judge:
         self.slow = slowness(run.history)
         self.deadline = run.run_meta.expect_number("recovery_deadline_s", DEFAULT_RECOVERY_DEADLINE_S) * self.slow.scale
         self.deadline_end = run.run_meta.phase("deadline_end")
-        self.clients = client_histories(run.history)
+        self.clients = run.client_histories()
         # A connect that failed within this of the fault's end may have begun while it held.
         self.open_timeout = client_open_timeout_s(run.history)
         self.violations: list[Violation] = []

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.analysis import client_histories, fault_windows, run_end_time
+from harness.analysis import fault_windows, run_end_time
 from harness.history import Record, Run
 
 from .base import CheckResult, Violation, evidence, finish, fmt_t, guarded, integer, mapping, time_of
@@ -84,7 +84,7 @@ def check_others_unaffected(run: Run) -> CheckResult:
     faults = _faults(run, run_end_time(run))
     if not faults:
         return finish(OTHERS_UNAFFECTED, [], checked=False, notes=[f"no {FAULT_KIND} fault in the run"])
-    clients = client_histories(run.history)
+    clients = run.client_histories()
     closes = {client: _remote_closes(recs) for client, recs in clients.items()}
     violations: list[Violation] = []
     notes: list[str] = []

@@ -14,7 +14,6 @@ from harness.analysis import (
     ABNORMAL_CLOSURE,
     FaultWindow,
     Slowness,
-    client_histories,
     describe_excused,
     fault_windows,
     is_keepalive_close,
@@ -212,7 +211,7 @@ def describe_through_heal(stalls: list[StallThroughHeal], base_deadline: float, 
 
 @guarded(CLEAN_FAILOVER)
 def check_clean_failover(run: Run) -> CheckResult:
-    clients = client_histories(run.history)
+    clients = run.client_histories()
     if not clients:
         return finish(CLEAN_FAILOVER, [], checked=False, notes=["no clients in the history"])
     violations: list[Violation] = []
@@ -375,7 +374,7 @@ def check_recovers_after_heal(run: Run) -> CheckResult:
     too_short: list[str] = []
     shortened = 0
 
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         if not recs:
             continue
         first_t = time_of(recs[0])

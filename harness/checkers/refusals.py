@@ -19,7 +19,7 @@ connection is justified when, counting that connection's earlier *allowed* failo
 
 from __future__ import annotations
 
-from harness.analysis import client_histories, conn_key
+from harness.analysis import conn_key
 from harness.history import Record, Run
 
 from .base import (
@@ -101,7 +101,7 @@ def check_refusals_justified(run: Run) -> CheckResult:
                 )
 
     if run.run_meta.expect.get("backends_reachable") is True:
-        for client, recs in client_histories(run.history).items():
+        for client, recs in run.client_histories().items():
             checked = True
             welcomes: dict[str | None, list[float]] = {}
             for rec in recs:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.analysis import client_histories
 from harness.history import Record, Run
 
 from .base import (
@@ -54,7 +53,7 @@ def check_no_crosstalk(run: Run) -> CheckResult:
     violations: list[Violation] = []
     verified = 0
     unaddressed = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         wrong: list[Record] = []
         for rec in recs:
             if not (_is_ack(rec) or _is_event(rec, "welcome") or _is_event(rec, "reply")):
@@ -89,7 +88,7 @@ def check_ordered(run: Run) -> CheckResult:
     violations: list[Violation] = []
     acks_seen = 0
     malformed = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         first_ack: dict[int, Record] = {}
         latest_first: Record | None = None
         latest_seq: int | None = None
@@ -150,7 +149,7 @@ def check_state_continuity(run: Run) -> CheckResult:
     violations: list[Violation] = []
     judged = 0
     unreadable = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         wrong_states: list[dict[str, Any]] = []
         seen_welcome = False
         # The welcome of the latest server transition, until the first ack after it has shown the

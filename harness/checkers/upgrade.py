@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.analysis import client_histories, fault_evidence, fault_windows, run_end_time, slowness
+from harness.analysis import fault_evidence, fault_windows, run_end_time, slowness
 from harness.faults import Fault, FaultError
 from harness.faults.kinds import UpgradeKind
 from harness.history import Record, Run
@@ -129,7 +129,7 @@ def check_upgrade_failover(run: Run) -> CheckResult:
     violations: list[Violation] = []
     late: list[Violation] = []  # timing findings
     judged = 0
-    histories = client_histories(run.history)
+    histories = run.client_histories()
     for client, recs in histories.items():
         end = _last_time(recs)
         for rec in recs:

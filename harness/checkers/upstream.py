@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.analysis import client_histories, fault_evidence, fault_windows, run_end_time, windows_by_target
+from harness.analysis import fault_evidence, fault_windows, run_end_time, windows_by_target
 from harness.faults.model import KINDS
 from harness.history import Record, Run
 from harness.records import num
@@ -144,7 +144,7 @@ def _overlaps(run: Run, violations: list[Violation], notes: list[str], tolerance
     judged_conns = 0
     unmatched = 0
     excused_pairs = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         by_conn: dict[str, list[tuple[Record, UpstreamConn]]] = {}
         for rec in recs:
             if rec.get("type") != "event" or rec.get("f") != "welcome":
@@ -228,7 +228,7 @@ class _Allowance:
 def _allowances(run: Run) -> tuple[dict[tuple[str, int], _Allowance], int]:
     out: dict[tuple[str, int], _Allowance] = {}
     transitions = 0
-    for client, recs in client_histories(run.history).items():
+    for client, recs in run.client_histories().items():
         acked: set[int] = set()
         in_flight: dict[str, set[int]] = {}  # client conn -> seqs invoked on it, not yet acked
         attached_to: dict[str, tuple[Any, Any]] = {}  # client conn -> (server, server_conn)

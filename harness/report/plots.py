@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.analysis import attachments, client_histories, fault_windows, run_end_time, run_failover_gaps
+from harness.analysis import attachments, fault_windows, run_end_time, run_failover_gaps
 from harness.history import Run, load_run
 from harness.records import RecoveryFigures, ScenarioEntry, clip, num
 
@@ -159,7 +159,7 @@ class _Lanes:
 
 
 def _timeline(run: Run, title: str) -> bytes:
-    by_client = client_histories(run.history)
+    by_client = run.client_histories()
     clients = sorted(by_client)
     if not clients:
         reason = "; ".join(run.problems[:2]) or "no client records"

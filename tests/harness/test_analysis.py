@@ -192,6 +192,26 @@ def test_progress_needs_every_live_client_to_play_after_the_moment() -> None:
     assert not p.all_played_since(T0 + 2)
 
 
+def test_progress_sees_every_live_client_served_by_another_server_since_a_moment() -> None:
+    # What ends a fault phase with faults_end_on_failover: every client moved off the faulted one.
+    p = Progress()
+    assert not p.all_served_elsewhere_since("primary", T0)  # nobody yet: not "everyone"
+    for r in (
+        rec(1.0, "c01", "ok", "move", seq=1, server="primary"),
+        rec(1.0, "c02", "ok", "move", seq=1, server="primary"),
+        rec(2.0, "c01", "ok", "move", seq=2, server="secondary"),
+        rec(2.2, "c02", "ok", "move", seq=2, server="primary"),  # an ack from the faulted server
+    ):
+        p.observe(r)
+    assert not p.all_served_elsewhere_since("primary", T0 + 1.5)
+    p.observe(rec(2.5, "c02", "ok", "move", seq=3, server="secondary"))
+    assert p.all_served_elsewhere_since("primary", T0 + 1.5)
+    assert not p.all_served_elsewhere_since("primary", T0 + 2.2)  # c01's came before that moment
+    assert not p.all_served_elsewhere_since("secondary", T0 + 1.5)  # c01: no primary ack since
+    p.observe(rec(3.0, "c01", "event", "stopped"))  # a client that left is not waited for
+    assert p.all_served_elsewhere_since("primary", T0 + 2.2)
+
+
 def test_client_connections_end_at_their_close_at_the_stop_or_never() -> None:
     from harness.analysis import client_connections
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from harness.catalog import named_scenarios
-from harness.certify import LANES_PER_CORE, MAX_LANES, PROFILES, Certifier, default_parallel, generated_chunks
+from harness.certify import (
+    LANES_PER_CORE,
+    MAX_LANES,
+    PROFILES,
+    Certifier,
+    default_parallel,
+    generated_chunks,
+    time_spent_line,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,3 +95,12 @@ def test_clusters_built_from_one_spec_keep_their_own_limits(tmp_path: Path) -> N
     one.write_config(Limits(max_connections=5), Keepalive())
     assert one.spec.limits == Limits(max_connections=5)
     assert two.spec.limits == Limits() and spec.limits == Limits()
+
+
+def test_the_time_line_says_where_a_certification_spent_its_time() -> None:
+    line = time_spent_line(20.4, {"reset": 2.2, "warmup": 74.0, "judge": 30.0}, 4)
+    assert line == (
+        "time: start and smoke gate 20 s; in runs, summed over 4 lane(s): reset 2 s, warmup 74 s, judge 30 s"
+    )
+    # Interrupted before the smoke gate ended: the start is not reported as if it were known.
+    assert time_spent_line(None, {"judge": 1.0}, 1) == "time: in runs, summed over 1 lane(s): judge 1 s"

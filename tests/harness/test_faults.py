@@ -471,3 +471,21 @@ def test_a_generated_plan_gets_the_workload_its_steps_need() -> None:
     assert workload_for(repeated) == Workload(compression=False)
     base = Workload(clients=9)
     assert workload_for(repeated, base) == Workload(clients=9, compression=False)
+
+
+def test_a_fault_phase_ended_by_failover_needs_steps_that_fault_one_backend() -> None:
+    from harness.scenario import Phases
+
+    pause = Step(at_s=0.5, fault=fault("pause", "primary"))
+    ok = Scenario("ok", steps=(pause,), phases=Phases(faults_s=6.5, faults_end_on_failover=True))
+    assert Scenario.from_dict(ok.to_dict()) == ok
+    for steps in (
+        (),  # nothing faulted: no failover to wait for
+        (pause, Step(at_s=1.0, fault=fault("pause", "secondary"))),  # two backends
+        (Step(at_s=0.5, fault=fault("partition", "lb")),),  # not a backend
+        (Step(at_s=0.5, fault=fault("latency", "primary", latency_ms=100), duration_s=2.0),),  # healed by itself
+    ):
+        with pytest.raises(ScenarioError, match=r"^phases\.faults_end_on_failover: needs steps that all fault one"):
+            Scenario("bad", steps=steps, phases=Phases(faults_s=6.5, faults_end_on_failover=True))
+    with pytest.raises(ScenarioError, match=r"phases\.faults_end_on_failover: expected true or false"):
+        Phases(faults_end_on_failover=1)  # type: ignore[arg-type]

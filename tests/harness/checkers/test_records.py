@@ -17,6 +17,7 @@ from harness.records import (
     RunMeta,
     Verdict,
     Violation,
+    phase_durations,
     read_json_object,
     render_violations,
 )
@@ -39,6 +40,25 @@ def test_run_meta_round_trips_through_load_run(tmp_path: Path) -> None:
     assert run.run_meta.phase_times() == {"heal_end": 15.0}
     assert run.run_meta.expect_number("failover_deadline_s", 10.0) == 4.0
     assert run.run_meta.expect_number("recovery_deadline_s", 10.0) == 10.0  # negative: the default
+
+
+def test_phase_durations_say_how_long_each_part_of_a_run_took() -> None:
+    phases = {
+        "started": 101.0, "warmup_end": 102.5, "faults_end": 106.0, "heal_end": 106.25,
+        "deadline_end": 107.0, "clients_stopped": 107.5, "quiesce_end": 108.0,
+    }  # fmt: skip
+    assert phase_durations(100.0, phases) == {
+        "reset": 1.0, "warmup": 1.5, "faults": 3.5, "heal": 0.25, "deadline": 0.75, "stop_clients": 0.5, "quiesce": 0.5,
+    }  # fmt: skip
+
+
+def test_phase_durations_leave_out_parts_a_run_never_reached() -> None:
+    # A run cut short after its fault phase, and one from before the reset was timed: nothing guessed.
+    assert phase_durations(100.0, {"started": 101.0, "warmup_end": 102.0, "faults_end": 105.0}) == {
+        "reset": 1.0, "warmup": 1.0, "faults": 3.0,
+    }  # fmt: skip
+    assert phase_durations(None, {"started": 1.0, "warmup_end": "x", "faults_end": 5.0}) == {}
+    assert RunMeta.from_json({"durations": {"warmup": 1.5}}).durations == {"warmup": 1.5}
 
 
 def test_a_malformed_run_json_reads_as_absent_fields() -> None:
