@@ -33,8 +33,13 @@ UPSTREAM_LOGGER = logging.getLogger("websockets.client")
 # at the same moment; unbounded, thousands of handshakes share the CPU, each
 # one takes long enough to hit open_timeout_s (marking a healthy backend down)
 # and the backend's listen backlog overflows. Bounded, each handshake is quick
-# and the rest wait their turn, which open_timeout_s does not count.
-MAX_CONCURRENT_OPENS = 256
+# and the rest wait their turn, which open_timeout_s does not count. A
+# handshake's latency is about the bound divided by the loop's handshake rate,
+# and on a starved loop (5,000 sessions on a shared machine: a few dozen per
+# second) 256 in flight took past the 10 s open_timeout_s: 678 timeouts and
+# 669 sessions closed in one run, 59 and 58 with 64 (docs/performance.md,
+# "Mass failover"). The CPU per re-homed session did not change with the bound.
+MAX_CONCURRENT_OPENS = 64
 
 
 def is_origin_form(target: str) -> bool:
