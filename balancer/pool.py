@@ -11,23 +11,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.http11 import USER_AGENT
+from websockets.uri import parse_uri
 
 from balancer.config import Config
 from balancer.events import EventLog
 from balancer.fastpath import UpstreamConnection
 
 log = logging.getLogger("balancer.pool")
+# What websockets.connect() would log the upstream connections to.
+UPSTREAM_LOGGER = logging.getLogger("websockets.client")
 
 # Upstream handshakes in flight at once. A mass failover starts one per session
 # at the same moment; unbounded, thousands of handshakes share the CPU, each
 # one takes long enough to hit open_timeout_s (marking a healthy backend down)
 # and the backend's listen backlog overflows. Bounded, each handshake is quick
-# and the rest wait their turn, which open_timeout_s does not count.
-MAX_CONCURRENT_OPENS = 256
+# and the rest wait their turn, which open_timeout_s does not count. A
+# handshake's latency is about the bound divided by the loop's handshake rate,
+# and on a starved loop (5,000 sessions on a shared machine: a few dozen per
+# second) 256 in flight took past the 10 s open_timeout_s: 678 timeouts and
+# 669 sessions closed in one run, 59 and 58 with 64 (docs/performance.md,
+# "Mass failover"). The CPU per re-homed session did not change with the bound.
+MAX_CONCURRENT_OPENS = 64
 
 
 def is_origin_form(target: str) -> bool:
@@ -99,31 +111,57 @@ class Pool:
 
         ``compression`` is "deflate" only when the client's leg negotiated it.
         """
-        cfg = self.config
         # Outside the try: a bad request target is the client's fault, not the backend's.
         url = self.backends[name].target(path)
         try:
             async with self._opening:
-                return await connect(
-                    url,
-                    proxy=None,  # proxy env vars would route around the fault proxies
-                    # Never "or None": config guarantees open_timeout_s > 0, and
-                    # None would let a blackholed backend hold the handshake forever.
-                    open_timeout=cfg.open_timeout_s,
-                    # Each session runs its legs' keepalive (Session._keepalive).
-                    ping_interval=None,
-                    ping_timeout=None,
-                    close_timeout=cfg.close_timeout_s,
-                    # max_size guards against clients; backends are trusted and
-                    # their replies may legitimately outgrow a client's request.
-                    max_size=None,
-                    compression=compression,
-                    # Its data frames can be relayed as frames (balancer.fastpath).
-                    create_connection=UpstreamConnection,
-                )
+                return await self._open(url, compression)
         except Exception as exc:
             self.mark_down(name, f"connect failed: {type(exc).__name__}: {exc}")
             raise
+
+    async def _open(self, url: str, compression: str | None) -> UpstreamConnection:
+        """TCP connect and opening handshake, within open_timeout_s.
+
+        What websockets' ``connect()`` does for one attempt, without the per-call
+        machinery around it (a ``connect`` object, proxy lookup, a redirect loop):
+        in a mass failover this runs once per session, on the loop every session
+        shares. The handshake itself is websockets' own, so the response is
+        validated exactly as before (status 101, Upgrade/Connection,
+        Sec-WebSocket-Accept, extensions). A redirect is not followed: a
+        backend's 3xx is a failed connect, like any other status.
+        """
+        cfg = self.config
+        uri = parse_uri(url)
+        extensions = enable_client_permessage_deflate(None) if compression == "deflate" else None
+
+        def new_connection() -> UpstreamConnection:
+            # max_size guards against clients; backends are trusted and
+            # their replies may legitimately outgrow a client's request.
+            protocol = ClientProtocol(uri, extensions=extensions, max_size=None, logger=UPSTREAM_LOGGER)
+            # Each session runs its legs' keepalive (Session._keepalive), so
+            # websockets' own is off; its data frames can be relayed as frames
+            # (balancer.fastpath).
+            return UpstreamConnection(
+                protocol, ping_interval=None, ping_timeout=None, close_timeout=cfg.close_timeout_s
+            )
+
+        tls: dict[str, Any] = {"ssl": True, "server_hostname": uri.host} if uri.secure else {}
+        loop = asyncio.get_running_loop()
+        try:
+            # Never "or None": config guarantees open_timeout_s > 0, and None
+            # would let a blackholed backend hold the handshake forever.
+            async with asyncio.timeout(cfg.open_timeout_s):
+                # No proxy: proxy env vars would route around the fault proxies.
+                _, upstream = await loop.create_connection(new_connection, uri.host, uri.port, **tls)
+                try:
+                    await upstream.handshake(None, USER_AGENT)
+                except BaseException:
+                    upstream.transport.abort()
+                    raise
+        except TimeoutError as exc:
+            raise TimeoutError("timed out during opening handshake") from exc
+        return upstream
 
     async def probe(self, name: str) -> bool:
         b = self.backends[name]
