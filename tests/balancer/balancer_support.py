@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +20,7 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server
 
+from harness.ports import allocate_port
 from harness.waiting import wait_until_async
 
 HERE = Path(__file__).resolve().parent
@@ -46,9 +46,10 @@ DEFAULT_KEEPALIVE: dict[str, Any] = {"ping_interval_s": 20.0, "ping_timeout_s": 
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    # Locked for this test process (harness.ports), and outside the ephemeral range: a port
+    # picked by binding 0 and released was taken by another process's outgoing connection
+    # before the balancer under test could bind it (seen under a mass-failover bench).
+    return allocate_port()
 
 
 async def wait_for(

@@ -17,6 +17,7 @@ from toxiproxy import Toxiproxy
 from toxiproxy.proxy import Proxy
 from websockets.sync.server import Server, ServerConnection, serve
 
+from harness.ports import allocate_port
 from harness.toxiproxy import ToxiproxyServer
 from harness.toxiproxy.addresses import HostPolicy
 from harness.waiting import wait_until
@@ -35,9 +36,10 @@ def port_of(address: str) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # Locked for this test process (harness.ports), and outside the ephemeral range: a port
+    # picked by binding 0 and released was taken by another process's outgoing connection
+    # before the balancer under test could bind it (seen under a mass-failover bench).
+    return allocate_port()
 
 
 def connect(port: int, timeout: float = DEADLINE, host: str = "127.0.0.1") -> socket.socket:
