@@ -66,8 +66,14 @@ class ClientFacingConnection(FramedConnection, ServerConnection):
     # admitted, given back once its first upstream open has finished, or when the connection is
     # lost before that (a handshake that never completed has no session to do it).
     _admission_release: Callable[[], None] | None = None
+    _lost = False
 
     def hold_admission(self, release: Callable[[], None]) -> None:
+        if self._lost:
+            # A client that sent its request and went away at once: connection_lost has run
+            # before the handshake got to process_request, so nothing would give this back.
+            release()
+            return
         self._admission_release = release
 
     def release_admission(self) -> None:
@@ -76,6 +82,7 @@ class ClientFacingConnection(FramedConnection, ServerConnection):
             release()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self.release_admission()
         super().connection_lost(exc)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import resource
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -364,3 +365,35 @@ async def test_clients_beyond_max_opening_get_503_at_once_and_are_admitted_once_
                 await ws.send("hello")
                 assert (await recv_json(ws))["server"] == "secondary"
     assert (await bal.status())["admission"]["refused"] == 1
+
+
+async def test_clients_gone_before_their_handshake_is_answered_give_their_admission_back(
+    balancer_factory: Any, echo_backends: Any
+) -> None:
+    """A client that sends its upgrade request and closes at once is often lost before the
+    handshake reaches process_request: its admission must not outlive it (found in a herd,
+    where such leaks pinned ``opening`` at the limit and refused everyone)."""
+    primary = await echo_backends("primary")
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], max_opening=20, **DEFAULT_KEEPALIVE)
+    loop = asyncio.get_running_loop()
+
+    async def rude(i: int) -> None:
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            async with asyncio.timeout(30):
+                await loop.sock_connect(sock, ("127.0.0.1", bal.listen))
+                await loop.sock_sendall(sock, upgrade_request(f"/rude/{i}"))
+            if i % 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+    for _ in range(3):
+        await asyncio.gather(*(rude(i) for i in range(200)))
+
+    async def nothing_opening() -> bool:
+        admission = (await bal.status())["admission"]
+        return bool(admission["opening"] == 0 and admission["handshakes"] == 0)
+
+    await wait_until_async(nothing_opening, timeout=15, what="every admission given back")
+    async with client(bal.url + "/after") as ws:
+        await ws.send("hello")
+        assert (await recv_json(ws))["server"] == "primary"
