@@ -24,7 +24,7 @@ MIN_SEND_DEADLINE_S = 1.0
 DATA_PATHS = ("messages", "frames")
 DEFAULT_DATA_PATH = "frames"
 # The thundering-herd measurement behind it is in docs/performance.md ("Shedding a herd").
-DEFAULT_MAX_OPENING = 128
+DEFAULT_MAX_OPENING = 64
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
