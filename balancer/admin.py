@@ -51,6 +51,14 @@ def status_snapshot(ctx: Context) -> dict[str, Any]:
             "resent_messages": ctx.stats.resent_messages,
         },
         "sessions_total": ctx.stats.sessions_total,
+        # Admission control (balancer.admission): "refused" counts its 503s only, not those of
+        # max_connections, draining or shutting down.
+        "admission": {
+            "opening": ctx.admission.opening,
+            "max_opening": ctx.admission.limit,
+            "handshakes": ctx.handshakes_in_flight(),
+            "refused": ctx.admission.refused_total,
+        },
         # Its presence declares SIGHUP drain support (docs/contract.md, section 8a).
         "draining": ctx.draining,
     }
@@ -98,6 +106,21 @@ class _LiveCollector(Collector):
             value=s.resent_messages,
         )
         yield CounterMetricFamily("wschaos_balancer_upstreams_lost", "Upstreams lost", value=s.upstreams_lost)
+        yield GaugeMetricFamily(
+            "wschaos_balancer_opening",
+            "Admitted clients whose first upstream open has not finished",
+            value=ctx.admission.opening,
+        )
+        yield GaugeMetricFamily(
+            "wschaos_balancer_handshakes",
+            "Accepted client connections still in their handshake",
+            value=ctx.handshakes_in_flight(),
+        )
+        yield CounterMetricFamily(
+            "wschaos_balancer_shed",
+            "Client handshakes refused with 503 by admission control (max_opening)",
+            value=ctx.admission.refused_total,
+        )
 
 
 class AdminServer:

@@ -23,6 +23,8 @@ SEND_DEADLINE_CLOSE_TIMEOUTS = 10
 MIN_SEND_DEADLINE_S = 1.0
 DATA_PATHS = ("messages", "frames")
 DEFAULT_DATA_PATH = "frames"
+# The thundering-herd measurement behind it is in docs/performance.md ("Shedding a herd").
+DEFAULT_MAX_OPENING = 64
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
@@ -83,6 +85,9 @@ class Config:
     drain_timeout_s: float = 30.0
     max_size: int = 2**20
     max_connections: int = 1024
+    # Admission control (balancer.admission): admitted clients whose first upstream open has not
+    # finished; one more handshake is answered 503 at once. Measured in docs/performance.md.
+    max_opening: int = DEFAULT_MAX_OPENING
     health_interval_s: float = 1.0
     health_probe: str = "ws"
     # "auto": uvloop when it is installed (it roughly halves the loop's own cost
@@ -128,7 +133,7 @@ _FLOAT_FIELDS = (
     "health_interval_s",
     "drain_timeout_s",
 )
-_INT_FIELDS = ("max_size", "max_connections")
+_INT_FIELDS = ("max_size", "max_connections", "max_opening")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
@@ -273,6 +278,7 @@ def from_dict(raw: Any) -> Config:
     ints = {
         "max_size": _integer(raw, "max_size", base.max_size, "max_size", 1),
         "max_connections": _integer(raw, "max_connections", base.max_connections, "max_connections", 1),
+        "max_opening": _integer(raw, "max_opening", base.max_opening, "max_opening", 1),
     }
     probe = raw.get("health_probe", base.health_probe)
     if probe not in ("ws", "tcp"):
@@ -352,6 +358,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout-s", type=float, help="on SIGHUP, how long live sessions may go on")
     p.add_argument("--max-size", type=int, help="largest client message (bytes); else 1009")
     p.add_argument("--max-connections", type=int, help="more client connections get HTTP 503")
+    p.add_argument("--max-opening", type=int, help="clients still opening their upstream; more get HTTP 503")
     p.add_argument("--health-interval-s", type=float, help="active probe period")
     p.add_argument("--health-probe", choices=("ws", "tcp"), help="active probe kind")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, help="auto (uvloop if installed), uvloop or asyncio")

@@ -9,11 +9,13 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from balancer.admin import AdminServer
+from balancer.admission import RETRY_AFTER_S
 from balancer.config import Address, Config
 from balancer.events import EventLog
 from balancer.fastpath import FramedConnection
@@ -59,6 +61,30 @@ class ClientFacingConnection(FramedConnection, ServerConnection):
     def resume_writing(self) -> None:
         self._unblock_reading("output unread")
         super().resume_writing()
+
+    # Admission control's hold on this client (balancer.admission): taken when its handshake is
+    # admitted, given back once its first upstream open has finished, or when the connection is
+    # lost before that (a handshake that never completed has no session to do it).
+    _admission_release: Callable[[], None] | None = None
+    _lost = False
+
+    def hold_admission(self, release: Callable[[], None]) -> None:
+        if self._lost:
+            # A client that sent its request and went away at once: connection_lost has run
+            # before the handshake got to process_request, so nothing would give this back.
+            release()
+            return
+        self._admission_release = release
+
+    def release_admission(self) -> None:
+        release, self._admission_release = self._admission_release, None
+        if release is not None:
+            release()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.release_admission()
+        super().connection_lost(exc)
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -110,15 +136,33 @@ class Balancer:
         # would cost O(N^2).
         if self._running_sessions >= self.config.max_connections:
             return conn.respond(503, "too many connections\n")
+        # Last, so that max_connections keeps its own 503 and meaning.
+        admission = self.ctx.admission
+        if not admission.try_admit():
+            if (report := admission.report_due()) is not None:
+                self.ctx.events.emit(
+                    "load_shed",
+                    refused=report.refused,
+                    refused_total=report.refused_total,
+                    opening=report.opening,
+                    max_opening=report.limit,
+                )
+            refusal = conn.respond(503, "busy: too many clients connecting, retry later\n")
+            refusal.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return refusal
+        assert isinstance(conn, ClientFacingConnection), "serve() is given create_connection=ClientFacingConnection"
+        conn.hold_admission(admission.release)
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
         sid = f"{self._prefix}-{next(self._ids)}"
         self._running_sessions += 1
         self._no_sessions.clear()
+        assert isinstance(conn, ClientFacingConnection)
         try:
-            await Session(sid, conn, self.ctx).run()
+            await Session(sid, conn, self.ctx, on_first_open=conn.release_admission).run()
         finally:
+            conn.release_admission()
             self._running_sessions -= 1
             if self._running_sessions == 0:
                 self._no_sessions.set()
@@ -154,6 +198,10 @@ class Balancer:
         except OSError as exc:
             await self.admin.close()
             raise BindError(exc.errno, f"listen {cfg.listen}: {exc.strerror or exc}") from None
+        ws = self._ws
+        # Every accepted connection has a handler task from accept on; the running sessions are the
+        # ones past their handshake. len() of a set is O(1), unlike Server.connections.
+        self.ctx.handshakes_in_flight = lambda: max(0, len(ws.handler_tasks) - self._running_sessions)
         log.info("listening on %s, admin on %s", cfg.listen, cfg.admin or "(none)")
         if cfg.admin_unguarded:
             log.warning("admin endpoint %s is reachable from other hosts and has no admin_token", cfg.admin)

@@ -36,6 +36,7 @@ from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.protocol import State
 from websockets.typing import Data
 
+from balancer.admission import Admission
 from balancer.config import Config
 from balancer.events import EventLog, Stats
 from balancer.fastpath import FramedConnection, FrameReader, Route, UpstreamConnection, new_mask
@@ -88,11 +89,28 @@ class Context:
     stopping: bool = False
     # SIGHUP: no new sessions; live ones go on until drain_timeout_s (then ``stopping``).
     draining: bool = False
+    # Client connections accepted whose handshake has not reached their session yet (the
+    # Balancer's listener knows; a Context without one has none). Reported, not limited:
+    # it shows whether the queue is in front of admission or behind it.
+    handshakes_in_flight: Callable[[], int] = lambda: 0
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.config.max_opening, self.clock)
 
 
 class Session:
-    def __init__(self, sid: str, client: ServerConnection, ctx: Context) -> None:
+    def __init__(
+        self,
+        sid: str,
+        client: ServerConnection,
+        ctx: Context,
+        on_first_open: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_first_open`` runs once, when the first upstream open has finished either way
+        (admission control counts the client as opening until then)."""
         self.sid = sid
+        self._on_first_open = on_first_open
         self.client = client
         self.ctx = ctx
         self.path = client.request.path if client.request is not None else "/"
@@ -175,7 +193,10 @@ class Session:
         if self.client.state is not State.OPEN:
             return self.machine.client_closed(self.client.close_code)
         try:
-            upstream = await self.ctx.pool.connect(name, self.path, compression=self._compression)
+            try:
+                upstream = await self.ctx.pool.connect(name, self.path, compression=self._compression)
+            finally:
+                self._first_open_done()
         except Exception as exc:
             log.info("session %s: connect to %s failed: %s", self.sid, name, exc)
             self._emit("upstream_connect_failed", backend=name, error=str(exc))
@@ -190,6 +211,11 @@ class Session:
             raise
         self._upstream = upstream
         return self.machine.upstream_opened(name)
+
+    def _first_open_done(self) -> None:
+        done, self._on_first_open = self._on_first_open, None
+        if done is not None:
+            done()
 
     def _adopt(self, name: str) -> None:
         """Account for a just-opened upstream; undo any partial step if one raises."""

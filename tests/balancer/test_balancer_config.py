@@ -22,7 +22,9 @@ from balancer_support import (
 )
 
 from balancer.config import (
+    DEFAULT_MAX_OPENING,
     Address,
+    Config,
     ConfigError,
     config_from_args,
     from_dict,
@@ -133,6 +135,11 @@ def test_flags_alone() -> None:
         ({"drain_timeout_s": -1}, "drain_timeout_s: must not be negative"),
         ({"drain_timeout_s": "5"}, "drain_timeout_s"),
         ({"drain_timeout_s": 10**400}, "drain_timeout_s: too large"),
+        ({"max_opening": 0}, "max_opening: must be at least 1, got 0"),
+        ({"max_opening": -3}, "max_opening: must not be negative"),
+        ({"max_opening": "64"}, "max_opening: expected an integer"),
+        ({"max_opening": True}, "max_opening: expected an integer"),
+        ({"max_opening": 2.5}, "max_opening: expected an integer"),
     ],
 )
 def test_invalid_fields_name_the_field(change: dict[str, Any], needle: str) -> None:
@@ -150,6 +157,14 @@ def test_drain_timeout_default_key_and_flag() -> None:
     assert from_dict({**EXAMPLE, "drain_timeout_s": 0}).drain_timeout_s == 0.0, "0: close at once"
     cfg = config_from_args(["--listen", "127.0.0.1:1", "--backend", "a=ws://127.0.0.1:2", "--drain-timeout-s", "4"])
     assert cfg.drain_timeout_s == 4.0
+
+
+def test_max_opening_default_key_and_flag() -> None:
+    assert from_dict(EXAMPLE).max_opening == DEFAULT_MAX_OPENING
+    assert from_dict({**EXAMPLE, "max_opening": 7}).max_opening == 7
+    cfg = config_from_args(["--listen", "127.0.0.1:1", "--backend", "a=ws://127.0.0.1:2", "--max-opening", "9"])
+    assert cfg.max_opening == 9
+    assert cfg.max_connections == Config(listen=cfg.listen, backends=cfg.backends).max_connections, "a separate limit"
 
 
 def test_send_deadline_is_always_finite() -> None:

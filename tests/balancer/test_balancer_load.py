@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import resource
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from balancer_support import (
 )
 from echo_backend import echo_reply
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from balancer.admission import RETRY_AFTER_S
 from harness.waiting import wait_until_async
 
 MIB = 2**20
@@ -273,3 +275,125 @@ async def test_client_that_pings_and_never_reads_is_stopped_by_backpressure(
     finally:
         sock.close()
     await bal.assert_recovered(baseline)
+
+
+@contextlib.asynccontextmanager
+async def stalling_backend() -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """A TCP listener that accepts and never answers the upgrade until the event is set, then
+    resets every connection it holds: upstream opens to it stay in flight until then."""
+    release = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], release
+    finally:
+        release.set()
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await server.wait_closed()
+
+
+async def test_clients_beyond_max_opening_get_503_at_once_and_are_admitted_once_it_drains(
+    balancer_factory: Any, echo_backends: Any
+) -> None:
+    opening = 3
+    secondary = await echo_backends("secondary")
+    async with stalling_backend() as (stalled_port, release):
+        # open_timeout_s long enough that only the release ends the stalled opens.
+        bal: BalancerProc = await balancer_factory(
+            [("primary", f"ws://127.0.0.1:{stalled_port}"), ("secondary", ws_url(secondary))],
+            max_opening=opening,
+            open_timeout_s=30.0,
+            **DEFAULT_KEEPALIVE,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            # Their handshakes complete (101); each session then waits on the stalled primary.
+            waiting = [await stack.enter_async_context(client(bal.url + f"/wait/{i}")) for i in range(opening)]
+
+            async def all_opening() -> bool:
+                return (await bal.status())["admission"]["opening"] == opening
+
+            await wait_until_async(all_opening, timeout=10, what="every admitted client opening its upstream")
+
+            started = time.monotonic()
+            with pytest.raises(InvalidStatus) as refused:
+                async with client(bal.url + "/shed"):
+                    pass
+            took = time.monotonic() - started
+            response = refused.value.response
+            assert response.status_code == 503
+            assert response.headers.get("Retry-After") == str(RETRY_AFTER_S)
+            assert b"busy" in response.body
+            # Answered at once, not after the stalled opens' 30 s.
+            assert took < 10, f"the refusal took {took:.1f}s"
+            status = await bal.status()
+            handshakes = status["admission"].pop("handshakes")
+            assert status["admission"] == {"opening": opening, "max_opening": opening, "refused": 1}
+
+            async def no_handshake_left() -> bool:
+                # The refused connection is in flight until the balancer has closed it.
+                return (await bal.status())["admission"]["handshakes"] == 0
+
+            assert handshakes in (0, 1)
+            await wait_until_async(no_handshake_left, timeout=10, what="the refused handshake's connection closed")
+            assert status["sessions"] == opening, "the refused client has no session"
+            _, metrics = await bal.get("/metrics")
+            assert b"wschaos_balancer_shed_total 1.0" in metrics
+            assert f"wschaos_balancer_opening {float(opening)}".encode() in metrics
+            shed = [e for e in bal.events() if e["event"] == "load_shed"]
+            assert [(e["refused"], e["refused_total"], e["opening"], e["max_opening"]) for e in shed] == [
+                (1, 1, opening, opening)
+            ]
+            assert not [e for e in bal.events() if e["event"] == "session_open" and e["path"] == "/shed"]
+
+            # The stalled opens fail; each session fails over to the secondary and plays there.
+            release.set()
+            for ws in waiting:
+                await ws.send("hi")
+                assert (await recv_json(ws, timeout=15))["server"] == "secondary"
+
+            async def drained() -> bool:
+                return (await bal.status())["admission"]["opening"] == 0
+
+            await wait_until_async(drained, timeout=10, what="admission released after the first opens")
+            async with client(bal.url + "/after") as ws:
+                await ws.send("hello")
+                assert (await recv_json(ws))["server"] == "secondary"
+    assert (await bal.status())["admission"]["refused"] == 1
+
+
+async def test_clients_gone_before_their_handshake_is_answered_give_their_admission_back(
+    balancer_factory: Any, echo_backends: Any
+) -> None:
+    """A client that sends its upgrade request and closes at once is often lost before the
+    handshake reaches process_request: its admission must not outlive it (found in a herd,
+    where such leaks pinned ``opening`` at the limit and refused everyone)."""
+    primary = await echo_backends("primary")
+    bal: BalancerProc = await balancer_factory([("primary", ws_url(primary))], max_opening=20, **DEFAULT_KEEPALIVE)
+    loop = asyncio.get_running_loop()
+
+    async def rude(i: int) -> None:
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            async with asyncio.timeout(30):
+                await loop.sock_connect(sock, ("127.0.0.1", bal.listen))
+                await loop.sock_sendall(sock, upgrade_request(f"/rude/{i}"))
+            if i % 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+    for _ in range(3):
+        await asyncio.gather(*(rude(i) for i in range(200)))
+
+    async def nothing_opening() -> bool:
+        admission = (await bal.status())["admission"]
+        return bool(admission["opening"] == 0 and admission["handshakes"] == 0)
+
+    await wait_until_async(nothing_opening, timeout=15, what="every admission given back")
+    async with client(bal.url + "/after") as ws:
+        await ws.send("hello")
+        assert (await recv_json(ws))["server"] == "primary"
