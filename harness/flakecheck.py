@@ -18,9 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.procs import install_signal_handlers, interrupt_signal, run_forwarding_interrupts
 from harness.records import Certificate, RecordError, read_json_object
 
 CERTIFIED_EXIT = 0
+#: certify exits 128 + N when a signal N stopped it (docs/verdicts.md).
+INTERRUPT_EXIT_BASE = 128
 # One certify --profile ci run is budgeted at 10 minutes; a run past twice that is hung.
 RUN_TIMEOUT_S = 1200.0
 
@@ -76,21 +79,13 @@ def _certify(report: Path, balancer_cmd: str | None) -> int | None:
     if balancer_cmd:
         argv += ["--balancer-cmd", balancer_cmd]
     with open(report.with_suffix(".log"), "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            return proc.wait(timeout=RUN_TIMEOUT_S)
+            done = run_forwarding_interrupts(
+                argv, timeout_s=RUN_TIMEOUT_S, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
-            proc.terminate()  # certify reaps its cluster on SIGTERM
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             return None
-        except BaseException:
-            proc.terminate()
-            proc.wait(timeout=60)
-            raise
+    return done.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,14 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be >= 1")
     root = Path(args.report_dir) / time.strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
+    install_signal_handlers()  # SIGTERM raises like Ctrl-C, so the running certify is stopped too
     outcomes: list[RunOutcome] = []
-    for i in range(1, args.runs + 1):
-        report = root / f"run-{i:02d}"
-        t0 = time.monotonic()
-        code = _certify(report, args.balancer_cmd)
-        outcome = outcome_of(i, report, code, time.monotonic() - t0)
-        outcomes.append(outcome)
-        print(outcome.line(args.runs), flush=True)
+    try:
+        for i in range(1, args.runs + 1):
+            report = root / f"run-{i:02d}"
+            t0 = time.monotonic()
+            code = _certify(report, args.balancer_cmd)
+            outcome = outcome_of(i, report, code, time.monotonic() - t0)
+            outcomes.append(outcome)
+            print(outcome.line(args.runs), flush=True)
+            if code is not None and code > INTERRUPT_EXIT_BASE:
+                # The certify itself was interrupted (by someone else): that is no flake, and
+                # going on would not be what whoever stopped it wanted.
+                print(f"flake-check: run {i} was interrupted (exit {code}); stopping", flush=True)
+                return code
+    except KeyboardInterrupt as exc:
+        sig = interrupt_signal(exc)
+        for line in summary(outcomes):
+            print(line, flush=True)
+        print(f"flake-check: INTERRUPTED by {sig.name} during run {len(outcomes) + 1}; its certify was stopped")
+        return INTERRUPT_EXIT_BASE + sig
     for line in summary(outcomes):
         print(line, flush=True)
     return 0 if all(o.passed for o in outcomes) else 1

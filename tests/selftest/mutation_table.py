@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -31,54 +30,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.procs import install_signal_handlers, interrupt_signal  # noqa: E402
+from harness.procs import (  # noqa: E402
+    install_signal_handlers,
+    interrupt_signal,
+    run_forwarding_interrupts,
+)
 from tests.selftest.mutants import MUTANTS  # noqa: E402
 
 CERTIFY_TIMEOUT_S = 900
-#: An interrupted certify stops its cluster and writes its partial report in seconds (measured
-#: 2.6-5.4 s, tests/chaos/test_certify_interrupt.py); past this it is killed.
-INTERRUPTED_EXIT_TIMEOUT_S = 60.0
-FORWARDED = {signal.SIGINT, signal.SIGTERM}
-
-
-def _unblock_forwarded() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
 
 def run_certify(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Runs one certify to its end; an interrupt of this process is passed on to it.
-
-    Its own process group, so that a Ctrl-C at the terminal reaches certify once (from here),
-    not twice: a second signal would cut its cleanup short. On SIGINT/SIGTERM here, certify gets the
-    same signal and up to INTERRUPTED_EXIT_TIMEOUT_S to stop its cluster, then the interrupt goes on
-    up; killing this process must never leave a certify (and its cluster) running for an hour.
-    """
-    # Held back until the child is known, so no interrupt can land between its start and the try.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    try:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, process_group=0,
-            preexec_fn=_unblock_forwarded,  # a blocked signal mask would survive exec into certify
-        )  # fmt: skip
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-        raise
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-        out, err = proc.communicate(timeout=CERTIFY_TIMEOUT_S)
-    except KeyboardInterrupt as exc:
-        proc.send_signal(interrupt_signal(exc))
-        try:
-            proc.communicate(timeout=INTERRUPTED_EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        raise
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    """Runs one certify to its end; an interrupt of this process is passed on to it."""
+    return run_forwarding_interrupts(
+        argv, timeout_s=CERTIFY_TIMEOUT_S, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
 
 
 @dataclass

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.procs import INTERRUPTED_EXIT_TIMEOUT_S
 from harness.waiting import wait_until
 from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, new_token, run_env
-from tests.selftest.mutation_table import INTERRUPTED_EXIT_TIMEOUT_S
 
 pytestmark = pytest.mark.chaos
 
