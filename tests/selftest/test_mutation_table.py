@@ -41,9 +41,7 @@ def test_an_interrupted_mutation_table_stops_its_certify(tmp_path: Path, sig: si
         )  # fmt: skip
     try:
         # certify's cluster is up and its first scenario under way.
-        wait_until(
-            lambda: _a_scenario_runs(reports) or proc.poll() is not None, timeout=180, what="the first scenario"
-        )
+        wait_until(lambda: _a_scenario_runs(reports) or proc.poll() is not None, timeout=180, what="the first scenario")
         assert proc.poll() is None, out_path.read_text(errors="replace")[-3000:]
         proc.send_signal(sig)
         t0 = time.monotonic()
