@@ -73,14 +73,7 @@ def toxic_evidence(url: str, proxy: str, toxic: str) -> dict[str, Any] | None:
 
     A 404 from a server that has the extension means the toxic is gone, which is an error worth raising.
     """
-    path = f"/{PREFIX}/proxies/{quote(proxy, safe='')}/toxics/{quote(toxic, safe='')}/evidence"
-    status, body = _request("GET", url + path)
-    if status == 200 and isinstance(body, dict):
-        return body
-    if status == 404 and "evidence" not in capabilities(url):
-        return None
-    error = body.get("error") if isinstance(body, dict) else body
-    raise RuntimeError(f"evidence of toxic {toxic!r} on {proxy!r}: {status} {error}")
+    return _evidence("GET", url, proxy, toxic, f"evidence of toxic {toxic!r} on {proxy!r}")
 
 
 def remove_toxic_with_evidence(url: str, proxy: str, toxic: str) -> dict[str, Any] | None:
@@ -91,11 +84,15 @@ def remove_toxic_with_evidence(url: str, proxy: str, toxic: str) -> dict[str, An
     left in place, if the server keeps no counters (the caller removes it the 2.x way). A 404
     from a server that has the extension means the toxic is gone, which is an error worth raising.
     """
+    return _evidence("DELETE", url, proxy, toxic, f"removing toxic {toxic!r} on {proxy!r} with its evidence")
+
+
+def _evidence(method: str, url: str, proxy: str, toxic: str, what: str) -> dict[str, Any] | None:
     path = f"/{PREFIX}/proxies/{quote(proxy, safe='')}/toxics/{quote(toxic, safe='')}/evidence"
-    status, body = _request("DELETE", url + path)
+    status, body = _request(method, url + path)
     if status == 200 and isinstance(body, dict):
         return body
     if status == 404 and "evidence" not in capabilities(url):
         return None
     error = body.get("error") if isinstance(body, dict) else body
-    raise RuntimeError(f"removing toxic {toxic!r} on {proxy!r} with its evidence: {status} {error}")
+    raise RuntimeError(f"{what}: {status} {error}")

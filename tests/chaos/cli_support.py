@@ -13,13 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness.procs import OWNER_ENV, owned_processes
+from harness.procs import INTERRUPTED_EXIT_TIMEOUT_S, OWNER_ENV, owned_processes
 from harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +95,22 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
     finally:
         # Lazy, so a file still open by a process of a failed run cannot keep the mount behind.
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def interrupt_when(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], sig: signal.Signals, what: str, out_path: Path
+) -> tuple[int, float]:
+    """Waits (bounded) until ``ready()``, sends ``sig`` to the harness command ``proc`` and waits for
+    its exit, long enough for an interrupted certify to stop its cluster. Returns (exit code,
+    seconds from the signal to the exit); the command never outlives the test."""
+    try:
+        wait_until(lambda: ready() or proc.poll() is not None, timeout=180, what=what)
+        assert proc.poll() is None, out_path.read_text(errors="replace")[-3000:]
+        proc.send_signal(sig)
+        t0 = time.monotonic()
+        code = proc.wait(timeout=INTERRUPTED_EXIT_TIMEOUT_S + 20)
+        return code, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

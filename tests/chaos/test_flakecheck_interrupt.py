@@ -10,14 +10,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.procs import INTERRUPTED_EXIT_TIMEOUT_S
-from harness.waiting import wait_until
-from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, new_token, run_env
+from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, interrupt_when, new_token, run_env
 
 pytestmark = pytest.mark.chaos
 
@@ -36,17 +33,7 @@ def test_an_interrupted_flake_check_stops_its_certify(tmp_path: Path) -> None:
             cwd=ROOT, env=run_env(token), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=default_sigint,
         )  # fmt: skip
-    try:
-        wait_until(lambda: _a_scenario_runs(reports) or proc.poll() is not None, timeout=180, what="the first scenario")
-        assert proc.poll() is None, out_path.read_text(errors="replace")[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        code = proc.wait(timeout=INTERRUPTED_EXIT_TIMEOUT_S + 20)
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, took = interrupt_when(proc, lambda: _a_scenario_runs(reports), signal.SIGTERM, "the first scenario", out_path)
     assert_no_survivors(token, "flake-check interrupted by SIGTERM")
     output = out_path.read_text(errors="replace")
     print(f"exit {code} {took:.1f} s after SIGTERM", output[-1500:], sep="\n")
