@@ -27,6 +27,9 @@ from harness import game
 from harness.history import HistoryWriter, Record
 from harness.reconnect import ReconnectPolicy
 
+#: How long a client waits for the closing handshake when it is stopped.
+CLOSE_TIMEOUT_S = 2.0
+
 
 class Recorder(Protocol):
     def record(self, type_: str, f: str, *, process: str | None = None, **fields: Any) -> Record: ...
@@ -66,7 +69,7 @@ class GameClient:
         max_moves: int | None = None,
         reconnect: bool = True,
         open_timeout: float = 5.0,
-        close_timeout: float = 2.0,
+        close_timeout: float = CLOSE_TIMEOUT_S,
         reconnect_policy: ReconnectPolicy | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
@@ -499,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", default=None, help="append history records to this JSONL")
     parser.add_argument("--no-reconnect", action="store_true", help="stop after the first connection ends")
     parser.add_argument("--open-timeout", type=float, default=5.0)
-    parser.add_argument("--close-timeout", type=float, default=2.0)
+    parser.add_argument("--close-timeout", type=float, default=CLOSE_TIMEOUT_S)
     parser.add_argument(
         "--ping-interval",
         type=float,

@@ -54,7 +54,14 @@ from harness.records import (
 from harness.recovery import recovery_figures
 from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
-from harness.swarm import EXIT_HISTORY_LOST, EXIT_NOT_READY, history_lost_reason, says_ready_within_s, swarm_argv
+from harness.swarm import (
+    EXIT_HISTORY_LOST,
+    EXIT_NOT_READY,
+    history_lost_reason,
+    says_ready_within_s,
+    stops_within_s,
+    swarm_argv,
+)
 from harness.waiting import wait_until
 
 MONITOR_INTERVAL_S = 0.25
@@ -447,8 +454,10 @@ class ScenarioRunner:
     def _stop_clients(self, state: _RunState) -> None:
         for s in state.swarms:
             state.monitor.unwatch(s.name)
+        w = state.scenario.workload
         for s in state.swarms:
-            s.terminate(timeout=20.0)
+            # Its clients' closing handshakes, then 5 s more before it is killed.
+            s.terminate(timeout=stops_within_s(max(w.clients, w.probe_clients)) + 5.0)
         state.phase("clients_stopped")
         state.monitor.stop()
         # Never let a failing heal here hide the error that brought us to this finally.

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from harness.client import GameClient, NullRecorder, Recorder
+from harness.client import CLOSE_TIMEOUT_S, GameClient, NullRecorder, Recorder
 from harness.eventloop import LOOP_LAG, SWARM_START, loop_factory, measure_slowness, watch_loop_lag
 from harness.history import HistoryWriter
 from harness.procs import _with_pdeathsig
@@ -48,6 +48,29 @@ WORKER_START_MARGIN_S = 60.0
 def swarm_process_name(prefix: str, pid: int) -> str:
     """The history `process` of a swarm's own records (its start and its loop lag)."""
     return f"swarm-{prefix}-{pid}"
+
+
+#: Beyond this many clients, a swarm's stop is a burst of closing handshakes the build answers in
+#: turn (each with an upstream to close), so the last of them waits in proportion.
+CLOSE_BASE_CLIENTS = 200
+#: Extra seconds per client past CLOSE_BASE_CLIENTS. Measured: the reference balancer ended 2,000
+#: sessions stopped at once in 5.2 s (about 390 a second) on the 2-core machine at slowness x1.07
+#: with three other certify lanes running; a 2 s timeout had 27 clients "hung". Twice that time.
+CLOSE_S_PER_CLIENT = 0.005
+#: A stopping swarm's own margins past its clients' close timeout: a client's outer guard and the
+#: swarm's bookkeeping (3 s), and a worker process's exit (5 s).
+STOP_MARGIN_S = 3.0
+WORKER_STOP_MARGIN_S = 5.0
+
+
+def close_timeout_s(clients: int) -> float:
+    """The close timeout of a swarm of ``clients``' clients (see CLOSE_S_PER_CLIENT)."""
+    return CLOSE_TIMEOUT_S + max(0, clients - CLOSE_BASE_CLIENTS) * CLOSE_S_PER_CLIENT
+
+
+def stops_within_s(clients: int) -> float:
+    """How long a swarm of ``clients`` may take to stop every client and exit."""
+    return close_timeout_s(clients) + STOP_MARGIN_S + WORKER_STOP_MARGIN_S
 
 
 def swarm_argv(
@@ -77,6 +100,7 @@ def swarm_argv(
         "--ready-timeout", str(ready_timeout_s),
         "--connect-spread", str(connect_spread_s),
         "--open-timeout", str(open_timeout_s),
+        "--close-timeout", str(close_timeout_s(clients)),
         *(reconnect or ReconnectPolicy()).argv(),
         *_game_flags(compression, resend_on_gap),
     ]  # fmt: skip
@@ -101,7 +125,7 @@ async def run_swarm(
     ready_timeout: float = 10.0,
     connect_spread: float = 0.0,
     duration: float | None = None,
-    close_timeout: float = 2.0,
+    close_timeout: float = CLOSE_TIMEOUT_S,
     open_timeout: float = 5.0,
     ping_interval: float | None = None,
     stop: asyncio.Event | None = None,
@@ -153,7 +177,7 @@ async def run_swarm(
     ]
     # Each client stops itself within close_timeout (+1 s guard); the extra second covers the
     # scheduling of hundreds of closes at once. Past it, stragglers are cancelled.
-    stop_deadline = close_timeout + 3.0
+    stop_deadline = close_timeout + STOP_MARGIN_S
     code = 0
 
     async def start(i: int, client: GameClient) -> None:
@@ -301,7 +325,7 @@ async def run_workers(args: argparse.Namespace, stop: asyncio.Event, out: TextIO
             _say(stream, f"NOT READY {ready}/{args.clients}")
             code = EXIT_NOT_READY
     finally:
-        totals, hung_workers = await _stop_workers(workers, args.close_timeout + 3.0 + 5.0)
+        totals, hung_workers = await _stop_workers(workers, args.close_timeout + STOP_MARGIN_S + WORKER_STOP_MARGIN_S)
     codes = [w.returncode for w in workers]
     if code == 0 and any(c != 0 for c in codes):
         code = next(c for c in codes if c) or 1
@@ -419,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: until SIGTERM/SIGINT)"
     )
-    parser.add_argument("--close-timeout", type=float, default=2.0)
+    parser.add_argument("--close-timeout", type=float, default=CLOSE_TIMEOUT_S)
     parser.add_argument("--open-timeout", type=float, default=5.0)
     parser.add_argument(
         "--no-compression", dest="compression", action="store_false", help="offer no permessage-deflate"

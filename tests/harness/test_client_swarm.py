@@ -420,3 +420,14 @@ def test_a_swarm_of_workers_may_take_their_start_margin_to_say_ready() -> None:
 
     assert says_ready_within_s(CLIENTS_PER_PROCESS, 15.0) == 15.0
     assert says_ready_within_s(CLIENTS_PER_PROCESS + 1, 15.0) == 15.0 + WORKER_START_MARGIN_S
+
+
+def test_a_big_swarm_gives_its_clients_time_for_a_burst_of_closing_handshakes() -> None:
+    from harness.swarm import CLOSE_BASE_CLIENTS, CLOSE_TIMEOUT_S, close_timeout_s, stops_within_s, swarm_argv
+
+    assert close_timeout_s(4) == close_timeout_s(CLOSE_BASE_CLIENTS) == CLOSE_TIMEOUT_S
+    # mass_failover: 2,000 sessions closed at once took the reference 5.2 s; each client waits 11 s.
+    assert abs(close_timeout_s(2000) - 11.0) < 1e-9
+    assert stops_within_s(2000) > close_timeout_s(2000)
+    argv = swarm_argv("ws://127.0.0.1:1/play", 2000, history_dir=Path("h"))
+    assert argv[argv.index("--close-timeout") + 1] == "11.0"

@@ -243,6 +243,13 @@ _SPEC: dict[str, tuple[str | None, list[str], str]] = {
         "splitter drops the part a read ends with, parses the next read from mid-frame, and the client "
         "is closed with 1002",
     ),
+    "resend_filtered": (
+        "clean_failover",
+        ["frame_drop"],
+        "a client re-sends moves after a frame of its was lost on the way (frame_drop): the build takes "
+        "the re-sent move it had relayed once already for a duplicate and drops it, the backend keeps "
+        "answering with a gap, and the client's game never moves on",
+    ),
 }
 
 MUTANTS: dict[str, dict[str, Any]] = {

@@ -67,6 +67,7 @@ DEFECTS = (
     "open_budget_short",
     "reply_deadline",
     "repeated_ack_crashes",
+    "resend_filtered",
 )
 CLIENT_CLOSED, UPSTREAM_LOST, UNRESPONSIVE = "client_closed", "upstream_lost", "unresponsive"
 REPLY_OVERDUE = "reply_overdue"  # reply_deadline only
@@ -85,6 +86,8 @@ PING_GUARD_WINDOW_S = 1.0
 OPEN_BUDGET_S = 0.5
 #: reply_deadline: how long after forwarding a client message a backend reply must have come.
 REPLY_DEADLINE_S = 0.15
+#: resend_filtered: how many of the last client messages a repeat of which is dropped.
+RESEND_FILTER_SIZE = 32
 log = logging.getLogger("minibalancer")
 DEFECT: str | None = None
 #: --black-box: a build that implements only the required part of the contract.
@@ -174,6 +177,9 @@ class Session:
     reply_dues: collections.deque[float] = field(default_factory=collections.deque)
     replies_changed: asyncio.Event = field(default_factory=asyncio.Event)
     forwarded: set[int] = field(default_factory=set)  # repeated_ack_crashes only: moves awaiting an ack
+    recent: collections.deque[str | bytes] = field(  # resend_filtered only: the last messages relayed
+        default_factory=lambda: collections.deque(maxlen=RESEND_FILTER_SIZE)
+    )
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def reply_came(self) -> None:
@@ -346,6 +352,13 @@ class Balancer:
     async def forward(self, s: Session, msg: str | bytes) -> str | None:
         up = s.upstream
         assert up is not None
+        if defect("resend_filtered"):
+            # DEFECT(resend_filtered): a client message the balancer already relayed is taken for a
+            # duplicate (its own re-send after a failover, say) and dropped, so a client re-sending
+            # after a lost frame is never heard.
+            if msg in s.recent:
+                return None
+            s.recent.append(msg)
         try:
             await up.send(msg)
         except ConnectionClosed:
