@@ -300,3 +300,39 @@ def test_a_copy_past_the_count_during_the_heal_fails_the_counters_are_final(rb: 
     [violation] = result.violations
     assert "move 3 was delivered to backends 2 times but sent 1 time(s)" in violation.message
     assert "not judged" not in result.note
+
+
+def _measured_slowness(rb: RunBuilder, factor: float) -> None:
+    rb.rec(T0 - 1.0, "swarm-1", "event", "swarm_start", clients=["c1"], slowness=factor)
+
+
+def test_the_overlap_tolerance_stretches_with_the_measured_slowness(rb: RunBuilder) -> None:
+    # 0.3 s past the new welcome: a close handshake's time at slowness x2 (0.25 s x 2), not on a
+    # machine with a core to spare.
+    moved_to_secondary(rb, primary_closes_at=T0 + 1.3)
+    _measured_slowness(rb, 2.0)
+    result = check_single_upstream(rb.build())
+    assert result.status == "pass", result
+    assert "overlap tolerance 0.25 s x2.00" in result.note
+    _measured_slowness(rb, 1.0)  # the worst a swarm measured counts: still x2
+    assert check_single_upstream(rb.build()).status == "pass"
+
+
+def test_the_same_overlap_on_a_machine_not_slow_fails(rb: RunBuilder) -> None:
+    moved_to_secondary(rb, primary_closes_at=T0 + 1.3)
+    _measured_slowness(rb, 1.0)
+    assert check_single_upstream(rb.build()).status == "fail"
+
+
+def test_on_a_machine_too_slow_an_overlap_the_slowness_explains_is_inconclusive(rb: RunBuilder) -> None:
+    moved_to_secondary(rb, primary_closes_at=T0 + 2.5)  # 1.5 s: past 0.25 x 3, within 0.25 x 7.2
+    _measured_slowness(rb, 7.2)
+    result = check_single_upstream(rb.build())
+    assert result.status == "not_checked", result
+    assert result.note.startswith("inconclusive: 1 overlap(s) within 1.800 s"), result.note
+
+
+def test_on_a_machine_too_slow_a_longer_overlap_still_fails(rb: RunBuilder) -> None:
+    moved_to_secondary(rb, primary_closes_at=T0 + 4.0)  # 3 s, as the two_upstreams mutant keeps both
+    _measured_slowness(rb, 7.2)
+    assert check_single_upstream(rb.build()).status == "fail"
