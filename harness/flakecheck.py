@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.procs import install_signal_handlers, interrupt_signal, run_forwarding_interrupts
-from harness.records import Certificate, RecordError, read_json_object
+from harness.records import INCONCLUSIVE, Certificate, RecordError, read_json_object
 
 CERTIFIED_EXIT = 0
 #: certify exits 128 + N when a signal N stopped it (docs/verdicts.md).
@@ -36,23 +36,32 @@ class RunOutcome:
     duration_s: float
     verdict: str
     failing: tuple[str, ...]  # "scenario: run_dir"
+    #: Scenarios nothing could be said about, with their first reason ("scenario: reason"): not a
+    #: failure of the build, and not a pass either (docs/verdicts.md).
+    inconclusive: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.exit_code == CERTIFIED_EXIT
 
+    @property
+    def only_inconclusive(self) -> bool:
+        """Not certified, and nothing failed: the run could not judge everything."""
+        return not self.passed and self.verdict == INCONCLUSIVE and not self.failing
+
     def line(self, total: int) -> str:
-        mark = "PASS" if self.passed else "FAIL"
+        mark = "PASS" if self.passed else "INCONCLUSIVE" if self.only_inconclusive else "FAIL"
         head = f"run {self.index:>2}/{total}: {mark} {self.verdict:<10} {self.duration_s:6.1f}s"
         if self.passed:
             return head
-        where = "; ".join(self.failing) or f"exit {self.exit_code}, report {self.report}"
+        named = self.failing or self.inconclusive
+        where = "; ".join(named) if named else f"exit {self.exit_code}, report {self.report}"
         return f"{head}  {where}"
 
 
 def outcome_of(index: int, report: Path, exit_code: int | None, duration_s: float) -> RunOutcome:
     """Reads what one certify run left behind (pure apart from reading its certificate)."""
-    verdict, failing = "no certificate", tuple[str, ...]()
+    verdict, failing, inconclusive = "no certificate", tuple[str, ...](), tuple[str, ...]()
     try:
         cert = Certificate.from_json(read_json_object(report / "certificate.json"))
     except (OSError, RecordError):
@@ -60,17 +69,27 @@ def outcome_of(index: int, report: Path, exit_code: int | None, duration_s: floa
     else:
         verdict = cert.verdict
         failing = tuple(f"{s.name}: {s.run_dir}" for s in cert.scenarios if s.failing)
+        inconclusive = tuple(
+            f"{s.name}: {(s.reasons or ['no reason given'])[0][:300]}"
+            for s in cert.scenarios
+            if s.effective_outcome == INCONCLUSIVE
+        )
     if exit_code is None:
         verdict = "timed out"
-    return RunOutcome(index, report, exit_code, duration_s, verdict, failing)
+    return RunOutcome(index, report, exit_code, duration_s, verdict, failing, inconclusive)
 
 
 def summary(outcomes: list[RunOutcome]) -> list[str]:
-    failed = [o for o in outcomes if not o.passed]
-    lines = [f"flake-check: {len(outcomes) - len(failed)} passed, {len(failed)} failed of {len(outcomes)} runs"]
-    for o in failed:
+    passed = [o for o in outcomes if o.passed]
+    inconclusive = [o for o in outcomes if o.only_inconclusive]
+    failed = [o for o in outcomes if not o.passed and not o.only_inconclusive]
+    lines = [
+        f"flake-check: {len(passed)} passed, {len(inconclusive)} inconclusive, {len(failed)} failed "
+        f"of {len(outcomes)} runs"
+    ]
+    for o in [*failed, *inconclusive]:
         lines.append(f"  run {o.index}: {o.verdict}, report {o.report}")
-        lines.extend(f"    {f}" for f in o.failing)
+        lines.extend(f"    {f}" for f in o.failing or o.inconclusive)
     return lines
 
 

@@ -34,7 +34,7 @@ def test_a_rejected_run_names_its_failing_run_directories(tmp_path: Path) -> Non
     assert outcome.failing == ("reconnect_storm: r/02-reconnect_storm",)
     assert "reconnect_storm: r/02-reconnect_storm" in outcome.line(2)
     lines = summary([outcome_of(1, tmp_path / "none", 0, 1.0), outcome])
-    assert lines[0] == "flake-check: 1 passed, 1 failed of 2 runs"
+    assert lines[0] == "flake-check: 1 passed, 0 inconclusive, 1 failed of 2 runs"
     assert "    reconnect_storm: r/02-reconnect_storm" in lines
 
 
@@ -43,3 +43,26 @@ def test_a_run_without_a_certificate_or_past_its_timeout_fails(tmp_path: Path) -
     assert not missing.passed and missing.verdict == "no certificate"
     assert "exit 2" in missing.line(3)
     assert outcome_of(4, tmp_path / "run-04", None, 1200.0).verdict == "timed out"
+
+
+def test_a_run_that_could_not_judge_everything_is_inconclusive_not_failed(tmp_path: Path) -> None:
+    _certificate(
+        tmp_path / "run-05",
+        "inconclusive",
+        [
+            {"name": "kill_primary", "passed": True, "outcome": "pass", "run_dir": "r/01"},
+            {
+                "name": "thundering_herd",
+                "passed": False,
+                "outcome": "inconclusive",
+                "reasons": ["check herd_recovered set findings aside: machine too slow"],
+                "run_dir": "r/02-thundering_herd",
+            },
+        ],
+    )
+    outcome = outcome_of(5, tmp_path / "run-05", 3, 240.0)
+    assert not outcome.passed and outcome.only_inconclusive
+    assert outcome.line(5).startswith("run  5/5: INCONCLUSIVE inconclusive")
+    assert "thundering_herd: check herd_recovered set findings aside: machine too slow" in outcome.line(5)
+    lines = summary([outcome])
+    assert lines[0] == "flake-check: 0 passed, 1 inconclusive, 0 failed of 1 runs"
