@@ -9,6 +9,7 @@ with a partial report whose verdict is ``interrupted``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -19,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,59 @@ from harness.scenario import INVARIANTS, Scenario
 from harness.smoke import SMOKE_CLIENTS, SMOKE_TIMEOUT_S, SmokeFailed, smoke_gate
 
 EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+class MachineGate:
+    """Runs a scenario that needs the machine alone (``Scenario.needs_machine_alone``: a herd, a
+    mass failover) with no other scenario under way on another lane.
+
+    A lane with such a scenario waits for the scenarios under way to end, and no lane starts another
+    meanwhile. Every wait ends when ``stop`` is set (an interrupt, --fail-fast): ``enter`` then
+    yields False and the lane gives its job up.
+    """
+
+    #: How often a waiting lane looks at ``stop``.
+    POLL_S = 0.2
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @contextlib.contextmanager
+    def enter(self, alone: bool, stop: threading.Event) -> Iterator[bool]:
+        with self._cond:
+            if alone:
+                self._waiting_alone += 1
+                try:
+                    admitted = self._wait(lambda: self._running == 0 and not self._alone, stop)
+                finally:
+                    self._waiting_alone -= 1
+                    self._cond.notify_all()
+            else:
+                admitted = self._wait(lambda: not self._alone and self._waiting_alone == 0, stop)
+            if admitted:
+                self._running += 1
+                self._alone = alone
+        if not admitted:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._cond:
+                self._running -= 1
+                if alone:
+                    self._alone = False
+                self._cond.notify_all()
+
+    def _wait(self, ready: Callable[[], bool], stop: threading.Event) -> bool:
+        while not ready():
+            if stop.is_set():
+                return False
+            self._cond.wait(timeout=self.POLL_S)
+        return True
 
 
 class _FailFast(Exception):
@@ -315,6 +369,7 @@ class Certifier:
         generated: list[_Generated] = []
         stop = threading.Event()
         cancelled = threading.Event()  # set on an interrupt: a run under way is not judged
+        gate = MachineGate()
         errors: list[BaseException] = []
         named: dict[int, ScenarioEntry] = {}
         with Progress(
@@ -347,16 +402,22 @@ class Certifier:
                         except queue.Empty:
                             return
                         if scenario is None:
-                            result = self._run_generated(
-                                runner, runs_dir, con, lambda: progress.advance(task), chunks[index], index
-                            )
+                            with gate.enter(False, stop) as admitted:
+                                if not admitted:
+                                    return
+                                result = self._run_generated(
+                                    runner, runs_dir, con, lambda: progress.advance(task), chunks[index], index
+                                )
                             with self._lock:
                                 generated.append(result)
                             for entry in [*result.flaky, *([result.failure] if result.failure else [])]:
                                 self._after(entry)
                             continue
-                        progress.update(task, description=scenario.name)
-                        entry = self._run_one(runner, scenario, runs_dir / f"{index + 1:02d}-{scenario.name}", con)
+                        with gate.enter(scenario.needs_machine_alone, stop) as admitted:
+                            if not admitted:
+                                return
+                            progress.update(task, description=scenario.name)
+                            entry = self._run_one(runner, scenario, runs_dir / f"{index + 1:02d}-{scenario.name}", con)
                         named[index] = entry
                         progress.advance(task)
                         self._after(entry)

@@ -48,6 +48,10 @@ def _check_fields(obj: Any, where: str) -> None:
             _number(value, f"{where}.{name}", minimum=0.0)
 
 
+#: See Scenario.needs_machine_alone.
+MACHINE_ALONE_CLIENTS = 1000
+
+
 @dataclass(frozen=True)
 class Workload:
     clients: int = 4
@@ -285,6 +289,14 @@ class Scenario:
                 raise ScenarioError(f"probes: {probe} needs limits.{probe} >= 1 (the limit it probes)")
 
     # -- derived ------------------------------------------------------------------------------
+    @property
+    def needs_machine_alone(self) -> bool:
+        """A scenario of MACHINE_ALONE_CLIENTS clients or more (a herd, a mass failover) loads a
+        2-core machine by itself: beside other scenarios its swarm starves (slowness x4 and more in
+        flake-check runs with four lanes) and its timing can only be set aside. Certify's lanes run
+        it with no other scenario under way."""
+        return self.workload.clients >= MACHINE_ALONE_CLIENTS
+
     @property
     def fault_phase_s(self) -> float:
         ends = [s.at_s + (s.duration_s or 0.0) for s in self.steps]

@@ -104,3 +104,60 @@ def test_the_time_line_says_where_a_certification_spent_its_time() -> None:
     )
     # Interrupted before the smoke gate ended: the start is not reported as if it were known.
     assert time_spent_line(None, {"judge": 1.0}, 1) == "time: in runs, summed over 1 lane(s): judge 1 s"
+
+
+def test_a_scenario_that_needs_the_machine_alone_runs_with_no_other_under_way() -> None:
+    import threading
+
+    from harness.certify import MachineGate
+    from harness.waiting import wait_until
+
+    gate, stop = MachineGate(), threading.Event()
+    log: list[str] = []
+    normal_in, normal_out, alone_out = threading.Event(), threading.Event(), threading.Event()
+
+    def normal(name: str, hold: threading.Event | None) -> None:
+        with gate.enter(False, stop) as admitted:
+            assert admitted
+            log.append(f"{name} in")
+            normal_in.set()
+            if hold is not None:
+                assert hold.wait(10)
+            log.append(f"{name} out")
+
+    def alone() -> None:
+        with gate.enter(True, stop) as admitted:
+            assert admitted
+            log.append("alone in")
+            assert alone_out.wait(10)
+            log.append("alone out")
+
+    first = threading.Thread(target=normal, args=("first", normal_out))
+    first.start()
+    assert normal_in.wait(10)
+    heavy = threading.Thread(target=alone)
+    heavy.start()
+    # The heavy one waits for "first"; a normal one arriving now waits behind the heavy one.
+    wait_until(lambda: gate._waiting_alone == 1, timeout=10, what="the heavy scenario to wait")
+    second = threading.Thread(target=normal, args=("second", None))
+    second.start()
+    normal_out.set()
+    wait_until(lambda: "alone in" in log, timeout=10, what="the heavy scenario to start")
+    assert "second in" not in log
+    alone_out.set()
+    for t in (first, heavy, second):
+        t.join(10)
+    assert log == ["first in", "first out", "alone in", "alone out", "second in", "second out"]
+
+
+def test_a_lane_waiting_at_the_machine_gate_gives_up_when_certify_stops() -> None:
+    import threading
+
+    from harness.certify import MachineGate
+
+    gate, stop = MachineGate(), threading.Event()
+    with gate.enter(False, stop) as first:
+        assert first
+        stop.set()
+        with gate.enter(True, stop) as admitted:
+            assert admitted is False
