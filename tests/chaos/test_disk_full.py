@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,42 +22,20 @@ pytestmark = pytest.mark.chaos
 CLUSTER_DISK = "64k"
 
 
-def test_a_full_disk_while_the_history_is_written_is_inconclusive(tmp_path: Path) -> None:
+def _certify_with_a_full_disk(
+    tmp_path: Path, under: str, size: str, label: str
+) -> tuple[cli_support.CertifyResult, dict[str, Any], dict[str, int]]:
+    """certify kill_primary with a tmpfs of ``size`` at ``report/under``: it must end inconclusive
+    (exit 3), with no traceback and no survivor. Returns the result, the scenario's certificate
+    entry, and what was left on that disk (path: bytes)."""
     report = tmp_path / "report"
-    token = cli_support.new_token("disk-full")
-    with cli_support.tmpfs(report / "runs", "size=32k") as runs:
+    token = cli_support.new_token(label)
+    with cli_support.tmpfs(report / under, f"size={size}") as disk:
         result = cli_support.certify(
             "--scenario", "kill_primary", "--report", str(report), token=token, timeout=300
         )  # fmt: skip
-        left_on_disk = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
-    cli_support.assert_no_survivors(token, "a run on a full disk")
-    output = result.output
-    print(output[-2000:], left_on_disk, sep="\n")
-    assert result.returncode == 3, output[-3000:]
-    assert "Traceback" not in output
-    cert = json.loads((report / "certificate.json").read_text())
-    assert cert["verdict"] == "inconclusive"
-    (entry,) = cert["scenarios"]
-    assert entry["outcome"] == "inconclusive"
-    # Both runs (the first and the one more certify gives an inconclusive scenario) say why.
-    assert "disk full" in entry["reasons"][0], entry["reasons"]
-    assert any(r.startswith("first run:") and "disk full" in r for r in entry["reasons"]), entry["reasons"]
-    assert entry["results"] == {}  # not judged: no invariant passes or fails on a partial history
-    assert "disk full" in output
-    assert not [p for p in left_on_disk if p.endswith(".tmp")]  # no half-written file left behind
-
-
-def test_a_full_disk_under_the_clusters_journals_is_inconclusive(tmp_path: Path) -> None:
-    """The cluster's own record (the backends' journals, the build's event lines, every log) fills
-    its disk: no backend or harness process crashes, and the run is set aside naming the disk."""
-    report = tmp_path / "report"
-    token = cli_support.new_token("disk-full-cluster")
-    with cli_support.tmpfs(report / "cluster", f"size={CLUSTER_DISK}") as cluster:
-        result = cli_support.certify(
-            "--scenario", "kill_primary", "--report", str(report), token=token, timeout=300
-        )  # fmt: skip
-        left_on_disk = {str(p.relative_to(cluster)): p.stat().st_size for p in cluster.rglob("*") if p.is_file()}
-    cli_support.assert_no_survivors(token, "a run whose cluster disk is full")
+        left_on_disk = {str(p.relative_to(disk)): p.stat().st_size for p in disk.rglob("*") if p.is_file()}
+    cli_support.assert_no_survivors(token, f"a run whose {under} disk is full")
     output = result.output
     print(output[-2000:], left_on_disk, sep="\n")
     assert result.returncode == 3, output[-3000:]
@@ -65,6 +44,23 @@ def test_a_full_disk_under_the_clusters_journals_is_inconclusive(tmp_path: Path)
     assert cert["verdict"] == "inconclusive"
     (entry,) = cert["scenarios"]
     assert entry["outcome"] == "inconclusive", entry
+    return result, entry, left_on_disk
+
+
+def test_a_full_disk_while_the_history_is_written_is_inconclusive(tmp_path: Path) -> None:
+    result, entry, left_on_disk = _certify_with_a_full_disk(tmp_path, "runs", "32k", "disk-full")
+    # Both runs (the first and the one more certify gives an inconclusive scenario) say why.
+    assert "disk full" in entry["reasons"][0], entry["reasons"]
+    assert any(r.startswith("first run:") and "disk full" in r for r in entry["reasons"]), entry["reasons"]
+    assert entry["results"] == {}  # not judged: no invariant passes or fails on a partial history
+    assert "disk full" in result.output
+    assert not [p for p in left_on_disk if p.endswith(".tmp")]  # no half-written file left behind
+
+
+def test_a_full_disk_under_the_clusters_journals_is_inconclusive(tmp_path: Path) -> None:
+    """The cluster's own record (the backends' journals, the build's event lines, every log) fills
+    its disk: no backend or harness process crashes, and the run is set aside naming the disk."""
+    _, entry, _ = _certify_with_a_full_disk(tmp_path, "cluster", CLUSTER_DISK, "disk-full-cluster")
     reasons = " ".join(entry["reasons"])
     # Evidence the fault landed where it was aimed: a backend that stayed up says its journal lost
     # lines (it did not crash on the write), and the cluster's file system is named as full.
