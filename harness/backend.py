@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from harness import game
 from harness.eventloop import LOOP_LAG, watch_loop_lag
@@ -232,6 +233,13 @@ class GameServer:
             fields["seq"] = msg["seq"]
         if msg["type"] == "ack":
             fields["dup"] = msg["dup"]
+        if ws.state is not State.OPEN:
+            # The peer's close frame is in. send() would wait up to close_timeout (10 s) for the
+            # TCP close, while the frames read with that close frame and still queued keep reading
+            # paused, so the peer's FIN would go unnoticed for those 10 s and the journal would say
+            # the connection outlived the run. The handler's recv() drains the queue and then
+            # raises ConnectionClosed once the TCP connection is gone.
+            return
         await ws.send(game.encode(msg))
         # Only after send() returned: a frame the connection refused was never sent.
         self.journal.write("send", **fields)

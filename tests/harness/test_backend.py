@@ -281,3 +281,36 @@ async def test_a_whole_journal_says_nothing_was_lost(backend: tuple[Proc, int, P
     status, health = await http_get(port, "/journal")
     assert b" 200 " in status
     assert health == {"server": "primary", "lost": None, "dropped": 0}
+
+
+async def test_a_close_that_arrives_behind_queued_moves_is_journaled_at_once(backend: tuple[Proc, int, Path]) -> None:
+    """Found by flake-check run 15: a backend journaled a balancer's close 10 s late.
+
+    The balancer relayed a burst of moves and then closed the upstream; both reached the backend
+    in one read. Answering the first move on the now-closing connection waited websockets'
+    close_timeout (10 s) for the TCP close, while the moves still queued (more than max_queue)
+    kept reading paused, so the peer's FIN went unnoticed for those 10 s and ``cleanup_complete``
+    judged the build's closed upstream as never closed.
+    """
+    _, port, journal = backend
+    moves = 40  # well over websockets' default max_queue (16): reading pauses
+    async with connect(url(port), proxy=None, open_timeout=5, close_timeout=REPLY_TIMEOUT) as ws:
+        welcome = await recv_json(ws)
+        for seq in range(1, moves + 1):
+            ws.protocol.send_text(json.dumps(game.make_move("c001", seq).to_json()).encode())
+        ws.protocol.send_close(1001, "client closed")
+        # One write, so that the backend reads the moves and the close frame together.
+        ws.transport.write(b"".join(ws.protocol.data_to_send()))
+        closed_at = asyncio.get_running_loop().time()
+        await asyncio.wait_for(ws.wait_closed(), REPLY_TIMEOUT)
+
+    def closed(recs: list[dict[str, Any]]) -> bool:
+        return any(r["event"] == "close" and r["conn"] == welcome["conn"] for r in recs)
+
+    recs = await wait_journal(journal, closed, within=REPLY_TIMEOUT)
+    waited = asyncio.get_running_loop().time() - closed_at
+    assert waited < 2.0, f"the close was journaled {waited:.1f}s after the peer closed"
+    (close,) = [r for r in recs if r["event"] == "close" and r["conn"] == welcome["conn"]]
+    assert close["code"] == 1001, close
+    # Nothing is answered on a closing connection; what was read is still journaled as received.
+    assert not [r for r in recs if r["event"] == "send" and r["conn"] == welcome["conn"] and r["kind"] == "ack"]
