@@ -136,8 +136,10 @@ class GameServer:
             # Lets an HTTP health probe check the backend without joining the game.
             return connection.respond(HTTPStatus.OK, "ok\n")
         if urlsplit(request.path).path == JOURNAL_PATH and "Upgrade" not in request.headers:
-            # Asked by the runner after a run: a journal with lost lines cannot be judged from.
-            response = connection.respond(HTTPStatus.OK, json.dumps(self.journal.health()) + "\n")
+            # Asked by the runner after a run: a journal with lost lines cannot be judged from. And
+            # while it quiesces: a connection whose close is not journaled yet would be judged open.
+            health = {**self.journal.health(), "open": self.open_connections}
+            response = connection.respond(HTTPStatus.OK, json.dumps(health) + "\n")
             del response.headers["Content-Type"]  # respond() said text/plain
             response.headers["Content-Type"] = "application/json"
             return response

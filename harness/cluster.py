@@ -474,6 +474,24 @@ class Cluster:
             out[name] = established_on_port(proc.pid, self.ports[name], table) if proc.pid and proc.running else 0
         return out
 
+    def backend_unjournaled_closes(self) -> dict[str, int | None]:
+        """Per running backend, the connections whose close it has not journaled yet (None: it did not say).
+
+        Its sockets can be gone while its handler still runs; the journal, which ``cleanup_complete``
+        judges, says closed only once the handler has ended, so the quiesce waits for this too."""
+        out: dict[str, int | None] = {}
+        for name in BACKEND_NAMES:
+            if not self.process(name).running:
+                continue
+            try:
+                health = http_get_json(f"http://{HOST}:{self.ports[name]}{JOURNAL_PATH}", timeout=1.0)
+            except (OSError, ValueError, http.client.HTTPException):
+                out[name] = None
+                continue
+            count = health.get("open") if isinstance(health, dict) else None
+            out[name] = count if isinstance(count, int) else None
+        return out
+
     def journal_losses(self) -> list[str]:
         """Why a running backend's journal lost lines (a full disk under the cluster), or []."""
         lost = []

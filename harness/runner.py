@@ -693,6 +693,7 @@ class ScenarioRunner:
                 "status": c.status(),
                 "balancer_sockets": c.balancer_sockets(sockets),
                 "backend_open_connections": c.backend_open_connections(sockets),
+                "backend_unjournaled_closes": c.backend_unjournaled_closes(),
                 "backend_alive": c.backend_alive(),
                 "balancer_alive": c.balancer.running,
             }
@@ -705,6 +706,9 @@ class ScenarioRunner:
             if st is not None and not _status_empty(st):
                 return False
             if any(state["backend_open_connections"].values()):
+                return False
+            # A backend that did not answer is not waited for: its journal is judged as it stands.
+            if any(state["backend_unjournaled_closes"].values()):
                 return False
             return bool(state["balancer_sockets"] <= baseline_sockets)
 

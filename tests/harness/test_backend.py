@@ -280,7 +280,24 @@ async def test_a_whole_journal_says_nothing_was_lost(backend: tuple[Proc, int, P
     _, port, _ = backend
     status, health = await http_get(port, "/journal")
     assert b" 200 " in status
-    assert health == {"server": "primary", "lost": None, "dropped": 0}
+    assert health == {"server": "primary", "lost": None, "dropped": 0, "open": 0}
+
+
+async def test_the_journal_endpoint_counts_connections_whose_close_is_not_journaled_yet(
+    backend: tuple[Proc, int, Path],
+) -> None:
+    # What the runner's quiesce waits on: zero only once every close is in the journal.
+    _, port, journal = backend
+    async with connect(url(port), proxy=None, open_timeout=5) as ws:
+        welcome = await recv_json(ws)
+        _, health = await http_get(port, "/journal")
+        assert health["open"] == 1, health
+    deadline = asyncio.get_running_loop().time() + REPLY_TIMEOUT
+    while (await http_get(port, "/journal"))[1]["open"] != 0:
+        assert asyncio.get_running_loop().time() < deadline, "the backend never counted the close"
+        await asyncio.sleep(0.02)
+    recs = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r for r in recs if r["event"] == "close" and r["conn"] == welcome["conn"]], recs
 
 
 async def test_a_close_that_arrives_behind_queued_moves_is_journaled_at_once(backend: tuple[Proc, int, Path]) -> None:
