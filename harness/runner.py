@@ -223,25 +223,30 @@ class _Monitor(threading.Thread):
             self._watched[name] = (proc, gave_up_codes, during_setup)
 
     def unwatch(self, name: str) -> None:
-        """Before the runner stops a process itself: that exit is expected."""
+        """Before the runner stops a process itself: that exit is expected. An exit that came
+        before this call was not the runner's doing, so it is recorded first: the polls are
+        ``MONITOR_INTERVAL_S`` apart or more, and a swarm that gave up just before the runner
+        stopped it would otherwise leave no trace (the run would be judged without the reason)."""
         with self._lock:
-            self._watched.pop(name, None)
+            watched = self._watched.pop(name, None)
+            if watched is not None:
+                self._record_exit(name, *watched)
 
     def _check_processes(self) -> None:
         with self._lock:
-            watched = list(self._watched.items())
-        for name, (proc, gave_up_codes, during_setup) in watched:
-            pid, code = proc.pid, proc.poll()
-            if code is None or (name, pid) in self._reported:
-                continue
-            with self._lock:
-                if name not in self._watched:  # unwatched meanwhile: the runner stopped it
-                    continue
-            self._reported.add((name, pid))
-            if code in gave_up_codes:
-                self.writer.event(analysis.SWARM_GAVE_UP, name=name, pid=pid, exit_code=code, during_setup=during_setup)
-            else:
-                self.writer.event("process_exit", name=name, pid=pid, exit_code=code)
+            for name, watched in list(self._watched.items()):
+                self._record_exit(name, *watched)
+
+    def _record_exit(self, name: str, proc: ManagedProcess, gave_up_codes: frozenset[int], during_setup: bool) -> None:
+        # Called with self._lock held, so an exit seen by the poll and by unwatch is written once.
+        pid, code = proc.pid, proc.poll()
+        if code is None or (name, pid) in self._reported:
+            return
+        self._reported.add((name, pid))
+        if code in gave_up_codes:
+            self.writer.event(analysis.SWARM_GAVE_UP, name=name, pid=pid, exit_code=code, during_setup=during_setup)
+        else:
+            self.writer.event("process_exit", name=name, pid=pid, exit_code=code)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
