@@ -474,20 +474,27 @@ class Cluster:
             out[name] = established_on_port(proc.pid, self.ports[name], table) if proc.pid and proc.running else 0
         return out
 
+    def _backend_journal_health(self, timeout: float) -> dict[str, dict[str, Any] | str]:
+        """Each running backend's answer to ``GET /journal``, or why it gave none."""
+        out: dict[str, dict[str, Any] | str] = {}
+        for name in BACKEND_NAMES:
+            if not self.process(name).running:
+                continue
+            try:
+                health = http_get_json(f"http://{HOST}:{self.ports[name]}{JOURNAL_PATH}", timeout=timeout)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                out[name] = str(exc)
+                continue
+            out[name] = health if isinstance(health, dict) else f"answered {health!r}, not a JSON object"
+        return out
+
     def backend_unjournaled_closes(self) -> dict[str, int | None]:
         """Per running backend, the connections whose close it has not journaled yet (None: it did not say).
 
         Its sockets can be gone while its handler still runs; the journal, which ``cleanup_complete``
         judges, says closed only once the handler has ended, so the quiesce waits for this too."""
         out: dict[str, int | None] = {}
-        for name in BACKEND_NAMES:
-            if not self.process(name).running:
-                continue
-            try:
-                health = http_get_json(f"http://{HOST}:{self.ports[name]}{JOURNAL_PATH}", timeout=1.0)
-            except (OSError, ValueError, http.client.HTTPException):
-                out[name] = None
-                continue
+        for name, health in self._backend_journal_health(timeout=1.0).items():
             count = health.get("open") if isinstance(health, dict) else None
             out[name] = count if isinstance(count, int) else None
         return out
@@ -495,15 +502,10 @@ class Cluster:
     def journal_losses(self) -> list[str]:
         """Why a running backend's journal lost lines (a full disk under the cluster), or []."""
         lost = []
-        for name in BACKEND_NAMES:
-            if not self.process(name).running:
-                continue
-            try:
-                health = http_get_json(f"http://{HOST}:{self.ports[name]}{JOURNAL_PATH}", timeout=2.0)
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                lost.append(f"backend {name} did not say whether its journal is whole: {exc}")
-                continue
-            if isinstance(health, dict) and health.get("lost"):
+        for name, health in self._backend_journal_health(timeout=2.0).items():
+            if isinstance(health, str):
+                lost.append(f"backend {name} did not say whether its journal is whole: {health}")
+            elif health.get("lost"):
                 lost.append(f"backend {name}'s journal: {health['lost']}; {health.get('dropped')} line(s) dropped")
         return lost
 
