@@ -7,30 +7,18 @@ as JSON, saves it in its run directory and names the one-line replay command.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, reject
 
 from harness.cluster import Cluster
-from harness.plugin import _spec
 from harness.records import INCONCLUSIVE
 from harness.runner import ScenarioRunner
 from harness.scenario import Scenario
 from harness.strategies import fault_plans, note_plan_events
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture(scope="module")
-def shared_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("generated") / "cluster", _spec(request.config))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="module")
