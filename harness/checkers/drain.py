@@ -11,7 +11,10 @@ clients' records:
   and then not before it had the drain timeout;
 - the old process exits with status 0 within the drain timeout plus the shutdown's bound (the fault
   SIGKILLs it after that, and says so);
-- every client it drained is welcomed again after the new process was ready.
+- every client it drained is welcomed again once the old process is gone (it exited, or the new
+  one was ready where the exit time is not known): only the new process can welcome it then. Not
+  from the moment the harness saw the new one ready: a client that reconnects as soon as the new
+  process listens can be welcomed before the harness's readiness poll notices it.
 
 A run without a drain step, or whose build does not declare drain support (it was restarted with
 SIGTERM instead: ``drain_declared: false``), is "not checked".
@@ -43,7 +46,8 @@ class _Drain:
     record: Record
     signalled_at: float
     drain_timeout_s: float
-    started_at: float | None
+    #: From when a welcome can only come from the new process.
+    replaced_at: float | None
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ def _drain_steps(run: Run) -> tuple[list[_Drain], int]:
         if rec.get("drain_declared") is not True or signalled_at is None or timeout is None:
             undeclared += 1
             continue
-        declared.append(_Drain(rec, signalled_at, timeout, num(rec.get("started_at"))))
+        exited_at, started_at = num(rec.get("exited_at")), num(rec.get("started_at"))
+        declared.append(_Drain(rec, signalled_at, timeout, exited_at if exited_at is not None else started_at))
     return declared, undeclared
 
 
@@ -154,12 +159,12 @@ def check_drain_graceful(run: Run) -> CheckResult:
                         evidence([close]),
                     )
                 )
-            elif drain.started_at is not None and not _welcomed_after(histories[conn.client], drain.started_at):
+            elif drain.replaced_at is not None and not _welcomed_after(histories[conn.client], drain.replaced_at):
                 violations.append(
                     Violation(
                         DRAIN_GRACEFUL,
-                        f"{conn.client} was never welcomed again after the new process was ready at "
-                        f"{fmt_t(drain.started_at)}",
+                        f"{conn.client} was never welcomed again by the new process (after the old one was gone "
+                        f"at {fmt_t(drain.replaced_at)})",
                         evidence([close]),
                     )
                 )

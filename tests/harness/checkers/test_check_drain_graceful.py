@@ -106,6 +106,20 @@ def test_a_client_never_welcomed_by_the_new_process_fails(rb: RunBuilder) -> Non
     assert "never welcomed again" in result.violations[0].message
 
 
+def test_a_welcome_before_the_harness_saw_the_new_process_ready_counts(rb: RunBuilder) -> None:
+    # As in a CI run: the old process exited at +3.26 s, the clients' backoff brought them to the
+    # new one at +3.527 s, and the harness's readiness poll reported it ready only at +3.537 s.
+    exited_at = SIGNAL_AT + DRAIN_S + 0.3
+    for client in ("c1", "c2"):
+        rb.play(client, T0, range(1, 11))
+    drain_record(rb, exited_at=exited_at)
+    for client in ("c1", "c2"):
+        rb.conn_close(client, SIGNAL_AT + DRAIN_S + 0.05, conn=1, code=1001, initiator="remote")
+        rb.conn_open(client, STARTED_AT - 0.02, conn=2)
+        rb.welcome(client, STARTED_AT - 0.01, "primary", conn=2)
+    assert check_drain_graceful(rb.build()).status == "pass"
+
+
 def test_sessions_that_end_by_themselves_are_not_the_drains_doing(rb: RunBuilder) -> None:
     for client in ("c1", "c2"):
         rb.play(client, T0, range(1, 11))
