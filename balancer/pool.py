@@ -179,8 +179,10 @@ class Pool:
                     ws = await connect(b.target("/"), proxy=None, open_timeout=None, close_timeout=timeout)
                     await ws.close()
             return True
-        except InvalidStatus:
-            return True  # it answered HTTP, so it is alive; it just dislikes "/"
+        except InvalidStatus as exc:
+            # A 4xx: it is alive and only dislikes "/". A 5xx: it says it cannot serve, as when it
+            # refuses upgrades (contract section 4); marked up, it would cost the next failover.
+            return exc.response.status_code < 500
         except Exception:
             # Refused, reset, timed out, a bad handshake, a TLS error: whatever
             # the kind of failure, the backend is not usable yet, so it simply

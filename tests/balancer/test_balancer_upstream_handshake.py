@@ -10,7 +10,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from balancer_support import client, recv_json, ws_url
+from balancer_support import client, recv_json, wait_for, ws_url
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -78,3 +78,43 @@ async def test_a_bad_handshake_answer_is_a_failed_connect(balancer_factory: Any,
         for server in (bad, elsewhere):
             server.close()
             await server.wait_closed()
+
+
+@pytest.mark.parametrize(("probe_status", "comes_back"), [(503, False), (500, False), (404, True)])
+async def test_a_health_probe_answered_with_a_server_error_keeps_the_backend_down(
+    balancer_factory: Any, echo_backends: Any, probe_status: int, comes_back: bool
+) -> None:
+    """A 5xx says the backend cannot serve (the contract's refused upgrade); a 4xx only that it
+    dislikes the probe's path "/", which a live game server may well do."""
+    secondary = await echo_backends("secondary")
+    probes: list[str] = []
+
+    async def refusing_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        status = probe_status if path == "/" else 503
+        if path == "/":
+            probes.append(path)
+        writer.write(f"HTTP/1.1 {status} No\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    refusing = await asyncio.start_server(refusing_backend, "127.0.0.1", 0)
+    try:
+        bal = await balancer_factory(
+            [("refusing", f"ws://127.0.0.1:{refusing.sockets[0].getsockname()[1]}"), ("secondary", ws_url(secondary))],
+            health_interval_s=0.05,
+        )
+        async with client(bal.url + "/p", compression=None) as ws:
+            await ws.send("hello")
+            assert await recv_json(ws) == {"server": "secondary", "path": "/p", "msg": "hello"}
+
+        def health() -> list[bool]:
+            return [e["healthy"] for e in bal.events() if e["event"] == "backend_health" and e["backend"] == "refusing"]
+
+        # Probes go only to a backend that is down: three of them, or one that brought it back.
+        await wait_for(lambda: len(probes) >= 3 or health()[-1:] == [True], timeout=10.0, what="three probes")
+        assert health() == ([False, True] if comes_back else [False])
+    finally:
+        refusing.close()
+        await refusing.wait_closed()
