@@ -33,11 +33,10 @@ from .base import (
     records,
     time_of,
 )
-from .failover_limits import Limits, read_limits
+from .failover_limits import DEFAULT_CLOCK_TOLERANCE_S, Limits, read_limits
 from .liveness import TRY_AGAIN_LATER
 
 NAME = "refusals_justified"
-DEFAULT_TOLERANCE_S = 0.1
 
 
 def refusal_reason(limits: Limits, allowed_before: list[float], t: float, tolerance: float) -> str | None:
@@ -66,7 +65,7 @@ def check_refusals_justified(run: Run) -> CheckResult:
     limits = read_limits(run)
     if limits is None:
         return finish(NAME, [], checked=False, notes=["run.json has no usable failover limits"])
-    tolerance = run.run_meta.expect_number("clock_tolerance_s", DEFAULT_TOLERANCE_S)
+    tolerance = run.run_meta.expect_number("clock_tolerance_s", DEFAULT_CLOCK_TOLERANCE_S)
     violations: list[Violation] = []
     notes: list[str] = []
     checked = False
