@@ -37,6 +37,7 @@ from harness.procs import (
     expand_command,
     raise_open_files_limit,
 )
+from harness.records import write_atomic
 from harness.scenario import Keepalive, Limits
 from harness.waiting import wait_until
 
@@ -418,7 +419,8 @@ class Cluster:
         for key in ("max_size", "max_connections", "open_timeout_s"):
             if getattr(limits, key):
                 self.config[key] = getattr(limits, key)
-        self.config_path.write_text(json.dumps(self.config, indent=2), encoding="utf-8")
+        # Whole or not at all: a full disk must not leave a torn config for the build's next start.
+        write_atomic(self.config_path, json.dumps(self.config, indent=2).encode())
         self.spec.limits = limits
         self.spec.keepalive = keepalive
 

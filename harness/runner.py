@@ -367,7 +367,13 @@ class ScenarioRunner:
         reset_start = time.time()
 
         # Checked reset: every earlier fault healed, the build configured for this scenario.
-        c.reconfigure(scenario.limits, scenario.keepalive)
+        try:
+            c.reconfigure(scenario.limits, scenario.keepalive)
+        except OSError as exc:
+            # The build's config could not be written (a full disk): the harness failed, not the build.
+            raise RunNotRecorded(
+                "the build's config: " + describe_write_failure(exc.filename or c.config_path, exc)
+            ) from None
         c.heal_all()
         if c.status() is not None and not c.wait_balancer_sees_backends_healthy(timeout=10.0):
             notes.append("the build did not report every backend healthy within 10 s of the reset")

@@ -8,12 +8,17 @@ from a history with holes in it, and certify must exit 3 (inconclusive), not 1 (
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.catalog import named_scenarios
+from harness.cluster import Cluster, ClusterSpec
+from harness.records import INCONCLUSIVE
+from harness.runner import ScenarioRunner
 from tests.chaos import cli_support
 
 pytestmark = pytest.mark.chaos
@@ -69,3 +74,28 @@ def test_a_full_disk_under_the_clusters_journals_is_inconclusive(tmp_path: Path)
     assert entry["results"] == {}  # not judged
     # Nothing of the cluster died of the full disk: a dead harness process or build would be named.
     assert "exited" not in reasons and "died" not in reasons, entry["reasons"]
+
+
+def test_a_full_disk_when_the_builds_config_is_rewritten_is_inconclusive(tmp_path: Path) -> None:
+    """A scenario with limits of its own restarts the build with a new config file. With no room
+    for it, the run is set aside naming the config, and the build keeps its old, whole config."""
+    with cli_support.tmpfs(tmp_path / "disk", "size=1m") as disk:
+        cluster = Cluster(disk / "cluster", ClusterSpec())
+        cluster.start()
+        try:
+            before = cluster.config_path.read_bytes()
+            filler = disk / "filler"
+            with open(filler, "wb", buffering=0) as fh:
+                for chunk in (b"\0" * 4096, b"\0"):  # to the last byte: the config is small
+                    with contextlib.suppress(OSError):
+                        while True:
+                            fh.write(chunk)
+            scenario = named_scenarios()["boundary_min_interval"]
+            assert scenario.limits != cluster.spec.limits  # so the config must be rewritten
+            judged = ScenarioRunner(cluster).run(scenario, tmp_path / "run")
+            assert judged.outcome == INCONCLUSIVE, judged.summary()
+            assert "the build's config: disk full" in " ".join(judged.reasons), judged.reasons
+            assert cluster.config_path.read_bytes() == before
+            assert cluster.balancer.running
+        finally:
+            cluster.close()
