@@ -30,7 +30,7 @@ Two views are judged independently and each must hold:
   16 ms apart while the losses were a second apart (tests/chaos/regressions/plan-d060f875e5.json).
 
 The timestamps come from different processes, so a limit is only violated when it is missed by
-more than a tolerance: ``meta.expect.clock_tolerance_s``, default 100 ms.
+more than a tolerance: ``meta.expect.clock_tolerance_s``, default 50 ms.
 
 On a slow machine (harness.analysis.Slowness) every one of those timestamps can be late by the
 scheduling delay of its process, so a miss by no more than the tolerance times the measured
@@ -65,7 +65,7 @@ from .journal import UpstreamIndex, index_upstreams
 
 NAME = "reconnect_limits"
 #: Also refusals_justified's, which reads the same ``clock_tolerance_s``: one default for one setting.
-DEFAULT_CLOCK_TOLERANCE_S = 0.1
+DEFAULT_CLOCK_TOLERANCE_S = 0.05
 #: Faults on this target can end any upstream (a paused balancer misses its keepalive pongs).
 _BALANCER_TARGET = "balancer"
 

@@ -57,7 +57,7 @@ def test_failovers_too_close_together_fail(rb: RunBuilder) -> None:
 
 
 def test_clock_tolerance_is_applied_and_configurable(rb: RunBuilder) -> None:
-    failovers(rb, [1.0, 1.42])  # 80 ms short of min_interval_s 0.5: within the default 100 ms
+    failovers(rb, [1.0, 1.47])  # 30 ms short of min_interval_s 0.5: within the default 50 ms
     assert check_reconnect_limits(rb.build()).status == "pass"
     rb.meta["expect"]["clock_tolerance_s"] = 0.0
     assert check_reconnect_limits(rb.build()).status == "fail"
@@ -189,24 +189,24 @@ def _measured_slowness(rb: RunBuilder, factor: float) -> None:
 
 
 def test_a_small_miss_on_a_slow_machine_is_inconclusive_not_a_failure(rb: RunBuilder) -> None:
-    # 110 ms short of min_interval_s 0.5 (the default tolerance is 100 ms): at slowness x7.5 that
-    # is scheduling delay, not proof of a limiter that let two failovers through.
-    failovers(rb, [1.0, 1.39])
+    # 53 ms short of min_interval_s 0.5 (the default tolerance is 50 ms): at slowness x7.5 that is
+    # scheduling delay, not proof of a limiter that let two failovers through.
+    failovers(rb, [1.0, 1.447])
     _measured_slowness(rb, 7.5)
     result = check_reconnect_limits(rb.build())
     assert result.status == "not_checked", result
-    assert result.note.startswith("inconclusive: ") and "0.390 s apart" in result.note, result.note
+    assert result.note.startswith("inconclusive: ") and "0.447 s apart" in result.note, result.note
 
 
 def test_the_same_miss_on_a_machine_not_slow_fails(rb: RunBuilder) -> None:
-    failovers(rb, [1.0, 1.39])
+    failovers(rb, [1.0, 1.447])
     _measured_slowness(rb, 1.0)
     assert check_reconnect_limits(rb.build()).status == "fail"
 
 
 def test_a_miss_beyond_what_slowness_explains_fails_on_a_slow_machine(rb: RunBuilder) -> None:
-    failovers(rb, [1.0, 1.1])  # 400 ms short: more than 100 ms x 3
-    _measured_slowness(rb, 3.0)
+    failovers(rb, [1.0, 1.1])  # 400 ms short: more than 50 ms x 7.5
+    _measured_slowness(rb, 7.5)
     result = check_reconnect_limits(rb.build())
     assert result.status == "fail" and "0.100 s apart" in result.violations[0].message
 
