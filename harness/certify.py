@@ -750,8 +750,11 @@ def _summarise_generated(entries: list[ScenarioEntry]) -> ScenarioEntry:
         statuses = [e.results[inv].status for e in entries if inv in e.results]
         if not statuses:
             continue
-        status: Status = PASS if all(s == PASS for s in statuses) else NOT_CHECKED
-        results[inv] = ResultEntry(status, f"{len(statuses)} generated plans", [], status)
+        # Every one of these plans passed, so each invariant was passed or had nothing to judge in
+        # it: a pass where at least one plan judged it, saying in how many.
+        judged = statuses.count(PASS)
+        status: Status = PASS if judged else NOT_CHECKED
+        results[inv] = ResultEntry(status, f"judged in {judged} of {len(statuses)} generated plans", [], status)
     return ScenarioEntry(
         name=f"generated plans ({len(entries)})",
         description="Hypothesis-generated fault plans that passed",

@@ -251,7 +251,8 @@ def check_reconnect_limits(run: Run) -> CheckResult:
     set_aside: list[str] = []
     violations: list[Violation] = []
     notes: list[str] = []
-    checked = False
+    seen_upstreams = 0
+    seen_events = 0
     unattributed = 0
     unmatched_in_journal = 0
     index = index_upstreams(run)
@@ -272,8 +273,14 @@ def check_reconnect_limits(run: Run) -> CheckResult:
             shown = ", ".join(fmt_t(t) for t in first.involved)
             more = f" and {len(breaches) - 1} more breach(es) of this rule" if len(breaches) > 1 else ""
             involved = sorted({i for b in breaches for i in b.failovers})
+            # None for "unbounded": verdict.json stays strict JSON (no -Infinity).
             bounds = [
-                {"failover": i + 1, "earliest": moments[i].earliest, "latest": moments[i].latest, **moments[i].why}
+                {
+                    "failover": i + 1,
+                    "earliest": moments[i].earliest if math.isfinite(moments[i].earliest) else None,
+                    "latest": moments[i].latest,
+                    **moments[i].why,
+                }
                 for i in involved
                 if not moments[i].exact
             ]
@@ -299,12 +306,12 @@ def check_reconnect_limits(run: Run) -> CheckResult:
                     continue
                 welcomes_by_conn.setdefault(key, []).append(rec)
         for conn, welcomes in welcomes_by_conn.items():
-            checked = True
             welcomes.sort(key=lambda w: time_of(w) or 0.0)
             if len(welcomes) < 2:
                 continue
             moments, unmatched = upstream_moments(welcomes, index, faults, tolerance)
             unmatched_in_journal += unmatched
+            seen_upstreams += len(moments)
             report("upstreams", {"client": client, "conn": conn}, moments)
 
     events = [e for e in records(run.balancer_events) if time_of(e) is not None]
@@ -313,12 +320,18 @@ def check_reconnect_limits(run: Run) -> CheckResult:
     for e in events:
         if e.get("event") == "failover_attempt" and e.get("allowed") is True:
             attempts_by_session.setdefault(str(e.get("session")), []).append(e)
-    if events:
-        checked = True
     for session, attempts in attempts_by_session.items():
         attempts.sort(key=lambda a: time_of(a) or 0.0)
         moments = [Moment.at(time_of(a) or 0.0, a) for a in attempts]
+        seen_events += len(moments)
         report("balancer failover_attempt", {"session": session, "path": paths.get(session)}, moments)
+    # Limits on failovers hold vacuously in a run without any: that is nothing judged, not a pass.
+    checked = bool(seen_upstreams or seen_events)
+    notes.append(
+        f"{seen_upstreams} failover(s) judged from the upstreams, {seen_events} from the build's events"
+        if checked
+        else "no failover in the run: nothing to judge"
+    )
 
     if unattributed:
         notes.append(f"{unattributed} welcome(s) without a conn were not judged")

@@ -12,10 +12,12 @@ from harness.certify import (
     MAX_LANES,
     PROFILES,
     Certifier,
+    _summarise_generated,
     default_parallel,
     generated_chunks,
     time_spent_line,
 )
+from harness.records import ResultEntry, ScenarioEntry, Status
 
 
 @pytest.mark.parametrize(
@@ -161,3 +163,21 @@ def test_a_lane_waiting_at_the_machine_gate_gives_up_when_certify_stops() -> Non
         stop.set()
         with gate.enter(True, stop) as admitted:
             assert admitted is False
+
+
+def test_the_generated_summary_passes_an_invariant_judged_in_some_plans_and_says_in_how_many() -> None:
+    def plan(**statuses: Status) -> ScenarioEntry:
+        results = {inv: ResultEntry(status, "", [], status) for inv, status in statuses.items()}
+        return ScenarioEntry(name="plan", kind="generated", passed=True, results=results, duration_s=1.0)
+
+    summary = _summarise_generated(
+        [
+            plan(reconnect_limits="pass", drain_graceful="not_checked"),
+            plan(reconnect_limits="not_checked", drain_graceful="not_checked"),
+            plan(reconnect_limits="pass", drain_graceful="not_checked"),
+        ]
+    )
+    assert summary.results["reconnect_limits"].status == "pass"
+    assert summary.results["reconnect_limits"].note == "judged in 2 of 3 generated plans"
+    # Judged in none: never a pass.
+    assert summary.results["drain_graceful"].status == "not_checked"
