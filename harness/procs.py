@@ -9,7 +9,8 @@ whole), logs to files in the run directory, and is reaped on every exit path:
   into :class:`Interrupted`, a KeyboardInterrupt, so the same finalizers run, and ``atexit`` closes
   whatever is left);
 - the parent being SIGKILLed: children started from the main thread carry PR_SET_PDEATHSIG
-  (set by util-linux's ``setpriv``, which then execs the command).
+  (set by util-linux's ``setpriv``, which then execs the command); those started from another
+  thread (certify's lanes) are killed by the reaper (:mod:`harness.reaper`).
 
 Every child carries ``WSCHAOS_OWNER`` in its environment, which is how :func:`owned_processes`
 (and the orphan tests) find survivors.
@@ -41,6 +42,9 @@ from harness.waiting import wait_until
 OWNER_ENV = "WSCHAOS_OWNER"
 #: One token per Python process that supervises; children inherit it, survivors are found by it.
 OWNER_TOKEN = os.environ.get(OWNER_ENV) or uuid.uuid4().hex
+REAP_ENV = "WSCHAOS_REAP"
+#: This process's own (never inherited): its reaper (harness.reaper) kills exactly its children.
+REAP_TOKEN = uuid.uuid4().hex
 
 
 class ProcessFailed(RuntimeError):
@@ -124,10 +128,44 @@ def open_files_needed(clients: int) -> int:
 
 def _with_pdeathsig(argv: list[str]) -> list[str]:
     # PR_SET_PDEATHSIG fires when the forking *thread* exits, so only use it from the main
-    # thread; other spawns are still reaped by close()/atexit.
+    # thread; other spawns are reaped by close()/atexit, and by the reaper if this process dies.
     if SETPRIV is None or threading.current_thread() is not threading.main_thread():
+        ensure_reaper()
         return argv
     return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
+
+_reaper_lock = threading.Lock()
+#: The reaper and the write end of its pipe, held (never closed) for as long as this process lives.
+_reaper: tuple[subprocess.Popen[bytes], int] | None = None
+
+
+def ensure_reaper() -> None:
+    """Starts this process's reaper (harness.reaper) unless it runs already."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None and _reaper[0].poll() is None:
+            return
+        read_fd, write_fd = os.pipe()  # not inheritable: no later child holds the write end open
+        env = {k: v for k, v in os.environ.items() if k != REAP_ENV}
+        env[OWNER_ENV] = OWNER_TOKEN  # found by the same token as the rest of the run
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "harness.reaper", "--token", REAP_TOKEN, "--fd", str(read_fd)],
+                pass_fds=(read_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=str(Path(__file__).resolve().parents[1]),
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(write_fd)
+            return  # no reaper: close()/atexit still reap on every exit but SIGKILL
+        finally:
+            os.close(read_fd)
+        _reaper = (popen, write_fd)
 
 
 class ManagedProcess:
@@ -163,6 +201,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} is already running")
         env = dict(os.environ if self.env is None else self.env)
         env[OWNER_ENV] = OWNER_TOKEN
+        env[REAP_ENV] = REAP_TOKEN
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Children talk only to loopback; a proxy variable must never divert them.
         for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ws_proxy", "wss_proxy"):
@@ -394,10 +433,15 @@ def interrupt_signal(exc: KeyboardInterrupt) -> signal.Signals:
 
 def owned_processes(token: str) -> list[psutil.Process]:
     """Every live process whose environment carries ``WSCHAOS_OWNER=token``: a run's survivors."""
+    return processes_carrying(OWNER_ENV, token)
+
+
+def processes_carrying(var: str, token: str) -> list[psutil.Process]:
+    """Every live process whose environment has ``var=token``."""
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.environ().get(OWNER_ENV) == token:
+            if proc.environ().get(var) == token:
                 found.append(proc)
         except (psutil.Error, OSError):
             continue

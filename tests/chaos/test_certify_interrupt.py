@@ -85,3 +85,35 @@ def test_certify_interrupted_mid_scenario(tmp_path: Path, sig: signal.Signals) -
     assert 'id="interrupted"' in html and f"interrupted by {sig.name}" in html
     junit = (report / "junit.xml").read_text()
     assert 'name="certification_finishes"' in junit
+
+
+def test_certify_sigkilled_with_lanes_leaves_no_survivors(tmp_path: Path) -> None:
+    """SIGKILL allows no clean-up of one's own. The second lane's cluster is started from that
+    lane's thread, where PR_SET_PDEATHSIG cannot be used: the reaper (harness.reaper) kills it."""
+    token = new_token("sigkill-lanes")
+    report = tmp_path / "report"
+    out_path = tmp_path / "certify.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "certify", "--scenario", SCENARIO, "--scenario", "terminate_primary",
+             "--parallel", "2", "--report", str(report)],
+            cwd=ROOT, env=run_env(token), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        # Both lanes in the middle of a scenario, so both clusters are up.
+        monitors = [report / "runs" / f"0{i}-{name}" / "history" / "monitor.jsonl"
+                    for i, name in ((1, SCENARIO), (2, "terminate_primary"))]  # fmt: skip
+        wait_until(
+            lambda: all(_warmup_ended(m) for m in monitors) or proc.poll() is not None,
+            timeout=120,
+            what="both lanes' warm-ups to end",
+        )
+        assert proc.poll() is None, out_path.read_text(errors="replace")[-3000:]
+        assert (report / "cluster-2").is_dir()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_no_survivors(token, "certify with two lanes got SIGKILL")

@@ -91,3 +91,47 @@ def test_a_crashed_xdist_worker_leaves_no_orphans(tmp_path: Path) -> None:
             proc.wait()
     assert "crashed" in output, output[-2000:]  # xdist saw the worker die, and said so
     assert_no_survivors(token, "the xdist worker was SIGKILLed")
+
+
+INNER_THREADED = textwrap.dedent(
+    """
+    import os, sys, threading
+    from pathlib import Path
+    from harness.procs import Supervisor
+
+    supervisor = Supervisor(Path(sys.argv[1]))
+    # As certify's lanes do: the child is started from a thread other than the main one, which
+    # then ends; PR_SET_PDEATHSIG cannot be used there.
+    lane = threading.Thread(
+        target=supervisor.spawn, args=("sleeper", [sys.executable, "-c", "import time; time.sleep(300)"])
+    )
+    lane.start()
+    lane.join()
+    Path(os.environ["READY_FILE"]).write_text(str(supervisor.procs["sleeper"].pid))
+    threading.Event().wait(120)  # SIGKILLed from outside
+    """
+)
+
+
+def test_children_started_from_another_thread_die_with_a_sigkilled_harness(tmp_path: Path) -> None:
+    token = f"orphan-thread-test-{uuid.uuid4().hex}"
+    ready = tmp_path / "ready"
+    env = {**os.environ, OWNER_ENV: token, "READY_FILE": str(ready)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INNER_THREADED, str(tmp_path / "logs")],
+        cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=30, what="inner child up")
+        assert ready.exists(), proc.communicate()[0].decode(errors="replace")[-2000:]
+        sleeper = int(ready.read_text())
+        # The harness, its child, and the reaper that watches the harness.
+        alive = {p.pid: " ".join(p.cmdline()) for p in survivors(token)}
+        assert sleeper in alive and any("harness.reaper" in cmd for cmd in alive.values()), alive
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_no_survivors(token, "SIGKILL of a harness whose child a non-main thread started")
