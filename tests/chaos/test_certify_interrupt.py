@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.waiting import wait_until
-from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, new_token, run_env
+from tests.chaos.cli_support import ROOT, assert_no_survivors, default_sigint, interrupt_when, new_token, run_env
 
 pytestmark = pytest.mark.chaos
 
@@ -99,21 +99,11 @@ def test_certify_sigkilled_with_lanes_leaves_no_survivors(tmp_path: Path) -> Non
              "--parallel", "2", "--report", str(report)],
             cwd=ROOT, env=run_env(token), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    try:
-        # Both lanes in the middle of a scenario, so both clusters are up.
-        monitors = [report / "runs" / f"0{i}-{name}" / "history" / "monitor.jsonl"
-                    for i, name in ((1, SCENARIO), (2, "terminate_primary"))]  # fmt: skip
-        wait_until(
-            lambda: all(_warmup_ended(m) for m in monitors) or proc.poll() is not None,
-            timeout=120,
-            what="both lanes' warm-ups to end",
-        )
-        assert proc.poll() is None, out_path.read_text(errors="replace")[-3000:]
-        assert (report / "cluster-2").is_dir()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # Both lanes in the middle of a scenario, so both clusters are up.
+    monitors = [report / "runs" / f"0{i}-{name}" / "history" / "monitor.jsonl"
+                for i, name in ((1, SCENARIO), (2, "terminate_primary"))]  # fmt: skip
+    code, _ = interrupt_when(
+        proc, lambda: all(_warmup_ended(m) for m in monitors), signal.SIGKILL, "both lanes' warm-ups to end", out_path
+    )
+    assert code == -signal.SIGKILL and (report / "cluster-2").is_dir()
     assert_no_survivors(token, "certify with two lanes got SIGKILL")
