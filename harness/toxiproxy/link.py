@@ -218,7 +218,7 @@ class _Writer:
 
     def push(self, data: bytes, ts: float) -> None:
         link = self.link
-        if not link.finished and not link.dst.lost and not link.silenced:
+        if not link.finished and not link.dst.lost and not link.silenced and not link.awaiting_reset:
             assert link.dst.transport is not None
             link.dst.transport.write(data)
 
@@ -245,6 +245,8 @@ class Link:
         self.src_paused = False
         # Silenced by an idle_timeout: everything is dropped, nothing closed.
         self.silenced = False
+        # A reset_peer fired here: nothing more crosses this way before the reset (reset_peer_after).
+        self.awaiting_reset = False
         # Whether any byte has crossed; every first chunk goes through _pass (module doc).
         self.started = False
         # The upstream link reads the first request line for the client id (module doc).
@@ -275,7 +277,7 @@ class Link:
             self.src.sink(data)
 
     def _rebind(self) -> None:
-        if self.finished or self.source_done or self.silenced:
+        if self.finished or self.source_done or self.silenced or self.awaiting_reset:
             self.src.sink = _drop
         elif self.request_line is not None:
             self.src.sink = self._read_request_line
@@ -318,7 +320,7 @@ class Link:
 
     def _pass(self, data: bytes) -> None:
         self.started = True
-        if self.finished or self.source_done or self.silenced:
+        if self.finished or self.source_done or self.silenced or self.awaiting_reset:
             return
         if self.stages:
             self._feed(data)
@@ -335,6 +337,12 @@ class Link:
         return self.loop.call_at(when, callback)
 
     def reset_peer_after(self, delay: float) -> None:
+        # Toxiproxy's reset_peer drops its chunk, then sleeps uninterruptibly before the reset,
+        # and removing the toxic waits for that sleep: no later byte crosses this way. One that
+        # did would follow a hole in the stream, which TCP never delivers; a compressed WebSocket
+        # stream inflated across it yields different, valid-looking messages.
+        self.awaiting_reset = True
+        self._rebind()
         self.conn.reset_after(delay)
 
     def note_active(self) -> None:
@@ -383,7 +391,8 @@ class Link:
             return
         self.source_done = True
         self._rebind()
-        if not self.silenced:  # a silenced connection tells neither peer anything
+        # A silenced connection tells neither peer anything; one awaiting its reset gets the reset.
+        if not self.silenced and not self.awaiting_reset:
             self.head.eof()
 
     def finish(self) -> None:

@@ -7,6 +7,11 @@ failure here is a harness bug coming back, or a real defect of the build under t
 - ``plan-d060f875e5.json`` (found by ``make certify``, 2026-12-01): ``reconnect_limits`` timed
   failovers by the new upstreams' welcomes, which came 19 ms apart after a 1 s connect to a paused
   backend, while the losses that started them were a second apart (harness/checkers/failover_limits.py).
+- ``plan-6dbcc95aa1.json`` (found by ``make flake-check``, 2026-12-01): a ``reset_peer`` on the
+  primary's downstream, removed before its reset fired. The embedded Toxiproxy let the next
+  message cross after the chunk it dropped; the balancer inflated that compressed message across
+  the hole into a different, valid-looking one ("seq 3" acknowledged with state seq 30), and
+  ``ordered`` and ``state_continuity`` failed (harness/toxiproxy/link.py, ``reset_peer_after``).
 """
 
 from __future__ import annotations

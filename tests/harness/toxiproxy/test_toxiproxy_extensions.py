@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 from toxiproxy import Toxiproxy
-from toxiproxy_support import Api, ServerThread, Upstream, connect, port_of, read_to_eof, recv_exactly, wait_for
+from toxiproxy_support import (
+    Api,
+    ServerThread,
+    Upstream,
+    connect,
+    evidence,
+    port_of,
+    read_to_eof,
+    recv_exactly,
+    wait_for,
+)
 
 from harness.faults.proxy_ext import (
     NO_COUNTERS,
@@ -32,13 +42,6 @@ TWO_X_KEYS = ["attributes", "name", "type", "stream", "toxicity"]
 
 def proxied(api: Api, upstream: Upstream, name: str = "p") -> int:
     return port_of(api.create(name, upstream.address)["listen"])
-
-
-def evidence(api: Api, proxy: str, toxic: str) -> dict[str, Any]:
-    reply = api.request("GET", f"/wschaos/proxies/{proxy}/toxics/{toxic}/evidence")
-    assert reply.status_code == 200, reply.text
-    result: dict[str, Any] = reply.json()
-    return result
 
 
 def echo_once(sock: socket.socket, payload: bytes) -> None:

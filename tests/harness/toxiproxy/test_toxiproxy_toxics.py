@@ -14,6 +14,7 @@ from toxiproxy_support import (
     Api,
     Upstream,
     connect,
+    evidence,
     is_refused,
     port_of,
     read_to_eof,
@@ -319,3 +320,19 @@ def test_reset_keeps_connections_and_delete_closes_them(api: Api, echo: Upstream
         assert round_trip(sock) < 0.25
         api.request("DELETE", "/proxies/p")
         assert read_to_eof(sock) == b""
+
+
+def test_reset_peer_lets_nothing_cross_after_its_dropped_chunk_even_once_removed(api: Api, echo: Upstream) -> None:
+    """Toxiproxy drops the chunk, sleeps ``timeout`` uninterruptibly, then resets; removing the
+    toxic waits for that sleep. So nothing sent after the dropped chunk may cross: it would follow
+    a hole in the stream (a flake-check run saw a WebSocket stream with permessage-deflate inflate
+    the next message across such a hole into a different, valid-looking one)."""
+    port = proxied(api, echo)
+    api.add_toxic("p", name="rst", type="reset_peer", stream="upstream", attributes={"timeout": 300})
+    with connect(port) as sock:
+        sock.sendall(b"dropped")
+        wait_for(lambda: evidence(api, "p", "rst")["cuts"] == 1, "the toxic to take the first chunk")
+        api.remove_toxic("p", "rst")
+        sock.sendall(b"after the hole")
+        with pytest.raises(ConnectionResetError):
+            assert sock.recv(1024) == b"", "a byte crossed after the dropped chunk"

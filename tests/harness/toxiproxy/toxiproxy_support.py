@@ -68,6 +68,14 @@ def read_to_eof(sock: socket.socket) -> bytes:
         chunks.append(data)
 
 
+def evidence(api: Api, proxy: str, toxic: str) -> dict[str, Any]:
+    """What one toxic has done so far (the embedded server's evidence extension)."""
+    reply = api.request("GET", f"/wschaos/proxies/{proxy}/toxics/{toxic}/evidence")
+    assert reply.status_code == 200, reply.text
+    result: dict[str, Any] = reply.json()
+    return result
+
+
 def is_refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
