@@ -144,8 +144,10 @@ def ensure_reaper() -> None:
     """Starts this process's reaper (harness.reaper) unless it runs already."""
     global _reaper
     with _reaper_lock:
-        if _reaper is not None and _reaper[0].poll() is None:
-            return
+        if _reaper is not None:
+            if _reaper[0].poll() is None:
+                return
+            os.close(_reaper[1])  # the old reaper is gone: nothing reads that pipe any more
         read_fd, write_fd = os.pipe()  # not inheritable: no later child holds the write end open
         env = {k: v for k, v in os.environ.items() if k != REAP_ENV}
         env[OWNER_ENV] = OWNER_TOKEN  # found by the same token as the rest of the run
