@@ -165,6 +165,9 @@ class Side(asyncio.Protocol):
         # was paused in connection_made.
         self.early: list[bytes] = []
         self.sink: Callable[[bytes], None] = self.early.append
+        # An EOF that came before the links existed: the link reading this side replays it
+        # after the early bytes, or the other end would wait for ever.
+        self.early_eof = False
 
     def data_received(self, data: bytes) -> None:
         # A real method rather than a rebound attribute: uvloop looks data_received up
@@ -191,6 +194,8 @@ class Side(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.out_link is not None:
             self.out_link.source_eof()
+        else:
+            self.early_eof = True
         # Keep the socket open: it is still the destination of the other link, which
         # closes it when that link ends (Toxiproxy does not propagate half-close).
         return True
@@ -532,6 +537,17 @@ class Connection:
         down.start(list(self.proxy.chains[DOWNSTREAM]))
         assert self.client.transport is not None
         self.client.transport.resume_reading()
+        # The upstream may have closed or died (a SIGKILLed backend resets what it had not
+        # accepted) between the connect and this task resuming. Nothing could act on that
+        # before the links existed; act on it now, after the early bytes, or the client
+        # would wait for ever on a connection with nothing left to carry.
+        for link in self.links:
+            if link.src.early_eof:
+                link.src.early_eof = False
+                link.source_eof()
+        for side in (self.upstream, self.client):
+            if side.lost and not self.closed:
+                self.side_lost(side)
 
     # -- aiming (extensions) --------------------------------------------------
 
