@@ -540,14 +540,14 @@ class Connection:
         # The upstream may have closed or died (a SIGKILLed backend resets what it had not
         # accepted) between the connect and this task resuming. Nothing could act on that
         # before the links existed; act on it now, after the early bytes, or the client
-        # would wait for ever on a connection with nothing left to carry.
+        # would wait for ever on a connection with nothing left to carry. (A client lost in
+        # that gap was already handled by _dial, which does not start the links then.)
         for link in self.links:
             if link.src.early_eof:
                 link.src.early_eof = False
                 link.source_eof()
-        for side in (self.upstream, self.client):
-            if side.lost and not self.closed:
-                self.side_lost(side)
+        if self.upstream.lost:
+            self.side_lost(self.upstream)
 
     # -- aiming (extensions) --------------------------------------------------
 
