@@ -73,6 +73,7 @@ from targets import (  # noqa: E402
     TARGETS,
     Backend,
     Target,
+    last_json,
     missing_proxies,
     read_json_lines,
     start_backend,
@@ -98,13 +99,6 @@ def raise_fd_limit() -> dict[str, Any]:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return {"before": soft, "now": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "hard": hard}
-
-
-def last_json(proc: ManagedProcess) -> dict[str, Any]:
-    lines = read_json_lines(proc.stdout_path)
-    if not lines:
-        raise RuntimeError(f"{proc.name} printed no result; see {proc.stderr_path}")
-    return lines[-1]
 
 
 def wait_exit(proc: ManagedProcess, timeout: float) -> None:

@@ -14,7 +14,6 @@ same for every proxy on loopback) from the proxy's own code.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from targets import start_backend, start_target  # noqa: E402
+from targets import last_json, start_backend, start_target  # noqa: E402
 
 from harness.procs import Supervisor  # noqa: E402
 from harness.waiting import wait_until  # noqa: E402
@@ -70,8 +69,8 @@ def measure(kind: str, seconds: float, conns: int, size: int) -> dict[str, float
             time.sleep(seconds)  # the measured window itself, not a synchronisation
         after = [proc.cpu_times() for proc in procs]
         wait_until(lambda: not load.running, timeout=seconds + 30, what="the load generator to finish")
-        result = json.loads(load.stdout_path.read_text().strip().splitlines()[-1])
-    trips = result["count"]
+        trips = last_json(load)["count"]
+
     user = sum(a.user - b.user for a, b in zip(after, before, strict=True))
     system = sum(a.system - b.system for a, b in zip(after, before, strict=True))
     return {

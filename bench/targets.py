@@ -124,6 +124,14 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def last_json(proc: ManagedProcess) -> dict[str, Any]:
+    """The last JSON line a process printed: its result (loadgen, echo backend)."""
+    lines = read_json_lines(proc.stdout_path)
+    if not lines:
+        raise RuntimeError(f"{proc.name} printed no result; see {proc.stderr_path}")
+    return lines[-1]
+
+
 def start_backend(sup: Supervisor, name: str, port: int | None = None) -> Backend:
     port = port or allocate_port()
     argv = [sys.executable, str(BENCH / "echo_backend.py"), "--host", HOST, "--port", str(port)]
