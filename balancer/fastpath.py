@@ -297,9 +297,13 @@ class FrameReader:
             if self.retired:
                 self.conn.websocket_data_received(data)
                 return
-            if self.splitter.stopped:
+            splitter = self.splitter
+            if splitter.stopped:
                 return  # a failure waits in the queue for its turn; websockets would discard this
-            for item in self.splitter.feed(data):
+            if (wire := splitter.whole(data)) is not None:
+                self._message(wire)
+                return
+            for item in splitter.feed(data):
                 if not self._frame(item):
                     return
         except Exception as exc:
@@ -323,13 +327,7 @@ class FrameReader:
                 parts.append(wire)
                 wire = b"".join(parts)
                 parts.clear()
-            pending = self.pending
-            route = self.route
-            if pending or route is None or not route.offer(wire):
-                pending.append(wire)
-                if not self._blocked and len(pending) >= PENDING_HIGH:
-                    self._blocked = True
-                    self.conn._block_reading("relay queue full")
+            self._relay(wire)
             return True
         conn = self.conn
         if type(item) is ControlFrame:
@@ -348,6 +346,21 @@ class FrameReader:
         assert isinstance(item, BadText)
         self._queue_failure(Fail(CloseCode.INVALID_DATA, item.reason))
         return False
+
+    def _message(self, wire: bytes) -> None:
+        """A whole message in one frame (``FrameSplitter.whole``), judged as ``_frame`` would."""
+        if self.conn.protocol.state is State.OPEN:
+            self._relay(wire)
+
+    def _relay(self, wire: bytes) -> None:
+        """Write a whole message now if nothing waits before it and the route takes it; else queue it."""
+        pending = self.pending
+        route = self.route
+        if pending or route is None or not route.offer(wire):
+            pending.append(wire)
+            if not self._blocked and len(pending) >= PENDING_HIGH:
+                self._blocked = True
+                self.conn._block_reading("relay queue full")
 
     def _queue_failure(self, failure: Fail) -> None:
         self.splitter.stopped = True  # what follows is discarded, as websockets does after failing

@@ -16,6 +16,10 @@ A ``FrameSplitter`` reads the bytes one peer sends and sorts them into:
   exactly as it does on the messages path: 1002, or 1009 past max_size.
 - ``BadText``: invalid UTF-8 in a text message, for a 1007.
 
+Most reads are exactly one whole message in one frame; ``whole`` cuts those
+without the state machine (about 0.8 µs instead of 3 µs for a client's 64 B
+frame) and gives the same bytes ``feed`` would, or declines.
+
 Message boundaries are tracked as websockets tracks them (``message_size`` is
 its ``current_size``: None between messages), so the I/O shell knows where a
 message starts and ends, and a failover never splits one.
@@ -64,6 +68,14 @@ class BadText:
 
 
 Item = DataFrame | ControlFrame | Break | BadText
+
+
+def _valid_utf8(payload: bytes | memoryview) -> bool:
+    try:
+        str(payload, "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _xor_keys(a: bytes | bytearray | memoryview, b: bytes) -> bytes:
@@ -150,6 +162,50 @@ class FrameSplitter:
         if self.stopped:
             buf.clear()
         return items
+
+    def whole(self, data: bytes) -> bytes | None:
+        """The other leg's wire for ``data`` when it is exactly one whole text or binary
+        message in one frame, the common case of a read; None for anything else (``feed``
+        then judges it). Equivalent to ``feed`` giving one ``DataFrame``, without its state
+        machine: nothing is buffered, no message is in progress, and nothing changes here.
+        """
+        if self.stopped or self._buffer or self.message_size is not None or len(data) < 2:
+            return None
+        b0, b1 = data[0], data[1]
+        if b0 != 0x82 and b0 != 0x81:  # FIN, no reserved bits, binary or text
+            return None
+        length = b1 & 0x7F
+        if length < 126:
+            key_at = 2
+        elif length == 126:
+            length, key_at = int.from_bytes(data[2:4], "big"), 4
+        else:
+            length, key_at = int.from_bytes(data[2:10], "big"), 10
+        masked = self._masked
+        if bool(b1 & 0x80) is not masked or (self._max_size is not None and length > self._max_size):
+            return None
+        start = key_at + 4 if masked else key_at
+        if start + length != len(data):
+            return None
+        if not masked:
+            if b0 == 0x81 and not _valid_utf8(memoryview(data)[start:]):
+                return None
+            return data
+        key = data[key_at:start]
+        new_mask = self._new_mask
+        if b0 == 0x81:
+            plain = apply_mask(data[start:], key)
+            if not _valid_utf8(plain):
+                return None
+            if new_mask is None:
+                return bytes((b0, b1 & 0x7F)) + data[2:key_at] + plain
+            new_key = new_mask()
+            return data[:key_at] + new_key + apply_mask(plain, new_key)
+        if new_mask is None:
+            return bytes((b0, b1 & 0x7F)) + data[2:key_at] + apply_mask(data[start:], key)
+        new_key = new_mask()
+        # Unmask and re-mask in one pass: (p ^ k1) ^ (k1 ^ k2) = p ^ k2; the keys' XOR is a mask too.
+        return data[:key_at] + new_key + apply_mask(data[start:], apply_mask(key, new_key))
 
     def take_buffer(self) -> bytes:
         """The bytes received but not yet parsed (for handing the leg back to websockets)."""

@@ -6,6 +6,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -183,3 +185,83 @@ def test_mask_keys_are_fresh_for_every_frame_across_batches() -> None:
     drawn = [keys() for _ in range(10)]
     assert all(len(k) == 4 for k in drawn)
     assert len(set(drawn)) == 10  # 2**-32 per pair to collide by chance
+
+
+def raw_frame(b0: int, payload: bytes, *, mask: bool, length_bytes: int) -> bytes:
+    """A frame with any first byte and any length encoding, minimal or not (both are legal)."""
+    bit = 0x80 if mask else 0
+    if length_bytes == 0:
+        head = bytes([b0, bit | len(payload)])
+    elif length_bytes == 2:
+        head = bytes([b0, bit | 126]) + len(payload).to_bytes(2, "big")
+    else:
+        head = bytes([b0, bit | 127]) + len(payload).to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = b"\x5a\xa5\x0f\xf0"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+SPLITTERS = {
+    "from a client": lambda: from_client(max_size=64),
+    "from a backend": from_backend,
+    "masked, to an unmasked leg": lambda: FrameSplitter(masked=True, new_mask=None, max_size=None),
+}
+
+
+@settings(max_examples=600)  # pure and fast; the space is a product of seven choices
+@given(
+    kind=st.sampled_from(sorted(SPLITTERS)),
+    b0=st.sampled_from([0x82, 0x81, 0x02, 0x01, 0x80, 0x89, 0x88, 0xC2, 0x92, 0x83]),
+    payload=st.one_of(st.binary(max_size=80), st.text(max_size=30).map(str.encode)),
+    mask=st.booleans(),
+    length_bytes=st.sampled_from([0, 2, 8]),
+    cut=st.sampled_from([None, -1, 1]),
+    mid_message=st.booleans(),
+)
+def test_the_whole_frame_shortcut_gives_what_feed_gives_or_declines(
+    kind: str, b0: int, payload: bytes, mask: bool, length_bytes: int, cut: int | None, mid_message: bool
+) -> None:
+    if length_bytes == 0 and len(payload) > 125:
+        length_bytes = 2
+    data = raw_frame(b0, payload, mask=mask, length_bytes=length_bytes)
+    if cut is not None:  # not exactly one frame: a truncated one, or one with a byte of the next
+        data = data[:cut] if cut < 0 else data + b"\x82"
+    shortcut, reference = SPLITTERS[kind](), SPLITTERS[kind]()
+    if mid_message:  # a fragmented message is open: only feed may judge what follows
+        start = raw_frame(0x02, b"x", mask=shortcut._masked, length_bytes=0)
+        shortcut.feed(start)
+        reference.feed(start)
+    wire_out = shortcut.whole(data)
+    items = reference.feed(data)
+    if wire_out is None:
+        assert shortcut.feed(data) == items  # declining left the splitter as it was
+        return
+    assert not mid_message and cut is None and b0 in (0x81, 0x82)
+    assert items == [DataFrame(b0 & 0x0F, True, wire_out)]
+    assert (shortcut.message_size, shortcut.stopped, shortcut.take_buffer()) == (None, False, b"")
+
+
+@pytest.mark.parametrize("kind", sorted(SPLITTERS))
+@pytest.mark.parametrize("size", [0, 64, 126, 70_000])
+@pytest.mark.parametrize("b0", [0x81, 0x82])
+def test_the_whole_frame_shortcut_takes_every_whole_message_a_peer_sends_in_one_frame(
+    kind: str, size: int, b0: int
+) -> None:
+    splitter = SPLITTERS[kind]()
+    data = raw_frame(b0, b"a" * size, mask=splitter._masked, length_bytes=0 if size < 126 else 2 if size < 65536 else 8)
+    out = splitter.whole(data)
+    if splitter._max_size is not None and size > splitter._max_size:
+        assert out is None  # feed makes it a Break, for websockets' 1009
+        return
+    assert out is not None
+    [frame] = parse(out, mask=splitter._new_mask is not None)
+    assert (frame.opcode, frame.data, frame.fin) == (Opcode(b0 & 0x0F), b"a" * size, True)
+
+
+@pytest.mark.parametrize("kind", sorted(SPLITTERS))
+def test_the_whole_frame_shortcut_leaves_invalid_utf8_to_feed_for_its_1007(kind: str) -> None:
+    splitter = SPLITTERS[kind]()
+    data = raw_frame(0x81, "€".encode()[:2], mask=splitter._masked, length_bytes=0)
+    assert splitter.whole(data) is None
+    assert splitter.feed(data) == [BadText("unexpected end of data at position 0")]

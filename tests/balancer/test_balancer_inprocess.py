@@ -174,14 +174,16 @@ async def test_an_error_in_a_frame_reader_closes_1011_and_cleans_up(
     exception: the frames path must end the session as the messages path does."""
     bal, out = inproc
     assert bal.ctx.config.data_path == "frames"
-    feed = FrameSplitter.feed
+    # Both ways a read is split: the whole-frame shortcut and the general parser.
+    for name in ("whole", "feed"):
+        original = getattr(FrameSplitter, name)
 
-    def failing_feed(self: FrameSplitter, data: bytes) -> Any:
-        if b"boom" in data:  # a backend's reply: not masked
-            raise RuntimeError("injected reader failure")
-        return feed(self, data)
+        def failing(self: FrameSplitter, data: bytes, original: Any = original) -> Any:
+            if b"boom" in data:  # a backend's reply: not masked
+                raise RuntimeError("injected reader failure")
+            return original(self, data)
 
-    monkeypatch.setattr(FrameSplitter, "feed", failing_feed)
+        monkeypatch.setattr(FrameSplitter, name, failing)
     async with client(f"ws://127.0.0.1:{bal.port}/x", compression=None) as ws:  # the frames path
         await ws.send("hi")
         assert (await recv_json(ws))["server"] == "primary"
