@@ -196,6 +196,9 @@ class ManagedProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.starts = 0
+        #: Where this start's output begins in ``stdout_path``: the logs are appended to, so what
+        #: is before it was written by an earlier start, or an earlier run into the same directory.
+        self.stdout_start = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,6 +216,7 @@ class ManagedProcess:
             why = "not executable" if os.path.exists(program) else "no such program"
             raise ProcessFailed(f"{self.name}: cannot start {shlex.join(self.argv)}: {program}: {why}")
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.stdout_start = out.seek(0, os.SEEK_END)
             try:
                 self.popen = subprocess.Popen(
                     _with_pdeathsig(self.argv),

@@ -151,9 +151,9 @@ class JudgedRun:
 class _Tail:
     """Reads what was appended to a file since the last call (a poor man's `tail -f`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self.path = path
-        self.offset = 0
+        self.offset = offset
         self.partial = ""
 
     def new_lines(self) -> list[str]:
@@ -604,7 +604,9 @@ class ScenarioRunner:
             resend_on_gap=workload.resend_on_gap,
         )
         proc = self.cluster.supervisor.spawn(name, argv, wait=False)
-        ready = _Tail(proc.stdout_path)
+        # From this start's first byte: a READY left in the file by an earlier run into the same
+        # report directory would otherwise end the wait before this swarm has even started.
+        ready = _Tail(proc.stdout_path, proc.stdout_start)
         seen: list[str] = []
 
         def is_ready() -> bool:
