@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from rich.console import Console
@@ -62,6 +62,9 @@ from harness.smoke import SMOKE_CLIENTS, SMOKE_TIMEOUT_S, SmokeFailed, smoke_gat
 EXIT_CERTIFIED, EXIT_REJECTED, EXIT_BUILD, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
+Job = TypeVar("Job")
+
+
 class MachineGate:
     """Runs a scenario that needs the machine alone (``Scenario.needs_machine_alone``: a herd, a
     mass failover) with no other scenario under way on another lane.
@@ -80,11 +83,25 @@ class MachineGate:
         self._alone = False
         self._waiting_alone = 0
 
+    def claim(self, jobs: queue.SimpleQueue[Job], alone: Callable[[Job], bool]) -> Job | None:
+        """The next job from ``jobs`` (None when there is none). One that needs the machine alone
+        starts waiting at the gate in the same step, so that no job taken after it, by any lane,
+        gets in first: ``enter`` it with ``claimed=True``."""
+        with self._cond:
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                return None
+            if alone(job):
+                self._waiting_alone += 1
+            return job
+
     @contextlib.contextmanager
-    def enter(self, alone: bool, stop: threading.Event) -> Iterator[bool]:
+    def enter(self, alone: bool, stop: threading.Event, *, claimed: bool = False) -> Iterator[bool]:
         with self._cond:
             if alone:
-                self._waiting_alone += 1
+                if not claimed:
+                    self._waiting_alone += 1
                 try:
                     admitted = self._wait(lambda: self._running == 0 and not self._alone, stop)
                 finally:
@@ -397,10 +414,10 @@ class Certifier:
                         cluster.start()
                     runner = ScenarioRunner(cluster, cancelled)
                     while not stop.is_set():
-                        try:
-                            index, scenario = jobs.get_nowait()
-                        except queue.Empty:
+                        job = gate.claim(jobs, lambda job: job[1] is not None and job[1].needs_machine_alone)
+                        if job is None:
                             return
+                        index, scenario = job
                         if scenario is None:
                             with gate.enter(False, stop) as admitted:
                                 if not admitted:
@@ -413,7 +430,7 @@ class Certifier:
                             for entry in [*result.flaky, *([result.failure] if result.failure else [])]:
                                 self._after(entry)
                             continue
-                        with gate.enter(scenario.needs_machine_alone, stop) as admitted:
+                        with gate.enter(scenario.needs_machine_alone, stop, claimed=True) as admitted:
                             if not admitted:
                                 return
                             progress.update(task, description=scenario.name)
@@ -710,8 +727,10 @@ def job_order(scenarios: list[Scenario], chunks: int, fail_fast: bool) -> list[t
     """The lanes' queue: ``(index, scenario)`` for a named scenario, ``(chunk, None)`` for a chunk
     of generated plans.
 
-    Normally the longest first (longest-processing-time scheduling: no lane is left running a long
-    job alone at the end), the generated chunks, which run several plans each, before all.
+    Normally the scenarios that need the machine alone first, while every lane is still free (any
+    later, every other lane idles while the ones under way drain before it, then while it runs);
+    then the generated chunks, which run several plans each; then the longest first
+    (longest-processing-time scheduling: no lane is left running a long job alone at the end).
 
     With ``--fail-fast`` the aim is the earliest first failure instead: every fault kind once
     before any kind twice (a defect shows under some kind of fault, and which one is not known in
@@ -721,7 +740,9 @@ def job_order(scenarios: list[Scenario], chunks: int, fail_fast: bool) -> list[t
     """
     if not fail_fast:
         ranked = sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1]), reverse=True)
-        return [(chunk, None) for chunk in range(chunks)] + list(ranked)
+        alone = [item for item in ranked if item[1].needs_machine_alone]
+        shared = [item for item in ranked if not item[1].needs_machine_alone]
+        return [*alone, *[(chunk, None) for chunk in range(chunks)], *shared]
     by_kind: dict[str, list[tuple[int, Scenario]]] = {}
     for index, scenario in sorted(enumerate(scenarios), key=lambda item: estimated_s(item[1])):
         by_kind.setdefault(fault_kind_of(scenario), []).append((index, scenario))

@@ -67,10 +67,16 @@ def test_jobs_run_longest_first_normally_and_shortest_first_with_fail_fast() -> 
     from harness.certify import estimated_s, fault_kind_of, job_order
 
     catalog = list(named_scenarios().values())
+    alone = [s.name for s in catalog if s.needs_machine_alone]
+    assert "thundering_herd" in alone and "kill_primary" not in alone
     normal = job_order(catalog, chunks=2, fail_fast=False)
-    assert normal[:2] == [(0, None), (1, None)]  # the generated chunks first: each runs several plans
-    named = [estimated_s(s) for _i, s in normal[2:] if s is not None]
-    assert named == sorted(named, reverse=True) and len(named) == len(catalog)
+    # The machine-alone scenarios first, while no lane has anything under way; then the generated
+    # chunks (each runs several plans); then the rest, longest first.
+    head = [s.name for _i, s in normal[: len(alone)] if s is not None]
+    assert sorted(head) == sorted(alone)
+    assert normal[len(alone) : len(alone) + 2] == [(0, None), (1, None)]
+    rest = [estimated_s(s) for _i, s in normal[len(alone) + 2 :] if s is not None]
+    assert rest == sorted(rest, reverse=True) and len(rest) + len(alone) == len(catalog)
     fast = job_order(catalog, chunks=2, fail_fast=True)
     assert fast[-2:] == [(0, None), (1, None)]
     # Every fault kind once (shortest first) before any kind a second time.
@@ -181,3 +187,31 @@ def test_the_generated_summary_passes_an_invariant_judged_in_some_plans_and_says
     assert summary.results["reconnect_limits"].note == "judged in 2 of 3 generated plans"
     # Judged in none: never a pass.
     assert summary.results["drain_graceful"].status == "not_checked"
+
+
+def test_a_job_taken_after_a_machine_alone_one_waits_for_it_even_if_its_lane_gets_to_the_gate_first() -> None:
+    # Lanes take jobs, then start them: a lane that took a normal job just after another took the
+    # herd must not slip in first and make the herd (and every other lane) wait for it.
+    import queue
+    import threading
+
+    from harness.certify import MachineGate
+
+    gate, stop = MachineGate(), threading.Event()
+    jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for job in ("herd", "small"):
+        jobs.put(job)
+    herd = gate.claim(jobs, lambda job: job == "herd")
+    small = gate.claim(jobs, lambda job: job == "herd")
+    assert (herd, small, gate.claim(jobs, lambda job: False)) == ("herd", "small", None)
+    # With ``stop`` already set, ``enter`` answers at once whether the job could start now.
+    now = threading.Event()
+    now.set()
+    with gate.enter(False, now) as admitted:
+        assert admitted is False  # the herd was taken first
+    with gate.enter(True, stop, claimed=True) as admitted:
+        assert admitted
+        with gate.enter(False, now) as beside:
+            assert beside is False
+    with gate.enter(False, stop) as admitted:
+        assert admitted
