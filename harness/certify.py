@@ -171,8 +171,8 @@ def default_parallel() -> int:
     return max(1, min(LANES_PER_CORE * (os.cpu_count() or 1), MAX_LANES))
 
 
-LANES_PER_CORE = 2
-MAX_LANES = 4
+LANES_PER_CORE = 3
+MAX_LANES = 6
 
 
 def machine_facts() -> dict[str, Any]:
