@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.certify import PROFILES, Certifier
+from harness.catalog import named_scenarios
+from harness.certify import PROFILES, Certifier, estimated_s
 from tests.selftest.mutants import MUTANTS, NO_DRAIN_CMD
 
 pytestmark = pytest.mark.chaos
@@ -53,15 +54,27 @@ def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> N
     )
 
 
-def _halves(names: list[str]) -> list[list[str]]:
-    return [names[: len(names) // 2], names[len(names) // 2 :]]
+CORRECT_PARTS = 4
 
 
-# Each correct build in two halves of its scenarios, so that `pytest -n 2` can share them out.
+def _parts(names: list[str], count: int) -> list[list[str]]:
+    """``names`` in ``count`` parts of about equal estimated length (the longest first, each into the
+    part with the least so far), so that no test is left running a long list alone at the end."""
+    catalog = named_scenarios()
+    parts: list[list[str]] = [[] for _ in range(count)]
+    totals = [0.0] * count
+    for name in sorted(names, key=lambda n: estimated_s(catalog[n]), reverse=True):
+        least = totals.index(min(totals))
+        parts[least].append(name)
+        totals[least] += estimated_s(catalog[name])
+    return [sorted(part) for part in parts if part]
+
+
+# Each correct build in parts of its scenarios, so that pytest's workers can share them out.
 CORRECT = [
-    pytest.param(build, half, id=f"{build}-{i}")
+    pytest.param(build, part, id=f"{build}-{i}")
     for build, scenarios in (("reference", AIMED), ("control", MUTANTS["control"]["scenarios"]))
-    for i, half in enumerate(_halves(scenarios), start=1)
+    for i, part in enumerate(_parts(scenarios, CORRECT_PARTS), start=1)
 ]
 
 
