@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="run scenarios on N independent clusters at once (default: 2 per core, at most 4)",
+        help="run scenarios on N independent clusters at once (default: 3 per core, at most 6)",
     )
     cert.add_argument(
         "--ready-timeout",
