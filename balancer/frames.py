@@ -78,10 +78,6 @@ def _valid_utf8(payload: bytes | memoryview) -> bool:
     return True
 
 
-def _xor_keys(a: bytes | bytearray | memoryview, b: bytes) -> bytes:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(4, "big")
-
-
 class FrameSplitter:
     """One direction of one leg.
 
@@ -198,13 +194,13 @@ class FrameSplitter:
             if not _valid_utf8(plain):
                 return None
             if new_mask is None:
-                return bytes((b0, b1 & 0x7F)) + data[2:key_at] + plain
+                return self._header(data, 0, key_at, None) + plain
             new_key = new_mask()
             return data[:key_at] + new_key + apply_mask(plain, new_key)
         if new_mask is None:
-            return bytes((b0, b1 & 0x7F)) + data[2:key_at] + apply_mask(data[start:], key)
+            return self._header(data, 0, key_at, None) + apply_mask(data[start:], key)
         new_key = new_mask()
-        # Unmask and re-mask in one pass: (p ^ k1) ^ (k1 ^ k2) = p ^ k2; the keys' XOR is a mask too.
+        # As in ``_data``: one pass with the keys' XOR. The header is inlined: this is the hot path.
         return data[:key_at] + new_key + apply_mask(data[start:], apply_mask(key, new_key))
 
     def take_buffer(self) -> bytes:
@@ -284,9 +280,9 @@ class FrameSplitter:
         if new_mask is None:
             return DataFrame(opcode, fin, self._header(view, pos, key_at, None) + apply_mask(payload, key))
         new_key = new_mask()
-        # Unmask and re-mask in one pass: (p ^ k1) ^ (k1 ^ k2) = p ^ k2.
+        # Unmask and re-mask in one pass: (p ^ k1) ^ (k1 ^ k2) = p ^ k2; the keys' XOR is a mask too.
         return DataFrame(
-            opcode, fin, self._header(view, pos, key_at, new_key) + apply_mask(payload, _xor_keys(key, new_key))
+            opcode, fin, self._header(view, pos, key_at, new_key) + apply_mask(payload, apply_mask(key, new_key))
         )
 
     @staticmethod
