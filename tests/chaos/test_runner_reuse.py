@@ -3,26 +3,29 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.cluster import Cluster
+from harness.history import Run, load_run
 from harness.runner import ScenarioRunner
 from scenarios.boundary_max_size import SCENARIO as BOUNDARY_MAX_SIZE
 
 pytestmark = pytest.mark.chaos
 
 
-def welcomes(run_dir: Path) -> list[float]:
-    return [
-        rec["t"]
-        for path in (run_dir / "history").glob("clients-c-*.jsonl")
-        for rec in map(json.loads, path.read_text().splitlines())
-        if rec.get("f") == "welcome"
-    ]
+def warmup_welcomes(run: Run) -> list[float]:
+    """The welcomes of the warm-up swarm's clients (the probe swarm comes later, by design)."""
+    swarm = {
+        client
+        for rec in run.history
+        if rec.get("f") == "swarm_start" and str(rec.get("process", "")).startswith("swarm-c-")
+        for client in rec["clients"]
+    }
+    histories = run.client_histories()
+    return [rec["t"] for client in swarm for rec in histories.get(client, []) if rec.get("f") == "welcome"]
 
 
 def test_a_second_run_waits_for_its_own_swarm_not_the_ready_line_of_the_first(
@@ -37,8 +40,9 @@ def test_a_second_run_waits_for_its_own_swarm_not_the_ready_line_of_the_first(
     for attempt in ("first", "second"):
         run_dir = tmp_path / attempt / scenario.name  # the same name: the same swarm log
         judged = runner.run(scenario, run_dir)
-        warmup_end = json.loads((run_dir / "run.json").read_text())["phases"]["warmup_end"]
-        times = welcomes(run_dir)
+        run = load_run(run_dir)
+        warmup_end = run.run_meta.phases["warmup_end"]
+        times = warmup_welcomes(run)
         assert len(times) == scenario.workload.clients, attempt
         assert max(times) < warmup_end, f"{attempt} run: the warm-up ended before every client was welcomed"
         assert judged.passed, judged.summary()

@@ -13,7 +13,7 @@ from harness.analysis import fault_evidence_of
 from harness.cluster import Cluster
 from harness.expectations import expect_for
 from harness.faults import Fault, fault
-from harness.history import read_jsonl
+from harness.history import load_run, read_jsonl
 from harness.records import INCONCLUSIVE, PASSED
 from harness.runner import ScenarioRunner
 from harness.scenario import Phases, Scenario, Step, Workload
@@ -62,9 +62,10 @@ def test_a_step_waits_for_the_failover_and_then_lands(cluster: Cluster, tmp_path
     # then, so the trigger may fire on its first look.
     first_failover = min(
         rec["t"]
-        for path in (tmp_path / "run" / "history").glob("clients-*.jsonl")
-        for rec in read_jsonl(path)[0]
-        if rec.get("f") == "welcome" and rec.get("server") == "secondary" and rec["process"] in fired["failovers"]
+        for client, recs in load_run(tmp_path / "run").client_histories().items()
+        if client in fired["failovers"]
+        for rec in recs
+        if rec.get("f") == "welcome" and rec.get("server") == "secondary"
     )
     assert by[("f1", "apply", "invoke")]["t"] <= first_failover <= fired["t"]
     evidence = {e.fault_id: e for e in fault_evidence_of(records)}
