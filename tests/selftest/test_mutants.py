@@ -7,6 +7,7 @@ In ``make test`` each mutant runs only the scenarios aimed at it; the full
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from harness.catalog import named_scenarios
-from harness.certify import PROFILES, Certifier, estimated_s
+from harness.certify import PROFILES, Certifier, default_parallel, estimated_s
 from tests.selftest.mutants import MUTANTS, NO_DRAIN_CMD
 
 pytestmark = pytest.mark.chaos
@@ -24,7 +25,7 @@ DEFECTIVE = sorted(name for name, m in MUTANTS.items() if m["expected_invariant"
 AIMED = sorted({s for m in MUTANTS.values() for s in m["scenarios"]})
 
 
-def certify(cmd: str, scenarios: list[str], report: Path) -> dict:
+def certify(cmd: str, scenarios: list[str], report: Path, *, fail_fast: bool = False) -> dict:
     certifier = Certifier(
         balancer_cmd=cmd,
         profile=PROFILES["quick"],
@@ -35,6 +36,7 @@ def certify(cmd: str, scenarios: list[str], report: Path) -> dict:
         # Two lanes: a scenario's time is mostly waiting, so this halves the wall time of the
         # longer lists (the reference's and the control's) without more CPU per scenario.
         parallel=2,
+        fail_fast=fail_fast,
     )
     return certifier.run()
 
@@ -46,7 +48,10 @@ def failed_invariants(cert: dict) -> set[str]:
 @pytest.mark.parametrize("mutant", DEFECTIVE)
 def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> None:
     spec = MUTANTS[mutant]
-    cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report")
+    # Stopped at its first failing scenario: each of a mutant's aimed scenarios is meant to show its
+    # invariant broken, and the rest of its list would only repeat that (the full certification of
+    # every mutant, `make mutation` and test_full_quick_certification_rejects_mutant, runs them all).
+    cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report", fail_fast=True)
     assert cert["verdict"] == "rejected", json.dumps(cert, indent=1, default=str)[:4000]
     failed = failed_invariants(cert)
     assert spec["expected_invariant"] in failed, (
@@ -104,9 +109,12 @@ def test_a_build_without_drain_is_not_checked_for_it_never_rejected_or_passed(tm
 def test_full_quick_certification_rejects_mutant(mutant: str, tmp_path: Path) -> None:
     spec = MUTANTS[mutant]
     report = tmp_path / "report"
+    # The machine's lanes shared among pytest's workers: each certification taking certify's own
+    # default beside the others' overloads the cores, and the harness then rightly refuses to judge.
+    lanes = max(1, default_parallel() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], "--profile", "quick",
-         "--report", str(report)],
+         "--report", str(report), "--parallel", str(lanes)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
