@@ -951,6 +951,14 @@ SLOWNESS_SCALE_LIMIT = 3.0
 SLOWNESS_FLOOR = 1.5
 
 
+def inexcusable_stall_s(deadline_s: float) -> float:
+    """The shortest stall that breaks ``deadline_s`` however slow the machine measured: the deadline
+    at the largest stretch. A fault meant to leave a broken build stalled has to outlast this, or on
+    a loaded machine the stretched deadline covers the stall, which is then set aside as
+    inconclusive instead of failing the build."""
+    return deadline_s * SLOWNESS_SCALE_LIMIT
+
+
 @dataclass(frozen=True)
 class Slowness:
     """The run's measured slowness: the worst `slowness` a swarm process measured at its start

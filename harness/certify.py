@@ -709,9 +709,13 @@ class _Generated:
 
 
 def estimated_s(scenario: Scenario) -> float:
-    """A scenario's wall time, roughly: its timed phases, plus its clients' connects (tens a second
-    on 2 cores). Only the order of jobs depends on it."""
-    return scenario.phases.warmup_s + scenario.fault_phase_s + scenario.workload.clients / 50
+    """A scenario's wall time for a build that passes it, roughly: its timed phases, plus its
+    clients' connects (tens a second on 2 cores). A fault phase that ends on failover is over by the
+    failover deadline after the last step for such a build. Only the order of jobs depends on it."""
+    faults_s = scenario.fault_phase_s
+    if scenario.phases.faults_end_on_failover and scenario.steps:
+        faults_s = min(faults_s, max(s.at_s for s in scenario.steps) + scenario.expect.failover_deadline_s)
+    return scenario.phases.warmup_s + faults_s + scenario.workload.clients / 50
 
 
 def fault_kind_of(scenario: Scenario) -> str:

@@ -215,3 +215,29 @@ def test_a_job_taken_after_a_machine_alone_one_waits_for_it_even_if_its_lane_get
             assert beside is False
     with gate.enter(False, stop) as admitted:
         assert admitted
+
+
+def test_a_fault_phase_that_ends_on_failover_is_estimated_as_a_passing_build_runs_it() -> None:
+    from harness.certify import estimated_s
+
+    partition = named_scenarios()["partition_primary"]
+    assert partition.phases.faults_end_on_failover and partition.fault_phase_s == 15.0
+    # Over by the failover deadline after the step for a build that fails over; a build that does not
+    # gets the whole 15 s, but the lanes' order is planned for builds that pass.
+    assert estimated_s(partition) == pytest.approx(1.0 + 0.5 + 4.5 + 4 / 50)
+    kill = named_scenarios()["kill_primary"]
+    assert estimated_s(kill) == pytest.approx(kill.phases.warmup_s + kill.fault_phase_s + 4 / 50)
+
+
+def test_a_build_that_never_fails_over_stalls_past_any_slowness_stretch() -> None:
+    # The keepalive scenarios leave a build that never notices stalled for their whole fault phase:
+    # that stall has to break the deadline however slow the machine measured, or it is only ever
+    # inconclusive on a loaded machine (a no-keepalive build was, under six lanes).
+    from harness.analysis import SLOWNESS_SCALE_LIMIT, inexcusable_stall_s
+
+    ended_on_failover = [s for s in named_scenarios().values() if s.phases.faults_end_on_failover]
+    assert {s.name for s in ended_on_failover} >= {"pause_primary", "partition_primary", "one_way_partition"}
+    for s in ended_on_failover:
+        stalled_s = s.fault_phase_s - max(step.at_s for step in s.steps)
+        assert stalled_s > inexcusable_stall_s(s.expect.failover_deadline_s), s.name
+        assert inexcusable_stall_s(s.expect.failover_deadline_s) == s.expect.failover_deadline_s * SLOWNESS_SCALE_LIMIT

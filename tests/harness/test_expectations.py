@@ -29,12 +29,13 @@ LOOSER: dict[str, dict[str, str]] = {
     },
     "pause_primary": {
         "failover_deadline_s": "4.5 s against the derived 4.0 s: the scenario's arithmetic (keepalive 0.5 + "
-        "0.5 s, 1 s close timeout, about 2 s to notice) plus 2.5 s slack. What matters is that it stays "
-        "well below the fault's 6.5 s, so the no-keepalive mutant stalls past it; it does.",
+        "0.5 s, 1 s close timeout, about 2 s to notice) plus 2.5 s slack. What matters is that the fault "
+        "outlasts it at the largest slowness stretch (15 s against 3 x 4.5 s), so the no-keepalive mutant "
+        "stalls past it even on a loaded machine; it does.",
     },
     "partition_primary": {
-        "failover_deadline_s": "4.5 s, as pause_primary: the blackhole outlasts the deadline by 2 s, so a "
-        "build without keepalive still fails it.",
+        "failover_deadline_s": "4.5 s, as pause_primary: the blackhole outlasts the deadline at the largest "
+        "slowness stretch, so a build without keepalive still fails it.",
     },
     "latency_spike": {
         "failover_deadline_s": "5.0 s against the derived 4.8 s (4.0 s base + 2 x 0.4 s round trip of "
