@@ -5,12 +5,13 @@ from harness.scenario import Expect, Scenario, Step
 
 SCENARIO = Scenario(
     name="slicer",
-    description="Slice every TCP chunk on the client link into ~8-byte pieces for 3 s; frames still arrive whole.",
+    description="Slice every TCP chunk on the client link into ~8-byte pieces for 1.5 s; frames still arrive whole.",
     steps=(
         Step(
             at_s=0.5,
             fault=fault("slicer", "lb", average_size=8, size_variation=4, delay_us=100, stream="both"),
-            duration_s=3.0,
+            # 1.5 s: about 60 moves and their acks, every one in pieces.
+            duration_s=1.5,
         ),
     ),
     expect=Expect(failover_deadline_s=6.0),

@@ -15,10 +15,11 @@ SCENARIO = Scenario(
         # A move every 10 s (one right after each welcome): 1,000 clients at 0.5 moves/s saturate
         # the two shared cores before the herd even starts.
         rate_hz=0.1,
-        # The warm-up is not the herd: 1,000 first connects spread over 5 s (200 a second), a
-        # fraction of the 300-1,000 a second the herd itself comes back at on the 2-core machine
-        # (measured 2026-12-01). At 50 a second it was 20 s of a certification with one lane busy.
-        connect_spread_s=5.0,
+        # The warm-up is not the herd: 1,000 first connects spread over 3 s (333 a second), at the
+        # low end of the 300-1,000 a second the herd itself comes back at on the 2-core machine
+        # (measured 2026-12-01; alone, the swarm measured itself x2.1-2.2 slow at this pace). At
+        # 50 a second it was 20 s of a certification with one lane busy, at 200 a second 7 s.
+        connect_spread_s=3.0,
         reconnect="backoff",
         backoff_base_s=0.2,
         backoff_cap_s=2.0,
