@@ -107,7 +107,9 @@ INNER_THREADED = textwrap.dedent(
     )
     lane.start()
     lane.join()
-    Path(os.environ["READY_FILE"]).write_text(str(supervisor.procs["sleeper"].pid))
+    # Written whole, then renamed: the test reads the pid as soon as the file exists.
+    Path(os.environ["READY_FILE"] + ".part").write_text(str(supervisor.procs["sleeper"].pid))
+    os.replace(os.environ["READY_FILE"] + ".part", os.environ["READY_FILE"])
     threading.Event().wait(120)  # SIGKILLed from outside
     """
 )
