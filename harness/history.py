@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from harness import analysis
 from harness.records import RUN_META_FILE, Record, RecordError, RunMeta, read_json_object
 
 Clock = Callable[[], float]
@@ -192,6 +191,8 @@ class Run:
         return [r for r in self.history if r.get("process") == process]
 
     def client_ids(self) -> list[str]:
+        from harness import analysis  # see client_histories
+
         return analysis.client_ids(self.history)
 
     def client_histories(self) -> dict[str, list[Record]]:
@@ -199,6 +200,10 @@ class Run:
         checkers ask for it, and a herd's history holds hundreds of thousands of records. Each call
         gets lists of its own, so a caller that reorders one changes nothing for the next."""
         if self._client_histories is None:
+            # Imported here, not at the top: every client swarm and backend imports this module for
+            # HistoryWriter at its start, and analysis is a third of that import's CPU.
+            from harness import analysis
+
             self._client_histories = analysis.client_histories(self.history)
         return {client: list(recs) for client, recs in self._client_histories.items()}
 

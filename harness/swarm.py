@@ -28,7 +28,6 @@ from typing import TextIO
 from harness.client import CLOSE_TIMEOUT_S, GameClient, NullRecorder, Recorder
 from harness.eventloop import LOOP_LAG, SWARM_START, loop_factory, measure_slowness, watch_loop_lag
 from harness.history import HistoryWriter
-from harness.procs import _with_pdeathsig
 from harness.reconnect import POLICIES, PolicyError, ReconnectPolicy
 
 EXIT_NOT_READY = 3
@@ -276,7 +275,10 @@ def _worker_argv(args: argparse.Namespace, clients: int, id_offset: int, slownes
     if args.ping_interval is not None:
         argv += ["--ping-interval", str(args.ping_interval)]
     # Workers share the coordinator's process group (the supervisor signals it whole) and die
-    # with it if it is SIGKILLed alone.
+    # with it if it is SIGKILLed alone. Imported here: only a swarm with workers needs the
+    # supervisor module, and psutil, which it imports, is a fifth of every swarm's start.
+    from harness.procs import _with_pdeathsig
+
     return _with_pdeathsig(argv)
 
 
