@@ -25,6 +25,14 @@ DEFECTIVE = sorted(name for name, m in MUTANTS.items() if m["expected_invariant"
 AIMED = sorted({s for m in MUTANTS.values() for s in m["scenarios"]})
 
 
+def shared_lanes() -> int:
+    """Certify's lanes for one certification here: the machine's (``default_parallel``) shared
+    among pytest's workers. A scenario's time is mostly waiting, so lanes shorten the longer lists
+    (the reference's and the control's); but each worker taking all of them beside the others
+    overloads the cores, and the harness then rightly refuses to judge (inconclusive)."""
+    return max(1, default_parallel() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 def certify(cmd: str, scenarios: list[str], report: Path, *, fail_fast: bool = False) -> dict:
     certifier = Certifier(
         balancer_cmd=cmd,
@@ -33,9 +41,7 @@ def certify(cmd: str, scenarios: list[str], report: Path, *, fail_fast: bool = F
         only=scenarios,
         hypothesis_examples=0,
         console=Console(file=open(report.parent / f"{report.name}.log", "w"), width=120),
-        # Two lanes: a scenario's time is mostly waiting, so this halves the wall time of the
-        # longer lists (the reference's and the control's) without more CPU per scenario.
-        parallel=2,
+        parallel=shared_lanes(),
         fail_fast=fail_fast,
     )
     return certifier.run()
@@ -109,12 +115,9 @@ def test_a_build_without_drain_is_not_checked_for_it_never_rejected_or_passed(tm
 def test_full_quick_certification_rejects_mutant(mutant: str, tmp_path: Path) -> None:
     spec = MUTANTS[mutant]
     report = tmp_path / "report"
-    # The machine's lanes shared among pytest's workers: each certification taking certify's own
-    # default beside the others' overloads the cores, and the harness then rightly refuses to judge.
-    lanes = max(1, default_parallel() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "certify", "--balancer-cmd", spec["cmd_str"], "--profile", "quick",
-         "--report", str(report), "--parallel", str(lanes)],
+         "--report", str(report), "--parallel", str(shared_lanes())],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
