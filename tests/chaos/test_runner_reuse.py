@@ -45,4 +45,7 @@ def test_a_second_run_waits_for_its_own_swarm_not_the_ready_line_of_the_first(
         times = warmup_welcomes(run)
         assert len(times) == scenario.workload.clients, attempt
         assert max(times) < warmup_end, f"{attempt} run: the warm-up ended before every client was welcomed"
-        assert judged.passed, judged.summary()
+        # Not `passed`: with no warm-up past READY, whether some move was acknowledged by then is up
+        # to the machine's load (under -n 4 none was once, and the run was rightly inconclusive).
+        # Either way nothing is blamed on the build.
+        assert not judged.failures, judged.summary()
