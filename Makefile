@@ -28,7 +28,7 @@ lint: $(STAMP)
 # The whole suite but the slow full-certification self-tests. pytest exits 5 when it
 # collects nothing; that is a failure here, since this suite is never empty.
 # Four workers on two cores: a chaos test mostly waits on its scenarios' phases, so two workers
-# left the cores half idle; four keep them 85-90% busy. The certifications inside share certify's
+# left the cores half idle; four keep them 72-85% busy. The certifications inside share certify's
 # lanes among the workers (tests/selftest/test_mutants.py), so the machine is not overloaded.
 test: $(STAMP) lint bytecode
 	$(BIN)/python -m pytest -n 4 -m "not slow" -p no:randomly --durations=25 $(PYTEST_ARGS)

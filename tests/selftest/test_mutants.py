@@ -56,7 +56,8 @@ def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> N
     spec = MUTANTS[mutant]
     # Stopped at its first failing scenario: each of a mutant's aimed scenarios is meant to show its
     # invariant broken, and the rest of its list would only repeat that (the full certification of
-    # every mutant, `make mutation` and test_full_quick_certification_rejects_mutant, runs them all).
+    # every mutant without --fail-fast, test_full_quick_certification_rejects_mutant in
+    # `make test-all`, runs them all).
     cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report", fail_fast=True)
     assert cert["verdict"] == "rejected", json.dumps(cert, indent=1, default=str)[:4000]
     failed = failed_invariants(cert)
