@@ -36,10 +36,13 @@ import json
 import os
 import platform
 import resource
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -59,6 +62,7 @@ from bench_report import (  # noqa: E402
     load_table,
     pct,
     percentile,
+    phases_line,
     plot,
     quantiles,
     sessions_table,
@@ -195,12 +199,18 @@ class Bench:
             what=f"{clients} clients on the primary",
         )
         time.sleep(PLAY_WARMUP_S)  # a steady stretch of play before the fault (measured, not a sync)
+        # A plain TCP connection to the watched backend, idle: it reads EOF once the kernel has torn
+        # the killed process down and closed its sockets, the earliest any proxy can notice.
+        # Watched from a thread of its own, so that the kill's reaping does not delay the reading.
+        witness = EofWitness((HOST, watch.port), after_s) if fault == "sigkill" else None
         # A SIGKILL takes effect as it is sent; a toxic only once the API call has returned (a
         # message sent during the call may still get through, and must not count as recovery).
         fault_at = time.time()
         inject()
         if fault != "sigkill":
             fault_at = time.time()
+        eof_at = witness.result() if witness is not None else None
+        sockets_closed_ms = (eof_at - fault_at) * 1000 if eof_at is not None else None
         try:
             time.sleep(after_s)  # the observation window after the fault
         finally:
@@ -224,6 +234,7 @@ class Bench:
                     }
                 )
         gaps = [c["gap_ms"] for c in per_client if c["gap_ms"] is not None]
+        phases = balancer_phases(target, fault_at) if target.kind.startswith("reference") else None
         return {
             "target": target.kind,
             "fault": fault,
@@ -234,6 +245,8 @@ class Bench:
             "gap_ms": quantiles(gaps),
             "steady_rtt_ms": quantiles(steady),
             "per_client": per_client,
+            "phases_ms": phases,
+            "backend_sockets_closed_ms": sockets_closed_ms,
         }
 
     def failover_kill(self, kind: str, primary: Backend, secondary: Backend) -> dict[str, Any]:
@@ -648,6 +661,58 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+class EofWitness:
+    """An idle TCP connection to a backend, and when it read EOF (or None within ``window_s``)."""
+
+    def __init__(self, address: tuple[str, int], window_s: float) -> None:
+        self._sock = socket.create_connection(address)
+        self._eof_at: float | None = None
+        self._thread = threading.Thread(target=self._watch, args=(window_s,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, window_s: float) -> None:
+        with self._sock:
+            if select.select([self._sock], [], [], window_s)[0]:
+                self._eof_at = time.time()
+
+    def result(self) -> float | None:
+        self._thread.join()
+        return self._eof_at
+
+
+def balancer_phases(target: Target, fault_at: float) -> dict[str, Any] | None:
+    """Where a failover's gap went, from the reference balancer's own event lines.
+
+    Per session: the fault until the balancer saw its upstream lost, and until the upstream on
+    the secondary was open. What remains of the client's gap after that is the re-sent or next
+    message's trip through the new upstream.
+    """
+    if target.proc is None or not target.proc.stdout_path.exists():
+        return None
+    lost: dict[str, float] = {}
+    reopened: dict[str, float] = {}
+    for line in target.proc.stdout_path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or event.get("ts", 0) < fault_at:
+            continue
+        session = str(event.get("session"))
+        if event.get("event") == "upstream_lost":
+            lost.setdefault(session, event["ts"])
+        elif event.get("event") == "upstream_open" and session in lost:
+            reopened.setdefault(session, event["ts"])
+    if not lost:
+        return None
+    return {
+        "sessions": len(lost),
+        "to_upstream_lost": quantiles([(t - fault_at) * 1000 for t in lost.values()]),
+        "to_upstream_open": quantiles([(t - fault_at) * 1000 for t in reopened.values()]),
+        "lost_to_open": quantiles([(reopened[s] - lost[s]) * 1000 for s in reopened]),
+    }
+
+
 def generator_check(
     bench: Bench, direct: Target | None, backend: Backend, args: argparse.Namespace
 ) -> dict[str, Any] | None:
@@ -693,6 +758,8 @@ def print_failover(r: dict[str, Any]) -> None:
         f"max {fmt(g['max'], '.1f')} ms (steady RTT p99 before: {fmt(r['steady_rtt_ms']['p99'], '.1f')} ms)",
         flush=True,
     )
+    if (phases := phases_line(r)) is not None:
+        print(f"    {phases}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,27 @@ def failover_table(runs: list[dict[str, Any]]) -> list[str]:
             f"(window {r['window_ms'] / 1000:.0f} s) | {fmt(g['p50'], '.1f')} | {fmt(g['p99'], '.1f')} | "
             f"{fmt(g['max'], '.1f')} | {fmt(steady.get('p50'), '.1f')} / {fmt(steady.get('p99'), '.1f')} |"
         )
+    phases = [line for r in runs if (line := phases_line(r))]
+    if phases:
+        lines += ["", *[f"- {line}" for line in phases]]
     return lines
+
+
+def phases_line(run: dict[str, Any]) -> str | None:
+    """Where a reference balancer's failover gap went, from its own event lines (``phases_ms``):
+    the rest of a client's gap after ``upstream_open`` is the first trip through the new upstream."""
+    ph = run.get("phases_ms")
+    if not ph:
+        return None
+    lost, opened = ph["to_upstream_lost"], ph["to_upstream_open"]
+    closed = run.get("backend_sockets_closed_ms")
+    floor = f"; an idle TCP connection to the killed backend read EOF after {closed:.1f} ms" if closed else ""
+    return (
+        f"{run['fault']}, {run['target']}: the balancer logged `upstream_lost` "
+        f"{fmt(lost['p50'], '.1f')} ms (p50) / {fmt(lost['max'], '.1f')} ms (last) after the fault, "
+        f"and `upstream_open` on the secondary {fmt(opened['p50'], '.1f')} / {fmt(opened['max'], '.1f')} ms "
+        f"({ph['sessions']} sessions){floor}"
+    )
 
 
 def sessions_table(runs: list[dict[str, Any]]) -> list[str]:

@@ -93,7 +93,7 @@ def main() -> int:
         spy = None
         if args.spy:
             spy = subprocess.Popen(
-                [py_spy, "record", "--pid", str(balancer.pid), "--format", "raw", "--rate", "200", "--gil",
+                [py_spy, "record", "--pid", str(balancer.pid), "--format", "raw", "--rate", "1000", "--gil",
                  "--nonblocking", "--duration", str(int(args.rehome_timeout) + 30), "-o", str(args.spy)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
