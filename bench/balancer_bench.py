@@ -473,7 +473,7 @@ def harness_throughput(
         steps = [
             [str(bin_dir / "ruff"), "check", "."],
             [str(bin_dir / "mypy"), "balancer", "harness", "scenarios"],
-            [sys.executable, "-m", "pytest", "-n", "2", "-m", "not slow", "-p", "no:randomly", "-q"],
+            [sys.executable, "-m", "pytest", "-n", "4", "-m", "not slow", "-p", "no:randomly", "-q"],
         ]
         started = time.perf_counter()
         summary, code = "", 0
