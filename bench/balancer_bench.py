@@ -709,7 +709,6 @@ def balancer_phases(target: Target, fault_at: float) -> dict[str, Any] | None:
         "sessions": len(lost),
         "to_upstream_lost": quantiles([(t - fault_at) * 1000 for t in lost.values()]),
         "to_upstream_open": quantiles([(t - fault_at) * 1000 for t in reopened.values()]),
-        "lost_to_open": quantiles([(reopened[s] - lost[s]) * 1000 for s in reopened]),
     }
 
 

@@ -130,7 +130,7 @@ def phases_line(run: dict[str, Any]) -> str | None:
         return None
     lost, opened = ph["to_upstream_lost"], ph["to_upstream_open"]
     closed = run.get("backend_sockets_closed_ms")
-    floor = f"; an idle TCP connection to the killed backend read EOF after {closed:.1f} ms" if closed else ""
+    floor = "" if closed is None else f"; an idle TCP connection to the killed backend read EOF after {closed:.1f} ms"
     return (
         f"{run['fault']}, {run['target']}: the balancer logged `upstream_lost` "
         f"{fmt(lost['p50'], '.1f')} ms (p50) / {fmt(lost['max'], '.1f')} ms (last) after the fault, "

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.chaos
 
 DEFECTIVE = sorted(name for name, m in MUTANTS.items() if m["expected_invariant"])
 AIMED = sorted({s for m in MUTANTS.values() for s in m["scenarios"]})
+CATALOG = named_scenarios()
 
 
 def shared_lanes() -> int:
@@ -57,13 +58,12 @@ CORRECT_PARTS = 4
 def _parts(names: list[str], count: int) -> list[list[str]]:
     """``names`` in ``count`` parts of about equal estimated length (the longest first, each into the
     part with the least so far), so that no test is left running a long list alone at the end."""
-    catalog = named_scenarios()
     parts: list[list[str]] = [[] for _ in range(count)]
     totals = [0.0] * count
-    for name in sorted(names, key=lambda n: estimated_s(catalog[n]), reverse=True):
+    for name in sorted(names, key=lambda n: estimated_s(CATALOG[n]), reverse=True):
         least = totals.index(min(totals))
         parts[least].append(name)
-        totals[least] += estimated_s(catalog[name])
+        totals[least] += estimated_s(CATALOG[name])
     return [sorted(part) for part in parts if part]
 
 
@@ -88,7 +88,7 @@ def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, scenari
 # The longest first: pytest-xdist hands out the end of the collection last, so what ends the run
 # should be short (correct builds, 20-40 s each, were last and left 1-3 of the 4 workers idle for
 # the final 45 s of `make test`; docs/performance.md).
-BY_LENGTH = sorted(DEFECTIVE, key=lambda m: -sum(estimated_s(named_scenarios()[s]) for s in MUTANTS[m]["scenarios"]))
+BY_LENGTH = sorted(DEFECTIVE, key=lambda m: -sum(estimated_s(CATALOG[s]) for s in MUTANTS[m]["scenarios"]))
 
 
 @pytest.mark.parametrize("mutant", BY_LENGTH)
