@@ -23,7 +23,6 @@ pytestmark = pytest.mark.chaos
 
 DEFECTIVE = sorted(name for name, m in MUTANTS.items() if m["expected_invariant"])
 AIMED = sorted({s for m in MUTANTS.values() for s in m["scenarios"]})
-CATALOG = named_scenarios()
 
 
 def shared_lanes() -> int:
@@ -52,18 +51,34 @@ def failed_invariants(cert: dict) -> set[str]:
     return {inv for s in cert["scenarios"] for inv, r in s["results"].items() if r["status"] == "fail"}
 
 
+@pytest.mark.parametrize("mutant", DEFECTIVE)
+def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> None:
+    spec = MUTANTS[mutant]
+    # Stopped at its first failing scenario: each of a mutant's aimed scenarios is meant to show its
+    # invariant broken, and the rest of its list would only repeat that (the full certification of
+    # every mutant without --fail-fast, test_full_quick_certification_rejects_mutant in
+    # `make test-all`, runs them all).
+    cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report", fail_fast=True)
+    assert cert["verdict"] == "rejected", json.dumps(cert, indent=1, default=str)[:4000]
+    failed = failed_invariants(cert)
+    assert spec["expected_invariant"] in failed, (
+        f"{mutant}: expected {spec['expected_invariant']} to be violated, got {sorted(failed)}"
+    )
+
+
 CORRECT_PARTS = 4
 
 
 def _parts(names: list[str], count: int) -> list[list[str]]:
     """``names`` in ``count`` parts of about equal estimated length (the longest first, each into the
     part with the least so far), so that no test is left running a long list alone at the end."""
+    catalog = named_scenarios()
     parts: list[list[str]] = [[] for _ in range(count)]
     totals = [0.0] * count
-    for name in sorted(names, key=lambda n: estimated_s(CATALOG[n]), reverse=True):
+    for name in sorted(names, key=lambda n: estimated_s(catalog[n]), reverse=True):
         least = totals.index(min(totals))
         parts[least].append(name)
-        totals[least] += estimated_s(CATALOG[name])
+        totals[least] += estimated_s(catalog[name])
     return [sorted(part) for part in parts if part]
 
 
@@ -83,27 +98,6 @@ def test_correct_builds_are_certified_on_the_aimed_scenarios(build: str, scenari
         s["name"]: sorted(i for i, r in s["results"].items() if r["status"] == "fail") for s in cert["scenarios"]
     }
     assert cert["verdict"] == "certified", failures
-
-
-# The longest first: pytest-xdist hands out the end of the collection last, so what ends the run
-# should be short (correct builds, 20-40 s each, were last and left 1-3 of the 4 workers idle for
-# the final 45 s of `make test`; docs/performance.md).
-BY_LENGTH = sorted(DEFECTIVE, key=lambda m: -sum(estimated_s(CATALOG[s]) for s in MUTANTS[m]["scenarios"]))
-
-
-@pytest.mark.parametrize("mutant", BY_LENGTH)
-def test_mutant_is_rejected_with_its_invariant(mutant: str, tmp_path: Path) -> None:
-    spec = MUTANTS[mutant]
-    # Stopped at its first failing scenario: each of a mutant's aimed scenarios is meant to show its
-    # invariant broken, and the rest of its list would only repeat that (the full certification of
-    # every mutant without --fail-fast, test_full_quick_certification_rejects_mutant in
-    # `make test-all`, runs them all).
-    cert = certify(spec["cmd_str"], spec["scenarios"], tmp_path / "report", fail_fast=True)
-    assert cert["verdict"] == "rejected", json.dumps(cert, indent=1, default=str)[:4000]
-    failed = failed_invariants(cert)
-    assert spec["expected_invariant"] in failed, (
-        f"{mutant}: expected {spec['expected_invariant']} to be violated, got {sorted(failed)}"
-    )
 
 
 def test_a_build_without_drain_is_not_checked_for_it_never_rejected_or_passed(tmp_path: Path) -> None:
