@@ -85,6 +85,7 @@ from targets import (  # noqa: E402
     versions,
 )
 
+from harness.history import parse_event_lines  # noqa: E402
 from harness.ports import allocate_port  # noqa: E402
 from harness.procs import ManagedProcess, ReadyCheck, Supervisor, install_signal_handlers  # noqa: E402
 from harness.waiting import wait_until  # noqa: E402
@@ -691,12 +692,8 @@ def balancer_phases(target: Target, fault_at: float) -> dict[str, Any] | None:
         return None
     lost: dict[str, float] = {}
     reopened: dict[str, float] = {}
-    for line in target.proc.stdout_path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(event, dict) or event.get("ts", 0) < fault_at:
+    for event in parse_event_lines(target.proc.stdout_path.read_text(errors="replace")):
+        if not isinstance(event.get("ts"), int | float) or event["ts"] < fault_at:
             continue
         session = str(event.get("session"))
         if event.get("event") == "upstream_lost":
