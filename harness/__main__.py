@@ -34,6 +34,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness", description="wschaos: chaos harness for WebSocket balancers"
@@ -84,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="S",
         help="how long the build may take to accept TCP on its listen address (default 20)",
+    )
+    cert.add_argument(
+        "--smoke-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        # The default is harness.smoke.SMOKE_TIMEOUT_S, not imported here: a cluster's modules would
+        # slow every `python -m harness` start (tests/chaos/test_certify_cli.py holds them equal).
+        help="how long the smoke gate waits for its first clients to play before it refuses the build (default 15)",
     )
 
     replay = sub.add_parser("replay", help="replay a saved scenario (JSON) and judge it")

@@ -876,6 +876,7 @@ def certify_main(args: Any) -> int:
         extra=extra,
         hypothesis_examples=examples,
         ready_timeout_s=args.ready_timeout,
+        smoke_timeout_s=args.smoke_timeout or SMOKE_TIMEOUT_S,
         console=console,
         fail_fast=args.fail_fast,
         seed=args.seed,

@@ -19,6 +19,7 @@ from harness.faults import fault
 from harness.records import INCONCLUSIVE
 from harness.runner import ScenarioRunner
 from harness.scenario import Phases, Scenario, Step, Workload
+from harness.smoke import SMOKE_TIMEOUT_S
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
@@ -27,18 +28,23 @@ NOGAME = Path(__file__).with_name("nogame_builds.py")
 
 
 @pytest.mark.parametrize(
-    ("mode", "seen"),
+    ("mode", "seen", "smoke_timeout"),
     [
-        ("silent", "timed out during opening handshake"),
-        ("http503", "HTTP 503"),
-        ("echo", "no game message (welcome) ever came back"),
+        # The default gate: its clients' own handshake timeout (5 s) runs out inside it.
+        ("silent", "timed out during opening handshake", None),
+        # These builds answer at once, so a shorter gate (--smoke-timeout) sees the same.
+        ("http503", "HTTP 503", 5.0),
+        ("echo", "no game message (welcome) ever came back", 5.0),
     ],
 )
-def test_a_build_that_relays_no_game_is_refused_in_under_a_minute(tmp_path: Path, mode: str, seen: str) -> None:
+def test_a_build_that_relays_no_game_is_refused_in_under_a_minute(
+    tmp_path: Path, mode: str, seen: str, smoke_timeout: float | None
+) -> None:
     report = tmp_path / "r"
+    gate = ["--smoke-timeout", f"{smoke_timeout:g}"] if smoke_timeout is not None else []
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "--profile", "quick", "--scenario", "kill_primary",
+        [sys.executable, "-m", "harness", "certify", "--profile", "quick", "--scenario", "kill_primary", *gate,
          "--balancer-cmd", f"{sys.executable} {NOGAME} --mode {mode} {{config}}", "--report", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -47,6 +53,7 @@ def test_a_build_that_relays_no_game_is_refused_in_under_a_minute(tmp_path: Path
     assert proc.returncode == 2, out
     assert elapsed < 60, f"took {elapsed:.0f} s\n{out}"
     assert "REFUSED: the build relayed no game" in proc.stdout
+    assert f"within {smoke_timeout or SMOKE_TIMEOUT_S:g} s" in proc.stdout
     assert seen in proc.stdout
     assert f"{mode} build on" in proc.stdout  # the build's last output lines
     assert "Traceback" not in out
