@@ -300,10 +300,6 @@ class ManagedProcess:
                 pass
         return self.kill()
 
-    def send_signal(self, sig: signal.Signals) -> bool:
-        """``sig`` to the whole group; whether a running process was signalled."""
-        return self._signal_group(sig)
-
     def hangup(self) -> bool:
         """SIGHUP (a drain, for a build that declares it); whether a running process was signalled."""
         return self._signal_group(signal.SIGHUP)

@@ -52,13 +52,11 @@ from harness.records import (
     render_violations,
 )
 from harness.recovery import recovery_figures
-from harness.scenario import Scenario
+from harness.scenario import Scenario, Workload
 from harness.schedule import agenda
 from harness.swarm import (
     EXIT_HISTORY_LOST,
     EXIT_NOT_READY,
-    HELD,
-    RELEASE_SIGNAL,
     history_lost_reason,
     says_ready_within_s,
     stops_within_s,
@@ -74,11 +72,6 @@ SWARM_READY_BASE_CLIENTS = 200
 #: a load average of 12-14: the reference balancer welcomed 30-35 clients a second (each is a
 #: handshake through the lb proxy, an upstream handshake through a backend proxy and a welcome).
 SWARM_READY_S_PER_CLIENT = 0.04
-#: How long a swarm started held may take to say HELD: an interpreter's start on a loaded machine.
-SWARM_HELD_WITHIN_S = 30.0
-#: A held swarm waits for its release at most the scenario's planned length plus this. It only
-#: bounds a swarm whose runner neither released nor stopped it.
-SWARM_HOLD_MARGIN_S = 300.0
 
 
 def swarm_ready_timeout_s(clients: int, connect_spread_s: float = 0.0) -> float:
@@ -369,21 +362,6 @@ class ScenarioRunner:
             scenario.save(run_dir / "scenario.json")
         except OSError as exc:
             raise RunNotRecorded(describe_write_failure(exc.filename or run_dir, exc)) from None
-        # The swarms start now, held, and are released when their clients are due: an interpreter's
-        # start is a quarter of a second of each, and would otherwise lengthen the warm-up and the
-        # deadline phase of every run (docs/performance.md). The reset below runs meanwhile.
-        w = scenario.workload
-        swarms = [self._spawn_swarm(scenario, run_dir, "c", w.clients, w.connect_spread_s)]
-        try:
-            if w.probe_clients:
-                swarms.append(self._spawn_swarm(scenario, run_dir, "n", w.probe_clients, 0.0))
-            return self._reset(scenario, run_dir, swarms)
-        except BaseException:
-            for swarm in swarms:
-                swarm.kill()
-            raise
-
-    def _reset(self, scenario: Scenario, run_dir: Path, swarms: list[ManagedProcess]) -> _RunState:
         c = self.cluster
         notes: list[str] = []
         reset_start = time.time()
@@ -432,13 +410,12 @@ class ScenarioRunner:
             phases={"started": time.time()},
             writers=[nemesis_log, monitor_log],
             reset_start=reset_start,
-            swarms=swarms,
         )
 
     def _warmup_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
-        self._release_swarm(state, state.swarms[0], "c", w.clients, w.connect_spread_s)
-        self._watch_swarm(state, state.swarms[0])
+        state.swarms.append(self._start_swarm(state, "c", w, w.clients, w.connect_spread_s))
+        self._watch_swarm(state, state.swarms[-1])
         since = state.phases["started"]
 
         def everyone_played() -> bool:
@@ -480,8 +457,8 @@ class ScenarioRunner:
     def _deadline_phase(self, state: _RunState) -> None:
         w = state.scenario.workload
         if w.probe_clients:
-            self._release_swarm(state, state.swarms[1], "n", w.probe_clients, 0.0)
-            self._watch_swarm(state, state.swarms[1])
+            state.swarms.append(self._start_swarm(state, "n", w, w.probe_clients, 0.0))
+            self._watch_swarm(state, state.swarms[-1])
         self._wait_progress(state.progress, state.phases["heal_end"], state.scenario.phases.deadline_s)
         state.phase("deadline_end")
 
@@ -606,11 +583,11 @@ class ScenarioRunner:
             meta=meta,
         )
 
-    def _spawn_swarm(
-        self, scenario: Scenario, run_dir: Path, prefix: str, clients: int, spread_s: float
+    def _start_swarm(
+        self, state: _RunState, prefix: str, workload: Workload, clients: int, spread_s: float
     ) -> ManagedProcess:
-        """A swarm for this run, started held: no client connects before :meth:`_release_swarm`."""
-        workload = scenario.workload
+        run_dir, notes = state.run_dir, state.notes
+        name = f"swarm-{prefix}-{run_dir.name}"
         ready_timeout_s = swarm_ready_timeout_s(clients, spread_s)
         argv = swarm_argv(
             f"{self.cluster.lb_url}/play",
@@ -625,49 +602,31 @@ class ScenarioRunner:
             open_timeout_s=workload.open_timeout_s,
             compression=workload.compression,
             resend_on_gap=workload.resend_on_gap,
-            hold_s=self._hold_limit_s(scenario),
         )
-        return self.cluster.supervisor.spawn(f"swarm-{prefix}-{run_dir.name}", argv, wait=False)
-
-    @staticmethod
-    def _hold_limit_s(scenario: Scenario) -> float:
-        w = scenario.workload
-        players_ready_s = says_ready_within_s(w.clients, swarm_ready_timeout_s(w.clients, w.connect_spread_s))
-        planned_s = players_ready_s + scenario.phases.warmup_s + scenario.fault_phase_s
-        return SWARM_HELD_WITHIN_S + planned_s + SWARM_HOLD_MARGIN_S
-
-    def _release_swarm(
-        self, state: _RunState, proc: ManagedProcess, prefix: str, clients: int, spread_s: float
-    ) -> None:
-        """Lets a held swarm's clients connect, and waits until it says READY or NOT READY."""
-        # From this start's first byte: a line left in the file by an earlier run into the same
-        # report directory would otherwise end a wait before this swarm has even started.
-        output = _Tail(proc.stdout_path, proc.stdout_start)
+        proc = self.cluster.supervisor.spawn(name, argv, wait=False)
+        # From this start's first byte: a READY left in the file by an earlier run into the same
+        # report directory would otherwise end the wait before this swarm has even started.
+        ready = _Tail(proc.stdout_path, proc.stdout_start)
         seen: list[str] = []
 
-        def says(*openings: str) -> Callable[[], bool]:
-            def said() -> bool:
-                seen.extend(output.new_lines())
-                return any(line.startswith(openings) for line in seen) or not proc.running
-
-            return said
+        def is_ready() -> bool:
+            seen.extend(ready.new_lines())
+            return any(line.startswith(("READY", "NOT READY")) for line in seen) or not proc.running
 
         try:
-            wait_until(says(HELD), timeout=SWARM_HELD_WITHIN_S, what=f"client swarm {prefix} to start")
-            if HELD in seen:
-                proc.send_signal(RELEASE_SIGNAL)
             # As long as the swarm itself may take to say READY or NOT READY: a runner that moved
             # on earlier would fault a run whose swarm then stops its clients under it.
             wait_until(
-                says("READY", "NOT READY"),
-                timeout=says_ready_within_s(clients, swarm_ready_timeout_s(clients, spread_s)) + 5,
+                is_ready,
+                timeout=says_ready_within_s(clients, ready_timeout_s) + 5,
                 what=f"client swarm {prefix} ready",
             )
         except TimeoutError as exc:
-            state.notes.append(str(exc))
+            notes.append(str(exc))
         if not any(line.startswith("READY") for line in seen):
-            state.notes.append(f"client swarm {prefix}: not every client got a welcome ({' '.join(seen)[-200:]})")
-            state.unready_swarms.add(proc.name)
+            notes.append(f"client swarm {prefix}: not every client got a welcome ({' '.join(seen)[-200:]})")
+            state.unready_swarms.add(name)
+        return proc
 
     def _fault_phase(self, scenario: Scenario, nemesis: Nemesis, notes: list[str], progress: _Progress) -> None:
         t0 = time.monotonic()

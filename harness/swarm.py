@@ -1,7 +1,7 @@
 """A swarm of game clients in one asyncio process.
 
     python -m harness.swarm --url URL --clients N [--prefix c] [--id-offset 0] [--rate HZ]
-        [--history-dir DIR] [--ready-timeout S] [--connect-spread S] [--duration S] [--hold S]
+        [--history-dir DIR] [--ready-timeout S] [--connect-spread S] [--duration S]
 
 A swarm of more than --clients-per-process clients (default 100) runs them in worker processes
 of its own and speaks for them. Runs on uvloop when it is installed.
@@ -12,10 +12,6 @@ close 1000 within a bounded deadline and exits 0. Histories go to
 ``DIR/clients-<prefix>-<pid>.jsonl``, one writer per process, ``process`` = the client id. A
 history that could not be written in full (a full disk) makes it exit 4 after ``HISTORY LOST: why``
 on stderr; the clients play on regardless.
-
-With ``--hold S`` it starts (imports, arguments), prints ``HELD`` and starts no client until it
-gets SIGUSR1, so that its owner can start it ahead of the moment its clients must connect; without
-a release within S seconds it exits 5 after ``NEVER RELEASED`` on stderr.
 """
 
 from __future__ import annotations
@@ -39,11 +35,6 @@ EXIT_NOT_READY = 3
 #: The reason goes to stderr as ``HISTORY LOST: ...``.
 EXIT_HISTORY_LOST = 4
 HISTORY_LOST = "HISTORY LOST"
-#: Said by a swarm started with --hold once it is ready to be released (SIGUSR1).
-HELD = "HELD"
-#: A held swarm that was never released: it started no client.
-EXIT_NEVER_RELEASED = 5
-RELEASE_SIGNAL = signal.SIGUSR1
 # One asyncio process answers the keepalive pings of this many clients; beyond that, the swarm
 # splits into worker processes. 200 clients in one process cannot answer 0.5 s pings in time on a
 # busy 2-core machine (docs/architecture.md, "A loaded machine").
@@ -95,10 +86,8 @@ def swarm_argv(
     open_timeout_s: float = 5.0,
     compression: bool = True,
     resend_on_gap: bool = False,
-    hold_s: float | None = None,
 ) -> list[str]:
-    """The command that runs a swarm as its own process, as the runner and the plugin start it.
-    With ``hold_s`` it waits, HELD, for its release (see the module's doc)."""
+    """The command that runs a swarm as its own process, as the runner and the plugin start it."""
     return [
         sys.executable, "-m", "harness.swarm",
         "--url", url,
@@ -113,7 +102,6 @@ def swarm_argv(
         "--close-timeout", str(close_timeout_s(clients)),
         *(reconnect or ReconnectPolicy()).argv(),
         *_game_flags(compression, resend_on_gap),
-        *(["--hold", str(hold_s)] if hold_s is not None else []),
     ]  # fmt: skip
 
 
@@ -440,19 +428,6 @@ async def _amain(args: argparse.Namespace) -> int:
     return code
 
 
-def _released_within(limit_s: float) -> bool:
-    """Says HELD, then waits at most ``limit_s`` for the release signal. The signal is blocked
-    before HELD is said: a release sent the moment HELD is read then waits, pending, instead of
-    meeting its default action (the end of the process)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {RELEASE_SIGNAL})
-    _say(sys.stdout, HELD)
-    released = signal.sigtimedwait({RELEASE_SIGNAL}, limit_s) is not None
-    # A second release must not end it, nor the worker processes it may start (they inherit this).
-    signal.signal(RELEASE_SIGNAL, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {RELEASE_SIGNAL})
-    return released
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.swarm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -493,13 +468,6 @@ def main(argv: list[str] | None = None) -> int:
         "--backoff-jitter", type=float, default=default.jitter, help="each wait drawn from [(1-J)*d, d]; 0..1"
     )
     parser.add_argument("--reconnect-seed", type=int, default=default.seed, help="seeds every client's jitter")
-    parser.add_argument(
-        "--hold",
-        type=float,
-        default=None,
-        metavar="S",
-        help=f"say {HELD} and start no client until SIGUSR1; exit {EXIT_NEVER_RELEASED} if none comes within S seconds",
-    )
     parser.add_argument("--slowness", type=float, default=None, help=argparse.SUPPRESS)  # a worker's, measured for it
     args = parser.parse_args(argv)
     try:
@@ -512,11 +480,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients-per-process must be >= 1")
     if args.rate <= 0:
         parser.error("--rate must be > 0")
-    if args.hold is not None and not args.hold > 0:
-        parser.error("--hold must be > 0")
-    if args.hold is not None and not _released_within(args.hold):
-        print(f"NEVER RELEASED: no {RELEASE_SIGNAL.name} within {args.hold:g} s of {HELD}", file=sys.stderr, flush=True)
-        return EXIT_NEVER_RELEASED
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_amain(args))
 

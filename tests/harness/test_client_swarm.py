@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 from game_support import Proc, start_backend
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -28,7 +25,7 @@ from harness import game
 from harness.client import GameClient, play_url
 from harness.history import HistoryWriter, Record, read_jsonl
 from harness.reconnect import ReconnectPolicy
-from harness.swarm import CLIENTS_PER_PROCESS, EXIT_NEVER_RELEASED, HELD, RELEASE_SIGNAL
+from harness.swarm import CLIENTS_PER_PROCESS
 from harness.waiting import wait_until_async
 
 DEADLINE = 10.0
@@ -408,40 +405,6 @@ async def test_swarm_not_ready_exits_3(spawn: Callable[..., Proc], tmp_path: Pat
     recs = records(tmp_path / f"clients-c-{swarm.popen.pid}.jsonl")
     stopped = {r["process"]: r["hung"] for r in recs if r["f"] == "stopped"}
     assert stopped == {"c000": False, "c001": False, "c002": False}
-
-
-async def test_a_held_swarm_starts_no_client_until_released(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
-    history = tmp_path / "history"
-    swarm = spawn("-m", "harness.swarm", "--url", url, "--clients", "2", "--history-dir", str(history), "--hold", "60")
-    swarm.wait_line(f"^{HELD}$")
-    pid = swarm.popen.pid
-    held = psutil.Process(pid)
-    # Asleep in its wait for the release, with nothing opened: no history, no connection.
-    await until(lambda: held.status() == psutil.STATUS_SLEEPING, "the held swarm to sleep")
-    assert not history.exists()
-    assert held.net_connections() == []
-    assert [r["event"] for r in records_journal(tmp_path / "primary.jsonl")] == ["start"]
-    released_at = time.time()
-    os.kill(pid, RELEASE_SIGNAL)
-    swarm.wait_line("^READY 2$")
-    os.kill(pid, signal.SIGTERM)
-    assert await swarm.await_exit(DEADLINE) == 0
-    swarm.cleanup()
-    recs = records(history / f"clients-c-{pid}.jsonl")
-    assert {r["f"] for r in recs} >= {"swarm_start", "conn_open", "stopped"}
-    assert min(r["t"] for r in recs) >= released_at
-
-
-async def test_a_held_swarm_never_released_exits_5_without_a_client(spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    _, url = start_backend_url(spawn, "primary", tmp_path / "primary.jsonl")
-    history = tmp_path / "history"
-    swarm = spawn("-m", "harness.swarm", "--url", url, "--clients", "2", "--history-dir", str(history), "--hold", "0.2")
-    assert await swarm.await_exit(DEADLINE) == EXIT_NEVER_RELEASED
-    swarm.cleanup()
-    assert swarm.out == [HELD]
-    assert swarm.err == [f"NEVER RELEASED: no SIGUSR1 within 0.2 s of {HELD}"]
-    assert not history.exists()
 
 
 async def test_swarm_duration_ends_the_run(spawn: Callable[..., Proc], tmp_path: Path) -> None:
