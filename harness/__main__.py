@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cert.add_argument(
         "--ready-timeout",
-        type=float,
+        type=_positive_seconds,
         default=20.0,
         metavar="S",
         help="how long the build may take to accept TCP on its listen address (default 20)",
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         # The default is harness.smoke.SMOKE_TIMEOUT_S, not imported here: a cluster's modules would
-        # slow every `python -m harness` start (tests/chaos/test_certify_cli.py holds them equal).
+        # slow every `python -m harness` start (tests/harness/test_main.py holds them equal).
         help="how long the smoke gate waits for its first clients to play before it refuses the build (default 15)",
     )
 

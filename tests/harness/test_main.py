@@ -15,17 +15,22 @@ def test_the_smoke_timeout_help_states_the_gates_own_default(capsys: pytest.Capt
     assert build_parser().parse_args(["certify"]).smoke_timeout is None  # then certify uses the gate's
 
 
-def test_a_smoke_timeout_is_read_in_seconds() -> None:
-    assert build_parser().parse_args(["certify", "--smoke-timeout", "2.5"]).smoke_timeout == 2.5
+@pytest.mark.parametrize("option", ["--smoke-timeout", "--ready-timeout"])
+def test_a_timeout_is_read_in_seconds(option: str) -> None:
+    args = build_parser().parse_args(["certify", option, "2.5"])
+    assert getattr(args, option.removeprefix("--").replace("-", "_")) == 2.5
 
 
+@pytest.mark.parametrize("option", ["--smoke-timeout", "--ready-timeout"])
 @pytest.mark.parametrize(
     ("value", "said"),
     [("0", "above 0"), ("-1", "above 0"), ("nan", "above 0"), ("inf", "above 0"), ("soon", "number of seconds")],
 )
-def test_a_bad_smoke_timeout_is_refused_naming_it(value: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_timeout_is_refused_naming_it(
+    option: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["certify", "--smoke-timeout", value])
+        build_parser().parse_args(["certify", option, value])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "--smoke-timeout" in err and said in err
+    assert option in err and said in err
