@@ -23,7 +23,7 @@ bytecode: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy balancer harness scenarios
+	$(BIN)/mypy balancer harness scenarios bench
 
 # The whole suite but the slow full-certification self-tests. pytest exits 5 when it
 # collects nothing; that is a failure here, since this suite is never empty.

@@ -441,7 +441,8 @@ def harness_throughput(
     """Certify's wall time per profile and per ``--parallel`` setting, one after the other in one
     run, so the lanes' speed-up is a ratio measured side by side (``parallel`` None: the default)."""
     out: dict[str, Any] = {}
-    for profile, lanes in [(p, n) for p in profiles for n in (parallel or [None])]:
+    settings: list[int | None] = list(parallel) if parallel else [None]
+    for profile, lanes in [(p, n) for p in profiles for n in settings]:
         label = profile if lanes is None else f"{profile}_parallel{lanes}"
         report = workdir / f"cert-{label}"
         started = time.perf_counter()

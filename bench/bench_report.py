@@ -49,7 +49,7 @@ def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         values = [r[key] for r in rows if r.get(key) is not None]
         return statistics.median(values) if values else None
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (target, size, conns), group in groups.items():
         rows.append(
             {

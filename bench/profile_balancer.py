@@ -115,7 +115,8 @@ def main() -> int:
             if args.hold:
                 worker.terminate(timeout=30)
             else:
-                wait_until(lambda w=worker: not w.running, timeout=duration + 30, what="the load generator to finish")
+                if worker.wait_exit(duration + 30) is None:
+                    raise TimeoutError(f"the load generator {worker.name} did not finish within {duration + 30:.0f} s")
     total, own, inclusive = shares(args.out, args.top)
     what = f"opening {args.hold} idle sessions" if args.hold else f"{args.conns} connections x {args.size} B"
     print(f"{total} samples of the balancer, {what}; collapsed stacks: {args.out}")
