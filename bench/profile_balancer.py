@@ -114,9 +114,8 @@ def main() -> int:
         for worker in workers:
             if args.hold:
                 worker.terminate(timeout=30)
-            else:
-                if worker.wait_exit(duration + 30) is None:
-                    raise TimeoutError(f"the load generator {worker.name} did not finish within {duration + 30:.0f} s")
+            elif worker.wait_exit(duration + 30) is None:
+                raise TimeoutError(f"the load generator {worker.name} did not finish within {duration + 30:.0f} s")
     total, own, inclusive = shares(args.out, args.top)
     what = f"opening {args.hold} idle sessions" if args.hold else f"{args.conns} connections x {args.size} B"
     print(f"{total} samples of the balancer, {what}; collapsed stacks: {args.out}")
