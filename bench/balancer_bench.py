@@ -435,6 +435,17 @@ def post(url: str, body: dict[str, Any]) -> bytes:
 
 
 # -- harness throughput ----------------------------------------------------------------------
+def make_test_steps(bin_dir: Path) -> list[list[str]]:
+    """What `make test` runs (lint, then the suite: the Makefile's recipes, which tests/bench
+    holds these equal to), with the venv of ``bin_dir``, so that the bench does not build a second
+    venv in a checkout that has none; the install step is not timed."""
+    return [
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "mypy"), "balancer", "harness", "scenarios", "bench"],
+        [str(bin_dir / "python"), "-m", "pytest", "-n", "4", "-m", "not slow", "-p", "no:randomly", "-q"],
+    ]
+
+
 def harness_throughput(
     profiles: list[str], with_tests: bool, workdir: Path, parallel: list[int] | None = None
 ) -> dict[str, Any]:
@@ -469,14 +480,7 @@ def harness_throughput(
             "scenarios_per_min": scenarios / (wall / 60) if wall else None,
         }
     if with_tests:
-        # What `make test` runs (lint, then the suite), with this interpreter's venv, so that it
-        # does not build a second venv in a checkout that has none; the install step is not timed.
-        bin_dir = Path(sys.executable).parent
-        steps = [
-            [str(bin_dir / "ruff"), "check", "."],
-            [str(bin_dir / "mypy"), "balancer", "harness", "scenarios"],
-            [sys.executable, "-m", "pytest", "-n", "4", "-m", "not slow", "-p", "no:randomly", "-q"],
-        ]
+        steps = make_test_steps(Path(sys.executable).parent)
         started = time.perf_counter()
         summary, code = "", 0
         for step in steps:

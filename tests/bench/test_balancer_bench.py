@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -156,3 +157,20 @@ def test_goals_are_judged_from_the_run_and_unmeasured_ones_say_so() -> None:
     assert verdicts["blackhole noticed and failed over"] == "**not met**"  # 2150 > 1000 + 1000 + 100
     assert verdicts["5000 sessions re-homed"] == "not measured"
     assert verdicts["RSS with 10k idle sessions"] == "not measured"
+
+
+def test_the_timed_make_test_steps_are_the_makefiles_recipes() -> None:
+    bench = _load("balancer_bench")
+    recipes = [
+        shlex.split(line.strip().replace("$(BIN)/", "").replace("$(PYTEST_ARGS)", ""))
+        for line in (REPO / "Makefile").read_text().splitlines()
+        if line.startswith("\t$(BIN)/")
+    ]
+    for step in bench.make_test_steps(Path("/venv/bin")):
+        words = [Path(step[0]).name, *step[1:]]
+        if "-q" in words:
+            # The bench keeps pytest's output short; the rest of the recipe is its durations table.
+            words = words[: words.index("-q")]
+            assert any(recipe[: len(words)] == words for recipe in recipes), (words, recipes)
+        else:
+            assert words in recipes, (words, recipes)
