@@ -56,6 +56,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from bench_report import (  # noqa: E402
+    GOAL_CELL,
     failover_table,
     fmt,
     goals_table,
@@ -95,6 +96,10 @@ PLAY_WARMUP_S = 1.0
 # The reference balancer's keepalive in the failover and session runs: a blackhole is noticed
 # after about ping_interval + ping_timeout (docs/contract.md section 9).
 PING_S = 1.0
+# Rounds of the goals' cell by default, in all: the matrix's own, then rounds of that cell alone.
+# Its per-round ratio to HAProxy moved by 0.15 between two rounds of one run on this machine
+# (docs/performance.md), so the verdict takes the median of several.
+GOAL_CELL_ROUNDS = 6
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -104,6 +109,16 @@ def raise_fd_limit() -> dict[str, Any]:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return {"before": soft, "now": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "hard": hard}
+
+
+def load_plan(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(round, size, conns) in the order measured: ``--rounds`` rounds of the whole matrix, then
+    the goals' cell alone until it has ``--goal-rounds`` rounds (when the matrix holds it)."""
+    plan = [(rnd, size, conns) for rnd in range(args.rounds) for size in args.sizes for conns in args.conns]
+    size, conns = GOAL_CELL
+    if size in args.sizes and conns in args.conns:
+        plan += [(rnd, size, conns) for rnd in range(args.rounds, args.goal_rounds)]
+    return plan
 
 
 def wait_exit(proc: ManagedProcess, timeout: float) -> None:
@@ -511,6 +526,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default {','.join(TARGETS)})",
     )
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the load matrix")
+    p.add_argument(
+        "--goal-rounds",
+        type=int,
+        default=GOAL_CELL_ROUNDS,
+        help=f"rounds of the goals' cell ({GOAL_CELL[0]} B x {GOAL_CELL[1]} conns) in all, counting the matrix's",
+    )
     p.add_argument("--duration", type=float, default=2.0, help="measured seconds per load cell")
     p.add_argument("--procs", type=int, default=2, help="load generator processes")
     p.add_argument("--sizes", type=parse_list, default=[64, 16384])
@@ -548,9 +569,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.skip - {"load", "failover", "sessions"}:
         p.error(f"--skip takes load, failover, sessions; got {', '.join(sorted(args.skip))}")
     if args.quick:
-        args.rounds, args.duration, args.sessions = 1, 1.0, [1000]
-    if args.procs < 1 or args.rounds < 1 or args.duration <= 0:
-        p.error("--procs and --rounds must be >= 1 and --duration > 0")
+        args.rounds, args.goal_rounds, args.duration, args.sessions = 1, 1, 1.0, [1000]
+    if args.procs < 1 or args.rounds < 1 or args.goal_rounds < 1 or args.duration <= 0:
+        p.error("--procs, --rounds and --goal-rounds must be >= 1 and --duration > 0")
     return args
 
 
@@ -597,24 +618,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             direct = running[0] if targets[0] == "direct" else None
             report["generator_check"] = generator_check(bench, direct, primary, args)
             cells: list[dict[str, Any]] = []
-            for rnd in range(args.rounds):
-                for size in args.sizes:
-                    for conns in args.conns:
-                        shift = (rnd + len(cells)) % len(running)
-                        for target in running[shift:] + running[:shift]:
-                            cell = bench.load_cell(target, size, conns, args.procs, primary)
-                            cell["round"] = rnd + 1
-                            cells.append(cell)
-                            print(
-                                f"round {rnd + 1} {size:>5} B {conns:>3} conn {target.kind:<9} "
-                                f"{cell['rps']:>8.0f} rt/s  p50 {fmt(cell['p50_us']):>6} µs  "
-                                f"p99 {fmt(cell['p99_us']):>6} µs  "
-                                f"proxy CPU {fmt(cell['proxy_cpu_us_per_rt'], '.1f')} µs/rt"
-                                f"  gen CPU {cell['generator_cpu_share']} backend CPU {cell['backend_cpu_share']:.2f}"
-                                f" machine {fmt((cell['machine_busy'] or 0) * 100)}%"
-                                + (f"  errors {cell['errors']}" if cell["errors"] else ""),
-                                flush=True,
-                            )
+            for rnd, size, conns in load_plan(args):
+                shift = (rnd + len(cells)) % len(running)
+                for target in running[shift:] + running[:shift]:
+                    cell = bench.load_cell(target, size, conns, args.procs, primary)
+                    cell["round"] = rnd + 1
+                    cells.append(cell)
+                    print(
+                        f"round {rnd + 1} {size:>5} B {conns:>3} conn {target.kind:<9} "
+                        f"{cell['rps']:>8.0f} rt/s  p50 {fmt(cell['p50_us']):>6} µs  "
+                        f"p99 {fmt(cell['p99_us']):>6} µs  "
+                        f"proxy CPU {fmt(cell['proxy_cpu_us_per_rt'], '.1f')} µs/rt"
+                        f"  gen CPU {cell['generator_cpu_share']} backend CPU {cell['backend_cpu_share']:.2f}"
+                        f" machine {fmt((cell['machine_busy'] or 0) * 100)}%"
+                        + (f"  errors {cell['errors']}" if cell["errors"] else ""),
+                        flush=True,
+                    )
             for target in running:
                 stop(target)
             report["load_cells"] = cells

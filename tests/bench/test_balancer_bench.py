@@ -66,6 +66,46 @@ def test_summary_takes_the_median_and_ratios_to_haproxy_of_the_same_cell() -> No
     assert [r["target"] for r in bench.summarise(cells)] == ["direct", "reference", "haproxy"]
 
 
+def test_ratios_to_haproxy_pair_the_rounds_and_take_their_median() -> None:
+    bench = _load("balancer_bench")
+
+    def cell(target: str, rnd: int, rps: float, p99: float, cpu: float) -> dict[str, object]:
+        return {"target": target, "size": 64, "conns": 16, "round": rnd, "rps": rps, "p50_us": 1.0,
+                "p99_us": p99, "p999_us": p99, "proxy_cpu_us_per_rt": cpu}  # fmt: skip
+
+    # Round 2 was slow for both (a burst of load from elsewhere): paired, it changes nothing.
+    cells = [
+        cell("haproxy", 1, 4000, 100, 10), cell("reference", 1, 3200, 150, 20),
+        cell("reference", 2, 800, 600, 30), cell("haproxy", 2, 1000, 400, 15),
+        cell("haproxy", 3, 4200, 110, 10), cell("reference", 3, 3360, 165, 20),
+        cell("reference", 4, 3000, 1000, 99),  # no HAProxy cell in round 4: nothing to pair with
+    ]  # fmt: skip
+    ref = {r["target"]: r for r in bench.summarise(cells)}["reference"]
+    assert ref["rps_vs_haproxy_per_round"] == pytest.approx([0.8, 0.8, 0.8])
+    assert ref["rps_vs_haproxy"] == pytest.approx(0.8)  # the ratio of the medians would say 3100 / 4000
+    assert ref["p99_vs_haproxy_per_round"] == pytest.approx([1.5, 1.5, 1.5])
+    assert ref["cpu_vs_haproxy"] == pytest.approx(2.0)
+    verdicts = {goal: (measured, verdict) for goal, _, measured, verdict in
+                sys.modules["bench_report"].goals({"load": bench.summarise(cells)}, ping_s=1.0)}  # fmt: skip
+    assert verdicts["round trips/s ÷ HAProxy (64 B, 16 conns)"] == ("0.80 (median of 3 rounds; 0.80 to 0.80)", "met")
+    assert verdicts["p99 RTT ÷ HAProxy (64 B, 16 conns)"][1] == "met"
+    assert verdicts["proxy CPU per round trip ÷ HAProxy (64 B, 16 conns)"][1] == "met"
+
+
+def test_the_goals_cell_gets_its_extra_rounds_after_the_matrix() -> None:
+    bench = _load("balancer_bench")
+    args = bench.parse_args(["--rounds", "2", "--goal-rounds", "4", "--sizes", "64,16384", "--conns", "1,16"])
+    plan = bench.load_plan(args)
+    matrix = [(r, s, c) for r in (0, 1) for s in (64, 16384) for c in (1, 16)]
+    assert plan == [*matrix, (2, 64, 16), (3, 64, 16)]
+    # Fewer goal rounds than matrix rounds: the matrix alone; a matrix without the cell: no extra rounds.
+    assert bench.load_plan(bench.parse_args(["--rounds", "3", "--goal-rounds", "1"]))[-1][0] == 2
+    assert bench.load_plan(bench.parse_args(["--sizes", "16384", "--goal-rounds", "9"])) == [
+        (r, 16384, c) for r in (0, 1) for c in (1, 16, 256)
+    ]
+    assert bench.parse_args(["--quick"]).goal_rounds == 1
+
+
 def test_failover_quantiles_of_nothing_are_absent_not_zero() -> None:
     bench = _load("balancer_bench")
     assert bench.quantiles([]) == {"p50": None, "p99": None, "max": None}
@@ -104,6 +144,9 @@ def test_bad_flags_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--sessions", "1000,lots"])
     assert "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--goal-rounds", "0"])
+    assert "--goal-rounds must be >= 1" in capsys.readouterr().err
 
 
 def test_the_generator_refuses_anything_but_loopback() -> None:
