@@ -266,6 +266,11 @@ class Bench:
         }
 
     def failover_kill(self, kind: str, primary: Backend, secondary: Backend) -> dict[str, Any]:
+        # Every target's kill hits a freshly started primary. The kernel closes a killed process's
+        # sockets only after tearing down its memory, and the primary that served the load matrix
+        # had grown: the first target's clients waited 3.7 and 5.7 ms for that, the next ones, after
+        # a restart, 2.8 to 3.2 ms (docs/performance.md). Whichever target came first paid for it.
+        primary.proc.restart()
         target = start_target(
             self.sup,
             kind,
