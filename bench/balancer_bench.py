@@ -97,7 +97,7 @@ PLAY_WARMUP_S = 1.0
 # after about ping_interval + ping_timeout (docs/contract.md section 9).
 PING_S = 1.0
 # Rounds of the goals' cell by default, in all: the matrix's own, then rounds of that cell alone.
-# Its per-round ratio to HAProxy moved by 0.15 between two rounds of one run on this machine
+# Its per-round ratio to HAProxy ranged from 0.63 to 0.90 within one run on this machine
 # (docs/performance.md), so the verdict takes the median of several.
 GOAL_CELL_ROUNDS = 6
 

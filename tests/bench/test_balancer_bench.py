@@ -44,18 +44,18 @@ def test_percentile_walks_the_histogram() -> None:
 def test_summary_takes_the_median_and_ratios_to_haproxy_of_the_same_cell() -> None:
     bench = _load("balancer_bench")
 
-    def cell(target: str, rps: float, p99: float, cpu: float | None) -> dict[str, object]:
-        return {"target": target, "size": 64, "conns": 16, "rps": rps, "p50_us": 1.0, "p99_us": p99,
-                "p999_us": p99, "proxy_cpu_us_per_rt": cpu}  # fmt: skip
+    def cell(target: str, rnd: int, rps: float, p99: float, cpu: float | None) -> dict[str, object]:
+        return {"target": target, "size": 64, "conns": 16, "round": rnd, "rps": rps, "p50_us": 1.0,
+                "p99_us": p99, "p999_us": p99, "proxy_cpu_us_per_rt": cpu}  # fmt: skip
 
     cells = [
-        cell("haproxy", 1000, 100, 20),
-        cell("haproxy", 3000, 300, 40),
-        cell("haproxy", 2000, 200, 30),
-        cell("reference", 500, 600, 150),
-        cell("reference", 400, 700, 140),
-        cell("reference", 600, 500, 160),
-        cell("direct", 9000, 50, None),
+        cell("haproxy", 1, 1000, 100, 20),
+        cell("haproxy", 2, 3000, 300, 40),
+        cell("haproxy", 3, 2000, 200, 30),
+        cell("reference", 1, 250, 300, 100),
+        cell("reference", 2, 750, 900, 200),
+        cell("reference", 3, 500, 600, 150),
+        cell("direct", 1, 9000, 50, None),
     ]
     rows = {r["target"]: r for r in bench.summarise(cells)}
     assert rows["haproxy"]["rps"] == 2000 and rows["haproxy"]["rounds"] == 3
